@@ -1,0 +1,237 @@
+//! Extractors that turn a request into typed input or a clear 4xx in the error envelope.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use billing::error::FieldError;
+use billing::sessions::Principal;
+use billing::users::Role;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// A JSON body: syntax errors are 400 `malformed_json`; a well-formed body with a field of
+/// the wrong type is 422 `validation_failed` naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes =
+            axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e: BytesRejection| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge
+                    } else {
+                        ApiError::MalformedRequest(e.body_text())
+                    }
+                })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Data => {
+                    let field = if path == "." { "body".to_owned() } else { path };
+                    Err(ApiError::Billing(billing::Error::Validation(vec![
+                        FieldError::new(field, data_reason(&inner)),
+                    ])))
+                }
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Err(ApiError::MalformedJson(inner.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// serde's message without its "at line 1 column 9" suffix.
+fn data_reason(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    }
+}
+
+/// Query parameters; a bad one is 400 `malformed_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded_from_str(query).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::MalformedRequest("bad query string".into()))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::MalformedRequest(e.body_text()))
+}
+
+/// The authenticated caller (a valid, unrevoked bearer token).
+pub struct AuthUser(pub Principal);
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let principal = billing::sessions::authenticate(&state.ctx, token).await?;
+        tracing::Span::current().record("user_id", principal.user_id.0);
+        Ok(AuthUser(principal))
+    }
+}
+
+/// An authenticated caller with the `admin` role; anyone else gets 403.
+pub struct AdminUser(pub Principal);
+
+impl<S> FromRequestParts<S> for AdminUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let AuthUser(principal) = AuthUser::from_request_parts(parts, state).await?;
+        if principal.role != Role::Admin {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(AdminUser(principal))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// The client's address: the socket peer, or the `X-Forwarded-For` hop just before the
+/// first trusted proxy when the peer is one (so clients cannot spoof it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+    trusted: &[IpAddr],
+) -> ClientIp {
+    let peer_ip = peer
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    if !trusted.contains(&peer_ip) {
+        return ClientIp(peer_ip);
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    // Walk from the nearest hop outwards, skipping our own proxies.
+    let ip = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .copied()
+        .unwrap_or(peer_ip);
+    ClientIp(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_only_believed_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let peer_proxy = ConnectInfo(SocketAddr::new(proxy, 1234));
+        let peer_other = ConnectInfo(SocketAddr::new("203.0.113.9".parse().unwrap(), 1));
+        let h = headers("198.51.100.7, 203.0.113.5");
+        assert_eq!(
+            client_ip(&h, Some(&peer_proxy), &[proxy]).0,
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&h, Some(&peer_other), &[proxy]).0,
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&HeaderMap::new(), Some(&peer_proxy), &[proxy]).0,
+            proxy
+        );
+    }
+
+    #[test]
+    fn json_errors_are_classified() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: String,
+        }
+        assert!(matches!(
+            parse_json::<T>(b"{"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        match parse_json::<T>(br#"{"a": 5}"#) {
+            Err(ApiError::Billing(billing::Error::Validation(f))) => assert_eq!(f[0].field, "a"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

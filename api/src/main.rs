@@ -1,0 +1,106 @@
+//! `pillivery-api`: serve the REST API, migrate, create an admin, print the OpenAPI document.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pillivery-api", version, about = "Pillivery REST API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Create an admin account, or promote the existing account with that e-mail.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "PILLIVERY_ADMIN_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "admin")]
+        display_name: String,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", serde_json::to_string_pretty(&api::openapi())?);
+        return Ok(());
+    }
+    let settings = billing::Settings::load()?;
+    billing::telemetry::init_tracing(&settings.log);
+    let ctx = billing::Ctx::new(settings, Arc::new(billing::clock::SystemClock))?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(ctx).await,
+        Command::Migrate => {
+            billing::db::migrate(&ctx.db).await.context("migrate")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::CreateAdmin {
+            email,
+            password,
+            display_name,
+        } => create_admin(ctx, email, password, display_name).await,
+        Command::Openapi => Ok(()),
+    }
+}
+
+async fn serve(ctx: billing::Ctx) -> anyhow::Result<()> {
+    let addr = ctx.settings.api.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {addr}"))?;
+    tracing::info!(%addr, "pillivery-api listening");
+    let state = api::AppState::new(ctx);
+    api::serve(listener, state, api::shutdown_signal()).await?;
+    tracing::info!("pillivery-api stopped");
+    Ok(())
+}
+
+async fn create_admin(
+    ctx: billing::Ctx,
+    email: String,
+    password: String,
+    display_name: String,
+) -> anyhow::Result<()> {
+    use billing::users::{Role, SignupInput};
+    if billing::users::promote_to_admin(&ctx, &email).await? {
+        println!("{email} is an admin");
+        return Ok(());
+    }
+    let input = SignupInput {
+        email: email.clone(),
+        password,
+        display_name,
+        real_name: "admin".into(),
+        phone: "010-0000-0000".into(),
+        city: "-".into(),
+        detail_address: "-".into(),
+    };
+    match billing::users::signup_with_role(&ctx, input, Role::Admin).await {
+        Ok(user) => {
+            println!("created admin {} (id {})", user.email, user.id);
+            Ok(())
+        }
+        Err(billing::Error::Validation(fields)) | Err(billing::Error::AlreadyExists(fields)) => {
+            let why: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.field, f.reason))
+                .collect();
+            anyhow::bail!("cannot create admin: {}", why.join("; "))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,7 @@
+//! HTTP routes, one module per area; each handler extracts, calls one `billing` function
+//! and maps the result to a DTO.
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+pub mod users;

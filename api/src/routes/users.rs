@@ -1,0 +1,116 @@
+//! Accounts: signup and the caller's own profile.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use billing::users::{ProfilePatch, Role, SignupInput, User, UserStatus};
+use billing::validate::format_phone;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{ApiJson, AuthUser};
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(me, update_me, withdraw))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub real_name: Option<String>,
+    #[schema(example = "010-1234-5678")]
+    pub phone: String,
+    pub city: String,
+    pub detail_address: String,
+    /// Set for accounts created through social login.
+    pub oauth_provider: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserResponse {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.0,
+            email: u.email,
+            display_name: u.display_name,
+            real_name: u.real_name,
+            phone: format_phone(&u.phone),
+            city: u.city,
+            detail_address: u.detail_address,
+            oauth_provider: u.oauth_provider,
+            role: u.role,
+            status: u.status,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// Sign up with e-mail and password.
+#[utoipa::path(post, path = "/api/users", tag = "accounts", request_body = SignupInput,
+    responses(
+        (status = 201, body = UserResponse),
+        (status = 400, body = ErrorBody, description = "malformed_json"),
+        (status = 409, body = ErrorBody, description = "already_exists (fields name the duplicates)"),
+        (status = 422, body = ErrorBody, description = "validation_failed"),
+        (status = 429, body = ErrorBody, description = "rate_limited"),
+    ))]
+async fn signup(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<SignupInput>,
+) -> ApiResult<impl IntoResponse> {
+    let user = billing::users::signup(&state.ctx, input).await?;
+    let location = format!("/api/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(UserResponse::from(user)),
+    ))
+}
+
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/users/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = UserResponse), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResult<Json<UserResponse>> {
+    let user = billing::users::get(&state.ctx, p.user_id).await?;
+    Ok(Json(user.into()))
+}
+
+/// Change profile fields (and, with `current_password`, the password).
+#[utoipa::path(patch, path = "/api/users/me", tag = "accounts", security(("bearer" = [])),
+    request_body = ProfilePatch,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "already_exists"),
+        (status = 422, body = ErrorBody, description = "validation_failed"),
+    ))]
+async fn update_me(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiJson(patch): ApiJson<ProfilePatch>,
+) -> ApiResult<Json<UserResponse>> {
+    let user = billing::users::update_profile(&state.ctx, p.user_id, patch).await?;
+    Ok(Json(user.into()))
+}
+
+/// Withdraw the account: every session is revoked and later logins are refused.
+#[utoipa::path(delete, path = "/api/users/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn withdraw(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResult<StatusCode> {
+    billing::users::withdraw(&state.ctx, p.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

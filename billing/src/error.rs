@@ -1,0 +1,116 @@
+//! The billing crate's one error type: what went wrong, in terms callers can act on.
+
+use serde::Serialize;
+
+/// One rejected input field, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An external dependency the request needed and could not reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Postgres,
+    Redis,
+    OAuthProvider,
+}
+
+impl Dependency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres",
+            Dependency::Redis => "redis",
+            Dependency::OAuthProvider => "oauth_provider",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("already exists")]
+    AlreadyExists(Vec<FieldError>),
+    #[error("not found")]
+    NotFound,
+    #[error("invalid e-mail or password")]
+    InvalidCredentials,
+    #[error("this account has been withdrawn")]
+    AccountWithdrawn,
+    #[error("access token missing, invalid, expired or revoked")]
+    InvalidToken,
+    #[error("refresh token invalid, expired or revoked")]
+    InvalidRefreshToken,
+    #[error("refresh token was already used; its session has been revoked")]
+    RefreshTokenReused,
+    #[error("invalid or expired OAuth state")]
+    InvalidOAuthState,
+    #[error("invalid or expired signup token")]
+    InvalidSignupToken,
+    #[error("unknown OAuth provider")]
+    UnknownOAuthProvider,
+    #[error("the e-mail belongs to an existing account; log in with its password")]
+    EmailRegisteredElsewhere,
+    #[error("OAuth provider error: {0}")]
+    OAuthProvider(String),
+    #[error("{} unavailable: {detail}", .dependency.name())]
+    Unavailable {
+        dependency: Dependency,
+        detail: String,
+    },
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn validation(field: &str, reason: &str) -> Self {
+        Error::Validation(vec![FieldError::new(field, reason)])
+    }
+
+    pub fn redis(err: impl std::fmt::Display) -> Self {
+        Error::Unavailable {
+            dependency: Dependency::Redis,
+            detail: err.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            // Pool exhaustion and lost connections are the database being unavailable,
+            // which callers answer with 503, not a bug.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Error::Unavailable {
+                dependency: Dependency::Postgres,
+                detail: err.to_string(),
+            },
+            _ => Error::Database(err),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The name of the unique index or constraint a statement violated, if that was the failure.
+pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint(),
+        _ => None,
+    }
+}

@@ -1,0 +1,65 @@
+//! Pillivery's domain: types, policies, all SQL, sessions, settings and the clock.
+//!
+//! `api/` and `worker/` stay thin: they extract input, call one function here, and map
+//! the result. Every function takes the `Ctx` (shared handles) or a `&mut PgConnection`
+//! so one service call owns its transaction.
+
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod kv;
+pub mod money;
+pub mod oauth;
+pub mod page;
+pub mod passwords;
+pub mod sessions;
+pub mod settings;
+pub mod telemetry;
+pub mod users;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{Error, Result};
+pub use settings::Settings;
+
+/// Handles every service call needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub db: sqlx::PgPool,
+    pub kv: kv::Kv,
+    pub settings: Arc<Settings>,
+    pub clock: clock::SharedClock,
+    /// For calls to outside parties (OAuth providers); its own pool and timeouts.
+    pub http: reqwest::Client,
+}
+
+impl Ctx {
+    /// Builds the handles without connecting: Postgres and Redis connect on first use,
+    /// so a process starts while a dependency is down and reports it as not ready.
+    pub fn new(settings: Settings, clock: clock::SharedClock) -> Result<Self> {
+        install_crypto_provider();
+        let db = db::pool(&settings.database)?;
+        let kv = kv::Kv::new(&settings.redis)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.oauth.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.oauth.timeout_ms.min(3_000)))
+            .build()
+            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        Ok(Self {
+            db,
+            kv,
+            settings: Arc::new(settings),
+            clock,
+            http,
+        })
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring is the one sqlx already uses.
+pub fn install_crypto_provider() {
+    // Err only means another caller installed it first, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,573 @@
+//! The one `Settings` struct every binary reads: defaults → optional TOML file → env.
+//!
+//! Sources, later ones winning: built-in defaults, the file named by `PILLIVERY_CONFIG`,
+//! then `PILLIVERY__SECTION__KEY` environment variables. `Settings::validate` turns a bad
+//! value into an error naming the key, so a misconfigured process stops at start.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// A configuration problem, always naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    #[default]
+    Dev,
+    Test,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub api: ApiSettings,
+    pub worker: WorkerSettings,
+    pub kakaopay: KakaoPaySettings,
+    pub auth: AuthSettings,
+    pub oauth: OAuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/pillivery"),
+            max_connections: 20,
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+    /// Bound on connecting and on each command, so a dead Redis degrades quickly.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379"),
+            prefix: "pillivery:".into(),
+            timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Allowed CORS origins; `["*"]` allows any origin (without credentials).
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (e.g. the nginx in front).
+    pub trusted_proxies: Vec<IpAddr>,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 15_000,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub listen: SocketAddr,
+    pub concurrency: usize,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            concurrency: 256,
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KakaoPaySettings {
+    pub base_url: String,
+    pub secret_key: SecretString,
+    pub cid_one_time: String,
+    pub cid_subscription: String,
+}
+
+impl Default for KakaoPaySettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://open-api.kakaopay.com".into(),
+            secret_key: SecretString::from(""),
+            cid_one_time: "TC0ONETIME".into(),
+            cid_subscription: "TCSUBSCRIP".into(),
+        }
+    }
+}
+
+/// The dev-only JWT secret; refused outside `environment = "dev"`/`"test"`.
+pub const DEV_JWT_SECRET: &str = "pillivery-dev-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Lifetime of the token a first-time social user finishes signing up with.
+    pub signup_token_ttl_secs: u64,
+    /// Lifetime of the signed OAuth `state`.
+    pub oauth_state_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(DEV_JWT_SECRET),
+            access_ttl_secs: 30 * 60,
+            refresh_ttl_secs: 7 * 24 * 3600,
+            signup_token_ttl_secs: 15 * 60,
+            oauth_state_ttl_secs: 10 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Timeout of each call to a provider (token exchange, profile).
+    pub timeout_ms: u64,
+    /// Providers by name; `kakao` and `google` get their public URLs as presets.
+    pub providers: BTreeMap<String, OAuthProviderSettings>,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5_000,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthProviderSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// JSON pointer to the stable user id in the profile (e.g. `/id`, `/sub`).
+    pub subject_pointer: Option<String>,
+    /// JSON pointer to the e-mail in the profile.
+    pub email_pointer: Option<String>,
+}
+
+/// A provider with every URL resolved (preset or configured).
+#[derive(Debug, Clone)]
+pub struct OAuthProvider {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub scopes: Vec<String>,
+    pub subject_pointer: String,
+    pub email_pointer: String,
+}
+
+struct Preset {
+    authorize: &'static str,
+    token: &'static str,
+    userinfo: &'static str,
+    scopes: &'static [&'static str],
+    subject: &'static str,
+    email: &'static str,
+}
+
+fn preset(name: &str) -> Option<Preset> {
+    match name {
+        "kakao" => Some(Preset {
+            authorize: "https://kauth.kakao.com/oauth/authorize",
+            token: "https://kauth.kakao.com/oauth/token",
+            userinfo: "https://kapi.kakao.com/v2/user/me",
+            scopes: &["account_email"],
+            subject: "/id",
+            email: "/kakao_account/email",
+        }),
+        "google" => Some(Preset {
+            authorize: "https://accounts.google.com/o/oauth2/v2/auth",
+            token: "https://oauth2.googleapis.com/token",
+            userinfo: "https://openidconnect.googleapis.com/v1/userinfo",
+            scopes: &["openid", "email", "profile"],
+            subject: "/sub",
+            email: "/email",
+        }),
+        _ => None,
+    }
+}
+
+impl OAuthSettings {
+    /// Resolves a configured provider against its preset; `None` if unknown or incomplete.
+    pub fn provider(&self, name: &str) -> Option<OAuthProvider> {
+        let cfg = self.providers.get(name)?;
+        let preset = preset(name);
+        let pick = |own: &Option<String>, from_preset: Option<&'static str>| {
+            own.clone().or_else(|| from_preset.map(str::to_owned))
+        };
+        Some(OAuthProvider {
+            name: name.to_owned(),
+            client_id: cfg.client_id.clone(),
+            client_secret: cfg.client_secret.clone(),
+            authorize_url: pick(&cfg.authorize_url, preset.as_ref().map(|p| p.authorize))?,
+            token_url: pick(&cfg.token_url, preset.as_ref().map(|p| p.token))?,
+            userinfo_url: pick(&cfg.userinfo_url, preset.as_ref().map(|p| p.userinfo))?,
+            scopes: cfg.scopes.clone().unwrap_or_else(|| {
+                preset
+                    .as_ref()
+                    .map(|p| p.scopes.iter().map(|s| (*s).to_owned()).collect())
+                    .unwrap_or_default()
+            }),
+            subject_pointer: pick(&cfg.subject_pointer, preset.as_ref().map(|p| p.subject))
+                .unwrap_or_else(|| "/sub".into()),
+            email_pointer: pick(&cfg.email_pointer, preset.as_ref().map(|p| p.email))
+                .unwrap_or_else(|| "/email".into()),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_ip_per_sec: u32,
+    pub per_ip_burst: u32,
+    /// Login, signup, refresh and OAuth completion, per client IP.
+    pub login_per_min: u32,
+    pub login_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_ip_per_sec: 50,
+            per_ip_burst: 100,
+            login_per_min: 20,
+            login_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults → `PILLIVERY_CONFIG` file (if set) → `PILLIVERY__…` env, then validated.
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = std::env::var_os("PILLIVERY_CONFIG");
+        Self::load_from(file.as_deref().map(Path::new))
+    }
+
+    pub fn load_from(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "PILLIVERY_CONFIG",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("PILLIVERY__").split("__"));
+        let settings: Settings = figment.extract().map_err(describe)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let db = self.database.url.expose_secret();
+        if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(invalid("database.url", "must be a postgres:// URL"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        let redis = self.redis.url.expose_secret();
+        if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err(invalid("redis.url", "must be a redis:// URL"));
+        }
+        if self.redis.timeout_ms == 0 {
+            return Err(invalid("redis.timeout_ms", "must be positive"));
+        }
+        check_url("api.public_url", &self.api.public_url)?;
+        check_url("kakaopay.base_url", &self.kakaopay.base_url)?;
+        if self.api.body_limit_bytes < 1024 {
+            return Err(invalid("api.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.api.request_timeout_ms == 0 {
+            return Err(invalid("api.request_timeout_ms", "must be positive"));
+        }
+        for origin in &self.api.cors_origins {
+            if origin != "*" {
+                check_url("api.cors_origins", origin)?;
+            }
+        }
+        if self.worker.concurrency == 0 || self.worker.concurrency > 10_000 {
+            return Err(invalid("worker.concurrency", "must be between 1 and 10000"));
+        }
+        for (key, cid) in [
+            ("kakaopay.cid_one_time", &self.kakaopay.cid_one_time),
+            ("kakaopay.cid_subscription", &self.kakaopay.cid_subscription),
+        ] {
+            if cid.len() != 10 {
+                return Err(invalid(key, "a KakaoPay cid is 10 characters"));
+            }
+        }
+        let secret = self.auth.jwt_secret.expose_secret();
+        if secret.len() < 32 {
+            return Err(invalid("auth.jwt_secret", "must be at least 32 bytes"));
+        }
+        if self.environment == Environment::Production && secret == DEV_JWT_SECRET {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "required outside dev: set PILLIVERY__AUTH__JWT_SECRET",
+            ));
+        }
+        if self.auth.access_ttl_secs < 60 || self.auth.refresh_ttl_secs < self.auth.access_ttl_secs
+        {
+            return Err(invalid(
+                "auth.access_ttl_secs",
+                "access TTL must be ≥ 60 s and not above the refresh TTL",
+            ));
+        }
+        for name in self.oauth.providers.keys() {
+            let Some(p) = self.oauth.provider(name) else {
+                return Err(invalid(
+                    "oauth.providers",
+                    format!("provider `{name}` has no preset: set authorize_url, token_url and userinfo_url"),
+                ));
+            };
+            if p.client_id.is_empty() {
+                return Err(invalid(
+                    "oauth.providers",
+                    format!("provider `{name}` needs a client_id"),
+                ));
+            }
+            for url in [&p.authorize_url, &p.token_url, &p.userinfo_url] {
+                check_url("oauth.providers", url)?;
+            }
+        }
+        let rl = &self.rate_limit;
+        if rl.per_ip_per_sec == 0 || rl.per_ip_burst == 0 {
+            return Err(invalid(
+                "rate_limit.per_ip_per_sec",
+                "rate and burst must be positive",
+            ));
+        }
+        if rl.login_per_min == 0 || rl.login_burst == 0 {
+            return Err(invalid(
+                "rate_limit.login_per_min",
+                "rate and burst must be positive",
+            ));
+        }
+        if tracing_level_is_empty(&self.log.level) {
+            return Err(invalid("log.level", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Figment's errors, one line each, naming the key as it is written in the file
+/// (`api.listen`) and where the value came from.
+fn describe(err: figment::Error) -> SettingsError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    SettingsError::Load(lines.join("; "))
+}
+
+fn tracing_level_is_empty(level: &str) -> bool {
+    level.trim().is_empty()
+}
+
+fn check_url(key: &'static str, value: &str) -> Result<(), SettingsError> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(()),
+        _ => Err(invalid(key, format!("`{value}` is not an http(s) URL"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_the_dev_secret() {
+        let s = Settings {
+            environment: Environment::Production,
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        type Mutation = Box<dyn Fn(&mut Settings)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "database.url",
+                Box::new(|s| s.database.url = "mysql://x".into()),
+            ),
+            ("redis.url", Box::new(|s| s.redis.url = "http://x".into())),
+            (
+                "api.public_url",
+                Box::new(|s| s.api.public_url = "nope".into()),
+            ),
+            ("worker.concurrency", Box::new(|s| s.worker.concurrency = 0)),
+            (
+                "kakaopay.cid_one_time",
+                Box::new(|s| s.kakaopay.cid_one_time = "short".into()),
+            ),
+            (
+                "auth.jwt_secret",
+                Box::new(|s| s.auth.jwt_secret = "x".into()),
+            ),
+            (
+                "rate_limit.login_per_min",
+                Box::new(|s| s.rate_limit.login_per_min = 0),
+            ),
+            (
+                "oauth.providers",
+                Box::new(|s| {
+                    s.oauth
+                        .providers
+                        .insert("acme".into(), OAuthProviderSettings::default());
+                }),
+            ),
+        ];
+        for (key, mutate) in cases {
+            let mut s = Settings::default();
+            mutate(&mut s);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "expected {key} in {err}");
+        }
+    }
+
+    #[test]
+    fn file_then_env_layering_and_debug_hides_secrets() {
+        let dir = std::env::temp_dir().join(format!("pv-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:9999\"\n[auth]\njwt_secret = \"file-secret-file-secret-file-secret-123\"\n[oauth.providers.kakao]\nclient_id = \"abc\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&path)).unwrap();
+        assert_eq!(s.api.listen.port(), 9999);
+        let kakao = s.oauth.provider("kakao").unwrap();
+        assert_eq!(kakao.token_url, "https://kauth.kakao.com/oauth/token");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("file-secret"), "secret leaked: {debug}");
+        assert!(Settings::load_from(Some(&dir.join("missing.toml"))).is_err());
+        std::fs::write(&path, "[api]\nlisten = \"not an address\"\n").unwrap();
+        let err = Settings::load_from(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("key `api.listen`"), "{err}");
+    }
+}

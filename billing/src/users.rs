@@ -1,0 +1,528 @@
+//! Accounts: signup, profile, withdrawal, and the `users` table.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::error::{unique_violation, Error, FieldError, Result};
+use crate::ids::UserId;
+use crate::validate::{self, Checks};
+use crate::{passwords, sessions, Ctx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Withdrawn,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub real_name: Option<String>,
+    /// Digits only; see `validate::format_phone`.
+    pub phone: String,
+    pub city: String,
+    pub detail_address: String,
+    pub oauth_provider: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/users`. Fields default to empty so a missing one is reported like a blank one.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignupInput {
+    #[schema(required = true, example = "jane@example.com")]
+    pub email: String,
+    #[schema(required = true, example = "Secret12!")]
+    pub password: String,
+    #[schema(required = true, example = "jane")]
+    pub display_name: String,
+    #[schema(required = true, example = "김영희")]
+    pub real_name: String,
+    #[schema(required = true, example = "010-1234-5678")]
+    pub phone: String,
+    #[schema(required = true, example = "Seoul")]
+    pub city: String,
+    #[schema(required = true, example = "1 Sejong-daero, Jung-gu")]
+    pub detail_address: String,
+}
+
+/// `PATCH /api/users/me`: only the fields present change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfilePatch {
+    pub display_name: Option<String>,
+    pub real_name: Option<String>,
+    pub phone: Option<String>,
+    pub city: Option<String>,
+    pub detail_address: Option<String>,
+    /// A new password; requires `current_password`.
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+}
+
+/// A validated account ready to insert.
+pub(crate) struct NewUser {
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub display_name: String,
+    pub real_name: Option<String>,
+    pub phone: String,
+    pub city: String,
+    pub detail_address: String,
+    pub oauth: Option<(String, String)>,
+    pub role: Role,
+}
+
+/// Contact fields every account has, however it signs up.
+pub(crate) struct Contact {
+    pub display_name: String,
+    pub phone: String,
+    pub city: String,
+    pub detail_address: String,
+}
+
+pub(crate) fn check_contact(
+    checks: &mut Checks,
+    display_name: &str,
+    phone: &str,
+    city: &str,
+    detail_address: &str,
+) -> Contact {
+    checks.check("display_name", validate::display_name(display_name));
+    checks.check("phone", validate::phone(phone));
+    checks.check("city", validate::text(city, 100));
+    checks.check("detail_address", validate::text(detail_address, 200));
+    Contact {
+        display_name: display_name.to_owned(),
+        phone: validate::normalize_phone(phone).unwrap_or_default(),
+        city: city.trim().to_owned(),
+        detail_address: detail_address.trim().to_owned(),
+    }
+}
+
+pub async fn signup(ctx: &Ctx, input: SignupInput) -> Result<User> {
+    signup_with_role(ctx, input, Role::User).await
+}
+
+pub async fn signup_with_role(ctx: &Ctx, input: SignupInput, role: Role) -> Result<User> {
+    let mut checks = Checks::default();
+    checks.check("email", validate::email(input.email.trim()));
+    checks.check("password", validate::password(&input.password));
+    checks.check("real_name", validate::real_name(&input.real_name));
+    let contact = check_contact(
+        &mut checks,
+        &input.display_name,
+        &input.phone,
+        &input.city,
+        &input.detail_address,
+    );
+    checks.finish()?;
+    let password_hash = passwords::hash(input.password).await?;
+    let new = NewUser {
+        email: validate::normalize_email(&input.email),
+        password_hash: Some(password_hash),
+        display_name: contact.display_name,
+        real_name: Some(input.real_name),
+        phone: contact.phone,
+        city: contact.city,
+        detail_address: contact.detail_address,
+        oauth: None,
+        role,
+    };
+    let mut conn = ctx.db.acquire().await?;
+    insert(&mut conn, &new).await
+}
+
+pub async fn get(ctx: &Ctx, id: UserId) -> Result<User> {
+    let mut conn = ctx.db.acquire().await?;
+    match find_by_id(&mut conn, id).await? {
+        Some(user) if user.status == UserStatus::Active => Ok(user),
+        _ => Err(Error::NotFound),
+    }
+}
+
+pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Result<User> {
+    let mut checks = Checks::default();
+    if let Some(v) = &patch.display_name {
+        checks.check("display_name", validate::display_name(v));
+    }
+    if let Some(v) = &patch.real_name {
+        checks.check("real_name", validate::real_name(v));
+    }
+    if let Some(v) = &patch.phone {
+        checks.check("phone", validate::phone(v));
+    }
+    if let Some(v) = &patch.city {
+        checks.check("city", validate::text(v, 100));
+    }
+    if let Some(v) = &patch.detail_address {
+        checks.check("detail_address", validate::text(v, 200));
+    }
+    if let Some(v) = &patch.password {
+        checks.check("password", validate::password(v));
+        if patch
+            .current_password
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            checks.check(
+                "current_password",
+                Err("is required to change the password"),
+            );
+        }
+    }
+    checks.finish()?;
+
+    let mut tx = ctx.db.begin().await?;
+    let current = sqlx::query!(
+        r#"SELECT password_hash FROM users WHERE id = $1 AND status = 'active' FOR UPDATE"#,
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let new_hash = match (&patch.password, &patch.current_password) {
+        (Some(new), Some(old)) => {
+            let Some(stored) = current.password_hash else {
+                return Err(Error::validation(
+                    "current_password",
+                    "this account signs in with a social provider",
+                ));
+            };
+            if !passwords::verify(old.clone(), stored).await? {
+                return Err(Error::validation("current_password", "is not correct"));
+            }
+            Some(passwords::hash(new.clone()).await?)
+        }
+        _ => None,
+    };
+    let phone = patch.phone.as_deref().and_then(validate::normalize_phone);
+    let result = sqlx::query!(
+        r#"UPDATE users SET
+             display_name = COALESCE($2, display_name),
+             real_name = COALESCE($3, real_name),
+             phone = COALESCE($4, phone),
+             city = COALESCE($5, city),
+             detail_address = COALESCE($6, detail_address),
+             password_hash = COALESCE($7, password_hash)
+           WHERE id = $1"#,
+        id.0,
+        patch.display_name,
+        patch.real_name,
+        phone,
+        patch.city.as_deref().map(str::trim),
+        patch.detail_address.as_deref().map(str::trim),
+        new_hash,
+    )
+    .execute(&mut *tx)
+    .await;
+    if let Err(err) = result {
+        return Err(map_unique(err));
+    }
+    let user = find_by_id(&mut tx, id).await?.ok_or(Error::NotFound)?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Withdraws the account: sessions are revoked first, so a failure leaves the customer
+/// logged out rather than withdrawn with live tokens.
+pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
+    sessions::revoke_all(ctx, id).await?;
+    let mut conn = ctx.db.acquire().await?;
+    let done = sqlx::query!(
+        r#"UPDATE users SET status = 'withdrawn', withdrawn_at = now()
+           WHERE id = $1 AND status = 'active'"#,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    tracing::info!(user_id = %id, "account withdrawn");
+    Ok(())
+}
+
+// ---- repository -------------------------------------------------------------------------
+
+struct UserRow {
+    id: i64,
+    email: String,
+    display_name: String,
+    real_name: Option<String>,
+    phone: String,
+    city: String,
+    detail_address: String,
+    oauth_provider: Option<String>,
+    role: Role,
+    status: UserStatus,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: UserId(r.id),
+            email: r.email,
+            display_name: r.display_name,
+            real_name: r.real_name,
+            phone: r.phone,
+            city: r.city,
+            detail_address: r.detail_address,
+            oauth_provider: r.oauth_provider,
+            role: r.role,
+            status: r.status,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Maps the named unique indexes of `users` to the field a 409 names.
+fn map_unique(err: sqlx::Error) -> Error {
+    let field = match unique_violation(&err) {
+        Some("users_email_key") => "email",
+        Some("users_phone_key") => "phone",
+        Some("users_display_name_key") => "display_name",
+        Some("users_oauth_key") => "oauth_subject",
+        _ => return Error::from(err),
+    };
+    Error::AlreadyExists(vec![FieldError::new(field, "is already registered")])
+}
+
+pub(crate) async fn insert(conn: &mut PgConnection, new: &NewUser) -> Result<User> {
+    // Report every duplicate at once; the unique indexes still decide under races.
+    let taken = sqlx::query!(
+        r#"SELECT
+             COALESCE(bool_or(email = $1), false) AS "email!",
+             COALESCE(bool_or(phone = $2), false) AS "phone!",
+             COALESCE(bool_or(display_name = $3), false) AS "display_name!"
+           FROM users
+           WHERE status = 'active' AND (email = $1 OR phone = $2 OR display_name = $3)"#,
+        new.email,
+        new.phone,
+        new.display_name
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    {
+        let t = taken;
+        let fields: Vec<FieldError> = [
+            ("email", t.email),
+            ("phone", t.phone),
+            ("display_name", t.display_name),
+        ]
+        .into_iter()
+        .filter(|(_, hit)| *hit)
+        .map(|(f, _)| FieldError::new(f, "is already registered"))
+        .collect();
+        if !fields.is_empty() {
+            return Err(Error::AlreadyExists(fields));
+        }
+    }
+    let (provider, subject) = match &new.oauth {
+        Some((p, s)) => (Some(p.as_str()), Some(s.as_str())),
+        None => (None, None),
+    };
+    sqlx::query_as!(
+        UserRow,
+        r#"INSERT INTO users (email, password_hash, display_name, real_name, phone, city,
+                              detail_address, oauth_provider, oauth_subject, role)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           RETURNING id, email, display_name, real_name, phone, city, detail_address,
+                     oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                     created_at, updated_at"#,
+        new.email,
+        new.password_hash,
+        new.display_name,
+        new.real_name,
+        new.phone,
+        new.city,
+        new.detail_address,
+        provider,
+        subject,
+        new.role.as_str(),
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map(User::from)
+    .map_err(map_unique)
+}
+
+pub(crate) async fn find_by_id(conn: &mut PgConnection, id: UserId) -> Result<Option<User>> {
+    Ok(sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  created_at, updated_at
+           FROM users WHERE id = $1"#,
+        id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(User::from))
+}
+
+/// The account and its password hash for a login: the active one if any, else the
+/// newest withdrawn one (so a withdrawn customer hears why).
+pub(crate) async fn find_for_login(
+    conn: &mut PgConnection,
+    email: &str,
+) -> Result<Option<(User, Option<String>)>> {
+    let row = sqlx::query!(
+        r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  created_at, updated_at, password_hash
+           FROM users WHERE email = $1
+           ORDER BY (status = 'active') DESC, id DESC LIMIT 1"#,
+        email
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        let user = User::from(UserRow {
+            id: r.id,
+            email: r.email,
+            display_name: r.display_name,
+            real_name: r.real_name,
+            phone: r.phone,
+            city: r.city,
+            detail_address: r.detail_address,
+            oauth_provider: r.oauth_provider,
+            role: r.role,
+            status: r.status,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        });
+        (user, r.password_hash)
+    }))
+}
+
+pub(crate) async fn find_by_oauth(
+    conn: &mut PgConnection,
+    provider: &str,
+    subject: &str,
+) -> Result<Option<User>> {
+    Ok(sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  created_at, updated_at
+           FROM users WHERE oauth_provider = $1 AND oauth_subject = $2
+           ORDER BY (status = 'active') DESC, id DESC LIMIT 1"#,
+        provider,
+        subject
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(User::from))
+}
+
+pub(crate) async fn email_in_use(conn: &mut PgConnection, email: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE email = $1 AND status = 'active') AS "e!""#,
+        email
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// For `create-admin`: promotes an existing active account or reports none.
+pub async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET role = 'admin' WHERE email = $1 AND status = 'active'",
+        validate::normalize_email(email)
+    )
+    .execute(&ctx.db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Admin search over accounts, newest first.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Part of the e-mail (case-insensitive).
+    pub email: Option<String>,
+    pub status: Option<UserStatus>,
+}
+
+pub async fn list(
+    ctx: &Ctx,
+    filter: UserFilter,
+    page: crate::page::PageRequest,
+) -> Result<crate::page::Page<User>> {
+    let page = page.validate()?;
+    let pattern = filter.email.map(|e| {
+        format!(
+            "%{}%",
+            e.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let status = filter.status.map(|s| match s {
+        UserStatus::Active => "active",
+        UserStatus::Withdrawn => "withdrawn",
+    });
+    let mut conn = ctx.db.acquire().await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM users
+           WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)"#,
+        pattern,
+        status
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let items = sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  created_at, updated_at
+           FROM users
+           WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)
+           ORDER BY id DESC LIMIT $3 OFFSET $4"#,
+        pattern,
+        status,
+        page.size,
+        page.offset()
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(crate::page::Page {
+        items: items.into_iter().map(User::from).collect(),
+        page: page.page,
+        size: page.size,
+        total,
+    })
+}

@@ -1,0 +1,104 @@
+//! The binaries themselves: configuration errors, migrate, the worker's lifecycle.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{bin_path, db, test_redis_url};
+
+#[test]
+fn a_bad_setting_stops_the_process_naming_the_key() {
+    let out = Command::new(bin_path("pillivery-api"))
+        .arg("serve")
+        .env("PILLIVERY__API__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("key `api.listen`"), "{stderr}");
+
+    let out = Command::new(bin_path("pillivery-worker"))
+        .env("PILLIVERY__WORKER__CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker.concurrency"), "{stderr}");
+
+    let out = Command::new(bin_path("pillivery-api"))
+        .arg("serve")
+        .env("PILLIVERY__ENVIRONMENT", "production")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
+    assert!(!stderr.contains(billing::settings::DEV_JWT_SECRET));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let url = db::fresh_database().await;
+    for _ in 0..2 {
+        let out = Command::new(bin_path("pillivery-api"))
+            .arg("migrate")
+            .env("PILLIVERY__DATABASE__URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_worker_serves_health_and_stops_cleanly_on_sigterm() {
+    let url = db::fresh_database().await;
+    let port = free_port();
+    let mut child = Command::new(bin_path("pillivery-worker"))
+        .env("PILLIVERY__DATABASE__URL", &url)
+        .env("PILLIVERY__REDIS__URL", test_redis_url())
+        .env("PILLIVERY__WORKER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = crate::helpers::http_client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => break,
+            _ => {
+                assert!(Instant::now() < deadline, "worker never became live");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}

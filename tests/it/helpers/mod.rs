@@ -1,0 +1,259 @@
+//! Test harness: `spawn_app()`, databases cloned from a template, sign-up/login helpers.
+
+pub mod db;
+pub mod redis_proc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use billing::settings::{Environment, Settings};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub fn test_redis_url() -> String {
+    std::env::var("PILLIVERY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A plain HTTP client (rustls needs its crypto provider chosen first).
+pub fn http_client() -> reqwest::Client {
+    billing::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Settings for one test: its own database and Redis prefix, generous rate limits.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut s = Settings {
+        environment: Environment::Test,
+        ..Settings::default()
+    };
+    s.database.url = database_url.to_owned().into();
+    s.database.max_connections = 10;
+    s.redis.url = test_redis_url().into();
+    s.redis.prefix = format!("test:{}:", Uuid::new_v4().simple());
+    s.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    s.rate_limit.per_ip_per_sec = 10_000;
+    s.rate_limit.per_ip_burst = 10_000;
+    s.rate_limit.login_per_min = 10_000;
+    s.rate_limit.login_burst = 10_000;
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: sqlx::PgPool,
+    pub settings: Arc<Settings>,
+    pub database_url: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the real API on `127.0.0.1:0`; `configure` adjusts the settings first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database_url = db::fresh_database().await;
+    let mut settings = test_settings(&database_url);
+    configure(&mut settings);
+    settings.validate().expect("test settings valid");
+    if std::env::var_os("TEST_LOG").is_some() {
+        billing::telemetry::init_tracing(&settings.log);
+    }
+    let ctx = billing::Ctx::new(settings, Arc::new(billing::clock::SystemClock)).unwrap();
+    let listener = tokio::net::TcpListener::bind(ctx.settings.api.listen)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = api::AppState::new(ctx.clone());
+    tokio::spawn(api::serve(listener, state, std::future::pending()));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: http_client(),
+        db: ctx.db.clone(),
+        settings: ctx.settings.clone(),
+        database_url,
+    }
+}
+
+/// A signed-up user and the password it logs in with.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub display_name: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    pub fn from_json(v: &Value) -> Self {
+        Tokens {
+            access: v["access_token"].as_str().expect("access_token").to_owned(),
+            refresh: v["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        }
+    }
+}
+
+/// A valid signup body, unique per call.
+pub fn signup_body() -> Value {
+    let n: u32 = rand::random::<u32>() % 90_000_000 + 10_000_000;
+    json!({
+        "email": format!("user{n}@example.com"),
+        "password": "Secret12!",
+        "display_name": format!("user{n}"),
+        "real_name": "홍길동",
+        "phone": format!("010-{:04}-{:04}", n / 10_000, n % 10_000),
+        "city": "Seoul",
+        "detail_address": "1 Sejong-daero",
+    })
+}
+
+/// Checks the error envelope and returns its body.
+pub async fn expect_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    let got = resp.status();
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(got, status, "status; body {body}");
+    assert_eq!(body["error"]["code"], code, "code; body {body}");
+    assert!(body["error"]["message"].is_string(), "message; body {body}");
+    assert_eq!(
+        headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+        "application/json"
+    );
+    body
+}
+
+/// The `field` names of an error envelope.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["error"]["fields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> RequestBuilder {
+        self.request(Method::POST, path).json(body)
+    }
+
+    pub async fn signup_with(&self, body: &Value) -> Response {
+        self.post_json("/api/users", body).send().await.unwrap()
+    }
+
+    /// Signs up a fresh user (asserting 201).
+    pub async fn signup(&self) -> TestUser {
+        let body = signup_body();
+        let resp = self.signup_with(&body).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let created: Value = resp.json().await.unwrap();
+        TestUser {
+            id: created["id"].as_i64().unwrap(),
+            email: body["email"].as_str().unwrap().to_owned(),
+            password: body["password"].as_str().unwrap().to_owned(),
+            display_name: body["display_name"].as_str().unwrap().to_owned(),
+            phone: created["phone"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn login_raw(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn login(&self, user: &TestUser) -> Tokens {
+        let resp = self.login_raw(&user.email, &user.password).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 1800);
+        Tokens::from_json(&body)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json(
+            "/api/auth/refresh",
+            &json!({"refresh_token": refresh_token}),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn me(&self, access: &str) -> Response {
+        self.get("/api/users/me")
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A signed-up user made admin directly in the database, logged in.
+    pub async fn admin(&self) -> (TestUser, Tokens) {
+        let user = self.signup().await;
+        sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+            .bind(user.id)
+            .execute(&self.db)
+            .await
+            .unwrap();
+        let tokens = self.login(&user).await;
+        (user, tokens)
+    }
+
+    pub async fn user_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+/// Path of a workspace binary built next to this test binary.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/it-xxxx → target/debug/<name>
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; `cargo build --workspace --bins` first (ops/test does)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,17 @@
+//! End-to-end tests: the real API (and binaries) against real Postgres and Redis.
+//!
+//! Each test gets its own database cloned from a migrated template and its own Redis key
+//! prefix, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod accounts;
+mod admin;
+mod auth;
+mod binaries;
+mod health;
+mod oauth;
+mod openapi;
+mod rate_limit;
+mod redis_down;

@@ -1,0 +1,78 @@
+//! With Redis gone the API degrades (503 where it needs Redis) and recovers by itself.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::redis_proc::RedisProcess;
+use crate::helpers::{expect_error, spawn_app_with, TestApp};
+
+async fn wait_ready(app: &TestApp, want: StatusCode) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = app.get("/health/ready").send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "ready stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_to_503_and_recovers() {
+    let mut redis = RedisProcess::start();
+    let url = redis.url();
+    let app = spawn_app_with(|s| {
+        s.redis.url = url.into();
+        s.redis.timeout_ms = 300;
+    })
+    .await;
+    let user = app.signup().await;
+    let tokens = app.login(&user).await;
+    wait_ready(&app, StatusCode::OK).await;
+
+    redis.stop();
+    let body = wait_ready(&app, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_ne!(body["checks"]["redis"], "ok", "{body}");
+    assert_eq!(body["checks"]["postgres"], "ok", "{body}");
+    expect_error(
+        app.login_raw(&user.email, &user.password).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+    expect_error(
+        app.refresh(&tokens.refresh).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+    // Token checks need the denylist: refused with 503, never let through or 500.
+    expect_error(
+        app.me(&tokens.access).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+    // Signup needs only Postgres and keeps working.
+    assert_eq!(
+        app.signup_with(&crate::helpers::signup_body())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.get("/health/live").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    redis.resume();
+    wait_ready(&app, StatusCode::OK).await;
+    // A fresh Redis lost the old sessions (they may expire anyway); logging in works again.
+    let again = app.login(&user).await;
+    assert_eq!(app.me(&again.access).await.status(), StatusCode::OK);
+}
