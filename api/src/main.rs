@@ -26,6 +26,9 @@ enum Command {
         password: String,
         #[arg(long, default_value = "admin")]
         display_name: String,
+        /// Accounts need a unique mobile number; admins rarely use theirs.
+        #[arg(long, default_value = "010-0000-0000")]
+        phone: String,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -52,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
             email,
             password,
             display_name,
-        } => create_admin(ctx, email, password, display_name).await,
+            phone,
+        } => create_admin(ctx, email, password, display_name, phone).await,
         Command::Openapi => Ok(()),
     }
 }
@@ -74,6 +78,7 @@ async fn create_admin(
     email: String,
     password: String,
     display_name: String,
+    phone: String,
 ) -> anyhow::Result<()> {
     use billing::users::{Role, SignupInput};
     if billing::users::promote_to_admin(&ctx, &email).await? {
@@ -85,7 +90,7 @@ async fn create_admin(
         password,
         display_name,
         real_name: "admin".into(),
-        phone: "010-0000-0000".into(),
+        phone,
         city: "-".into(),
         detail_address: "-".into(),
     };

@@ -37,6 +37,7 @@ struct SignupClaims {
 /// Query parameters the provider sends back to the callback.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackParams {
     pub code: Option<String>,
     pub state: Option<String>,

@@ -571,3 +571,20 @@ mod tests {
         assert!(err.contains("key `api.listen`"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    /// The documented example must load and equal the defaults, so it cannot drift.
+    #[test]
+    fn the_example_config_is_complete_and_matches_the_defaults() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ops/config/pillivery.example.toml"
+        );
+        let loaded = super::Settings::load_from(Some(std::path::Path::new(path))).unwrap();
+        assert_eq!(
+            format!("{loaded:?}"),
+            format!("{:?}", super::Settings::default())
+        );
+    }
+}
