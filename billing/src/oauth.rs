@@ -128,6 +128,27 @@ fn provider_http_error(err: reqwest::Error) -> Error {
     }
 }
 
+/// A provider's JSON answer; 5xx means it is down (503), any other refusal is 502.
+async fn provider_json<T: serde::de::DeserializeOwned>(
+    endpoint: &str,
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<T> {
+    let response = sent.map_err(provider_http_error)?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(Error::Unavailable {
+            dependency: Dependency::OAuthProvider,
+            detail: format!("{endpoint} endpoint answered {status}"),
+        });
+    }
+    if !status.is_success() {
+        return Err(Error::OAuthProvider(format!(
+            "{endpoint} endpoint answered {status}"
+        )));
+    }
+    response.json().await.map_err(provider_http_error)
+}
+
 /// Exchanges the code and reads the profile: (subject, e-mail).
 async fn fetch_identity(
     ctx: &Ctx,
@@ -146,47 +167,20 @@ async fn fetch_identity(
     if !secret.is_empty() {
         form.push(("client_secret", secret));
     }
-    let response = ctx
-        .http
-        .post(&p.token_url)
-        .form(&form)
-        .send()
-        .await
-        .map_err(provider_http_error)?;
-    let status = response.status();
-    if status.is_server_error() {
-        return Err(Error::Unavailable {
-            dependency: Dependency::OAuthProvider,
-            detail: format!("token endpoint answered {status}"),
-        });
-    }
-    if !status.is_success() {
-        return Err(Error::OAuthProvider(format!(
-            "token endpoint answered {status}"
-        )));
-    }
-    let token: TokenResponse = response.json().await.map_err(provider_http_error)?;
-
-    let response = ctx
-        .http
-        .get(&p.userinfo_url)
-        .bearer_auth(&token.access_token)
-        .send()
-        .await
-        .map_err(provider_http_error)?;
-    let status = response.status();
-    if status.is_server_error() {
-        return Err(Error::Unavailable {
-            dependency: Dependency::OAuthProvider,
-            detail: format!("profile endpoint answered {status}"),
-        });
-    }
-    if !status.is_success() {
-        return Err(Error::OAuthProvider(format!(
-            "profile endpoint answered {status}"
-        )));
-    }
-    let profile: serde_json::Value = response.json().await.map_err(provider_http_error)?;
+    let token: TokenResponse = provider_json(
+        "token",
+        ctx.http.post(&p.token_url).form(&form).send().await,
+    )
+    .await?;
+    let profile: serde_json::Value = provider_json(
+        "profile",
+        ctx.http
+            .get(&p.userinfo_url)
+            .bearer_auth(&token.access_token)
+            .send()
+            .await,
+    )
+    .await?;
     let subject = match profile.pointer(&p.subject_pointer) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),

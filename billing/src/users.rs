@@ -285,6 +285,8 @@ struct UserRow {
     status: UserStatus,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Selected everywhere for one row shape; only login reads it, `User` never holds it.
+    password_hash: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -359,7 +361,7 @@ pub(crate) async fn insert(conn: &mut PgConnection, new: &NewUser) -> Result<Use
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            RETURNING id, email, display_name, real_name, phone, city, detail_address,
                      oauth_provider, role AS "role: Role", status AS "status: UserStatus",
-                     created_at, updated_at"#,
+                     created_at, updated_at, password_hash"#,
         new.email,
         new.password_hash,
         new.display_name,
@@ -382,7 +384,7 @@ pub(crate) async fn find_by_id(conn: &mut PgConnection, id: UserId) -> Result<Op
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
                   oauth_provider, role AS "role: Role", status AS "status: UserStatus",
-                  created_at, updated_at
+                  created_at, updated_at, password_hash
            FROM users WHERE id = $1"#,
         id.0
     )
@@ -397,7 +399,8 @@ pub(crate) async fn find_for_login(
     conn: &mut PgConnection,
     email: &str,
 ) -> Result<Option<(User, Option<String>)>> {
-    let row = sqlx::query!(
+    let row = sqlx::query_as!(
+        UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
                   oauth_provider, role AS "role: Role", status AS "status: UserStatus",
                   created_at, updated_at, password_hash
@@ -407,22 +410,9 @@ pub(crate) async fn find_for_login(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|r| {
-        let user = User::from(UserRow {
-            id: r.id,
-            email: r.email,
-            display_name: r.display_name,
-            real_name: r.real_name,
-            phone: r.phone,
-            city: r.city,
-            detail_address: r.detail_address,
-            oauth_provider: r.oauth_provider,
-            role: r.role,
-            status: r.status,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        });
-        (user, r.password_hash)
+    Ok(row.map(|mut r| {
+        let hash = r.password_hash.take();
+        (User::from(r), hash)
     }))
 }
 
@@ -435,7 +425,7 @@ pub(crate) async fn find_by_oauth(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
                   oauth_provider, role AS "role: Role", status AS "status: UserStatus",
-                  created_at, updated_at
+                  created_at, updated_at, password_hash
            FROM users WHERE oauth_provider = $1 AND oauth_subject = $2
            ORDER BY (status = 'active') DESC, id DESC LIMIT 1"#,
         provider,
@@ -508,7 +498,7 @@ pub async fn list(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
                   oauth_provider, role AS "role: Role", status AS "status: UserStatus",
-                  created_at, updated_at
+                  created_at, updated_at, password_hash
            FROM users
            WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)
            ORDER BY id DESC LIMIT $3 OFFSET $4"#,

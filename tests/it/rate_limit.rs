@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{expect_error, spawn_app_with};
+use crate::helpers::{expect_error, spawn_app_with, TestApp};
 
 #[tokio::test]
 async fn a_burst_over_the_login_limit_gets_429_with_retry_after() {
@@ -47,56 +47,51 @@ async fn the_general_limit_applies_to_every_route() {
     assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
 }
 
+async fn login_from(app: &TestApp, forwarded_for: &str) -> StatusCode {
+    app.post_json(
+        "/api/auth/login",
+        &serde_json::json!({"email": "a@example.com", "password": "x"}),
+    )
+    .header("x-forwarded-for", forwarded_for)
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
 #[tokio::test]
 async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-    // The test client is 127.0.0.1; trusted, so each X-Forwarded-For is its own client.
-    let app = spawn_app_with(|s| {
+    let one_login_per_minute = |s: &mut billing::Settings| {
         s.rate_limit.login_per_min = 1;
         s.rate_limit.login_burst = 1;
+    };
+    // The test client is 127.0.0.1; trusted, so each X-Forwarded-For is its own client.
+    let app = spawn_app_with(|s| {
+        one_login_per_minute(s);
         s.api.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
-    let login = |ip: &'static str| {
-        app.post_json(
-            "/api/auth/login",
-            &serde_json::json!({"email": "a@example.com", "password": "x"}),
-        )
-        .header("x-forwarded-for", ip)
-        .send()
-    };
     assert_eq!(
-        login("198.51.100.1").await.unwrap().status(),
+        login_from(&app, "198.51.100.1").await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        login("198.51.100.2").await.unwrap().status(),
+        login_from(&app, "198.51.100.2").await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        login("198.51.100.1").await.unwrap().status(),
+        login_from(&app, "198.51.100.1").await,
         StatusCode::TOO_MANY_REQUESTS
     );
 
     // Untrusted peer: the header is ignored, so spoofing it does not dodge the limit.
-    let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_min = 1;
-        s.rate_limit.login_burst = 1;
-    })
-    .await;
-    let login = |ip: &'static str| {
-        app.post_json(
-            "/api/auth/login",
-            &serde_json::json!({"email": "a@example.com", "password": "x"}),
-        )
-        .header("x-forwarded-for", ip)
-        .send()
-    };
+    let app = spawn_app_with(one_login_per_minute).await;
     assert_eq!(
-        login("198.51.100.1").await.unwrap().status(),
+        login_from(&app, "198.51.100.1").await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        login("198.51.100.2").await.unwrap().status(),
+        login_from(&app, "198.51.100.2").await,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
