@@ -111,6 +111,25 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiE
     .map_err(|e| ApiError::MalformedRequest(e.body_text()))
 }
 
+/// Path parameters; one that does not parse (e.g. a malformed id) is 404 `not_found`,
+/// like any other missing row.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_| ApiError::Billing(billing::Error::NotFound))
+    }
+}
+
 /// The authenticated caller (a valid, unrevoked bearer token).
 pub struct AuthUser(pub Principal);
 

@@ -131,8 +131,36 @@ impl Default for ApiSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     pub listen: SocketAddr,
+    /// In-flight tasks of the default pool (task types no other pool names).
     pub concurrency: usize,
+    /// On SIGTERM: how long in-flight tasks may finish before the rest are released.
     pub shutdown_grace_ms: u64,
+    /// Most tasks claimed by one statement.
+    pub claim_batch: usize,
+    /// Longest idle sleep between claims when no NOTIFY arrives (≤ 1000).
+    pub poll_interval_ms: u64,
+    /// A claim's lease; renewed every `lease_ms / 3` while the task runs.
+    pub lease_ms: u64,
+    /// How often expired leases (crashed workers) are looked for.
+    pub reap_interval_ms: u64,
+    /// Default per-task timeout; `task_timeouts_ms` overrides it by task name.
+    pub task_timeout_ms: u64,
+    pub task_timeouts_ms: BTreeMap<String, u64>,
+    /// Ceiling of a retry's backoff.
+    pub max_backoff_ms: u64,
+    /// Keep finished tasks as `finished` rows instead of deleting them.
+    pub keep_finished: bool,
+    /// Extra pools by name, each taking only its task types with its own concurrency
+    /// (e.g. PG calls apart from housekeeping).
+    pub pools: BTreeMap<String, WorkerPoolSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerPoolSettings {
+    /// `task_type()` values this pool takes.
+    pub task_types: Vec<String>,
+    pub concurrency: usize,
 }
 
 impl Default for WorkerSettings {
@@ -141,6 +169,15 @@ impl Default for WorkerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             concurrency: 256,
             shutdown_grace_ms: 20_000,
+            claim_batch: 100,
+            poll_interval_ms: 500,
+            lease_ms: 30_000,
+            reap_interval_ms: 5_000,
+            task_timeout_ms: 300_000,
+            task_timeouts_ms: BTreeMap::new(),
+            max_backoff_ms: 3_600_000,
+            keep_finished: false,
+            pools: BTreeMap::new(),
         }
     }
 }
@@ -389,8 +426,44 @@ impl Settings {
                 check_url("api.cors_origins", origin)?;
             }
         }
-        if self.worker.concurrency == 0 || self.worker.concurrency > 10_000 {
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 10_000 {
             return Err(invalid("worker.concurrency", "must be between 1 and 10000"));
+        }
+        if w.claim_batch == 0 || w.claim_batch > 1_000 {
+            return Err(invalid("worker.claim_batch", "must be between 1 and 1000"));
+        }
+        if w.poll_interval_ms == 0 || w.poll_interval_ms > 1_000 {
+            return Err(invalid(
+                "worker.poll_interval_ms",
+                "must be between 1 and 1000",
+            ));
+        }
+        if w.lease_ms < 300 {
+            return Err(invalid("worker.lease_ms", "must be at least 300"));
+        }
+        if w.reap_interval_ms == 0 || w.task_timeout_ms == 0 || w.max_backoff_ms == 0 {
+            return Err(invalid(
+                "worker.reap_interval_ms",
+                "intervals and timeouts must be positive",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for pool in w.pools.values() {
+            if pool.concurrency == 0 || pool.task_types.is_empty() {
+                return Err(invalid(
+                    "worker.pools",
+                    "each pool needs task_types and a positive concurrency",
+                ));
+            }
+            for t in &pool.task_types {
+                if !seen.insert(t) {
+                    return Err(invalid(
+                        "worker.pools",
+                        format!("task type `{t}` is in two pools"),
+                    ));
+                }
+            }
         }
         for (key, cid) in [
             ("kakaopay.cid_one_time", &self.kakaopay.cid_one_time),

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod binaries;
 mod health;
+mod jobs;
 mod oauth;
 mod openapi;
 mod rate_limit;

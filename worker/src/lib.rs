@@ -1,8 +1,10 @@
-//! Pillivery's worker: the job runtime, task implementations and outbox delivery.
-//!
-//! For now it owns the process shell: its health/metrics server and a clean stop.
+//! Pillivery's worker: the job runtime over fang's task model, and the process around
+//! it (health/metrics server, periodic tasks, clean stop).
 
-use std::future::Future;
+pub mod queue;
+pub mod runtime;
+
+use std::future::{Future, IntoFuture};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -55,19 +57,37 @@ async fn metrics(State(state): State<WorkerState>) -> impl IntoResponse {
     )
 }
 
-/// Runs the worker until `shutdown` resolves.
+/// Periodic tasks every worker keeps chained (none are registered yet).
+pub fn periodic_tasks() -> Vec<Box<dyn fang::AsyncRunnable>> {
+    Vec::new()
+}
+
+/// Runs the worker (job runtime + health server) until `shutdown` resolves.
 pub async fn run(
     ctx: billing::Ctx,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
     let state = WorkerState {
-        ctx,
+        ctx: ctx.clone(),
         metrics: billing::telemetry::metrics_handle(),
     };
-    axum::serve(listener, health_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(
+        axum::serve(listener, health_router(state))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let cfg = runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
+    let jobs = tokio::spawn(runtime::run(ctx, cfg, periodic_tasks(), stopped(stop_rx)));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    jobs.await??;
+    server.await??;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

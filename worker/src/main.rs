@@ -1,18 +1,59 @@
-//! `pillivery-worker`: one process of the worker fleet.
+//! `pillivery-worker`: one process of the worker fleet, and operators' job commands.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pillivery-worker", version, about = "Pillivery job worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker (the default).
+    Run,
+    /// Inspect and re-queue jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs in a state (default: failed), newest first.
+    List {
+        #[arg(long, default_value = "failed")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Re-queue a failed job to run now.
+    Retry { id: uuid::Uuid },
+    /// Enqueue N `diag.probe` tasks (an end-to-end check of the fleet).
+    Probe {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value = "probe")]
+        key: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let settings = billing::Settings::load()?;
     billing::telemetry::init_tracing(&settings.log);
     let ctx = billing::Ctx::new(settings, Arc::new(billing::clock::SystemClock))?;
-    // Connect once at start so a wrong URL is reported now, not at the first job.
-    if let Err(e) = sqlx::query("SELECT 1").execute(&ctx.db).await {
-        tracing::warn!(error = %e, "postgres not reachable yet; will keep trying");
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(ctx).await,
+        Command::Jobs(cmd) => jobs(ctx, cmd).await,
     }
+}
+
+async fn run(ctx: billing::Ctx) -> anyhow::Result<()> {
     let addr = ctx.settings.worker.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -20,5 +61,48 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, "pillivery-worker started");
     worker::run(ctx, listener, worker::shutdown_signal()).await?;
     tracing::info!("pillivery-worker stopped");
+    Ok(())
+}
+
+async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::List { state, limit } => {
+            let page = billing::page::PageRequest {
+                page: 1,
+                size: limit.clamp(1, 100),
+            };
+            let jobs = billing::jobs::list(&ctx, Some(&state), page).await?;
+            println!("{} {state} job(s)", jobs.total);
+            for j in jobs.items {
+                println!(
+                    "{}  {:<24} retries={}/{}  updated={}  {}",
+                    j.id,
+                    j.name.unwrap_or_default(),
+                    j.retries,
+                    j.max_retries,
+                    j.updated_at.to_rfc3339(),
+                    j.error_message.unwrap_or_default()
+                );
+            }
+        }
+        JobsCommand::Retry { id } => {
+            let job = billing::jobs::retry_failed(&ctx, id).await?;
+            println!("re-queued {} ({})", job.id, job.name.unwrap_or_default());
+        }
+        JobsCommand::Probe { count, key } => {
+            let mut conn = ctx.db.acquire().await?;
+            for i in 0..count {
+                let probe = billing::tasks::Probe {
+                    key: format!("{key}-{i}"),
+                    sleep_ms: 0,
+                    fail_runs: 0,
+                    unique: false,
+                    max_retries: None,
+                };
+                billing::jobs::enqueue(&mut conn, &probe).await?;
+            }
+            println!("enqueued {count} probe(s); see job_probe_runs");
+        }
+    }
     Ok(())
 }

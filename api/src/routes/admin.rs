@@ -10,12 +10,78 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{AdminUser, ApiQuery};
+use crate::extract::{AdminUser, ApiPath, ApiQuery};
 use crate::routes::users::UserResponse;
 use crate::AppState;
+use billing::jobs::JobView;
+use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_users))
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(list_jobs))
+        .routes(routes!(retry_job))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct JobFilter {
+    /// `new`, `in_progress`, `retried`, `failed` or `finished`; all when absent.
+    pub state: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+/// Jobs by state (e.g. `?state=failed`), most recently updated first, with their errors.
+#[utoipa::path(get, path = "/api/admin/jobs", tag = "admin", security(("bearer" = [])),
+    params(JobFilter, PageRequest),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+        (status = 422, body = ErrorBody, description = "validation_failed (state, page, size)"),
+    ))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(filter): ApiQuery<JobFilter>,
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> ApiResult<Json<JobPage>> {
+    let p = billing::jobs::list(&state.ctx, filter.state.as_deref(), page).await?;
+    Ok(Json(JobPage {
+        items: p.items,
+        page: p.page,
+        size: p.size,
+        total: p.total,
+    }))
+}
+
+/// Re-queue a failed job to run now with a fresh retry budget.
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 409, body = ErrorBody, description = "already_exists: an identical unique job is queued"),
+        (status = 422, body = ErrorBody, description = "validation_failed: the job is not failed"),
+    ))]
+async fn retry_job(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<JobView>> {
+    let job = billing::jobs::retry_failed(&state.ctx, id).await?;
+    tracing::info!(admin = %admin.0.user_id, job_id = %id, "job retried by admin");
+    Ok(Json(job))
 }
 
 #[derive(Serialize, ToSchema)]

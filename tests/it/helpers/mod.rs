@@ -1,7 +1,9 @@
 //! Test harness: `spawn_app()`, databases cloned from a template, sign-up/login helpers.
 
 pub mod db;
+pub mod jobs;
 pub mod redis_proc;
+pub mod worker_proc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +42,17 @@ pub fn test_settings(database_url: &str) -> Settings {
     s.rate_limit.login_per_min = 10_000;
     s.rate_limit.login_burst = 10_000;
     s
+}
+
+/// A fresh migrated database and a pool on it.
+pub async fn test_db() -> (String, sqlx::PgPool) {
+    let url = db::fresh_database().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&url)
+        .await
+        .unwrap();
+    (url, pool)
 }
 
 pub struct TestApp {

@@ -1,0 +1,897 @@
+//! The job runtime: claims tasks in batches, runs them with bounded concurrency under a
+//! renewed lease, finalizes them in batches, re-queues what crashed workers left behind,
+//! and stops gracefully.
+//!
+//! Correctness rests on the database: a claim is one `SKIP LOCKED` statement, and every
+//! finalization presents the claim's lease token, so a worker that lost its lease (cut
+//! off, paused, too slow) can never finish a task another worker now holds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use billing::jobs::{self, Claimed, TypeFilter};
+use billing::settings::WorkerSettings;
+use chrono::Utc;
+use fang::{AsyncRunnable, Scheduled};
+use rand::Rng;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use crate::queue::PgQueue;
+
+/// One pool of task slots and the task types it takes.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub filter: TypeFilter,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub worker_id: String,
+    pub pools: Vec<PoolConfig>,
+    pub claim_batch: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    pub reap_interval: Duration,
+    pub task_timeout: Duration,
+    pub task_timeouts: HashMap<String, Duration>,
+    pub max_backoff: Duration,
+    pub keep_finished: bool,
+    pub shutdown_grace: Duration,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into())
+}
+
+impl RuntimeConfig {
+    pub fn from_settings(s: &WorkerSettings) -> Self {
+        let ms = Duration::from_millis;
+        let mut pools: Vec<PoolConfig> = s
+            .pools
+            .iter()
+            .map(|(name, p)| PoolConfig {
+                name: name.clone(),
+                filter: TypeFilter {
+                    include: Some(p.task_types.clone()),
+                    exclude: Vec::new(),
+                },
+                concurrency: p.concurrency,
+            })
+            .collect();
+        pools.push(PoolConfig {
+            name: "default".into(),
+            filter: TypeFilter {
+                include: None,
+                exclude: s
+                    .pools
+                    .values()
+                    .flat_map(|p| p.task_types.clone())
+                    .collect(),
+            },
+            concurrency: s.concurrency,
+        });
+        let short = Uuid::new_v4().simple().to_string();
+        Self {
+            worker_id: format!("{}:{}:{}", hostname(), std::process::id(), &short[..8]),
+            pools,
+            claim_batch: s.claim_batch,
+            poll_interval: ms(s.poll_interval_ms),
+            lease: ms(s.lease_ms),
+            heartbeat: ms(s.lease_ms / 3),
+            reap_interval: ms(s.reap_interval_ms),
+            task_timeout: ms(s.task_timeout_ms),
+            task_timeouts: s
+                .task_timeouts_ms
+                .iter()
+                .map(|(k, v)| (k.clone(), ms(*v)))
+                .collect(),
+            max_backoff: ms(s.max_backoff_ms),
+            keep_finished: s.keep_finished,
+            shutdown_grace: ms(s.shutdown_grace_ms),
+        }
+    }
+}
+
+/// How a run ended, to be written back by the finalizer.
+enum Finish {
+    Succeeded {
+        id: Uuid,
+        token: Uuid,
+    },
+    Retry {
+        id: Uuid,
+        token: Uuid,
+        at: chrono::DateTime<Utc>,
+        error: String,
+    },
+    Failed {
+        id: Uuid,
+        token: Uuid,
+        error: String,
+    },
+    /// A periodic task: finalize and schedule its next occurrence in one transaction.
+    Periodic {
+        id: Uuid,
+        token: Uuid,
+        error: Option<String>,
+        task: Arc<dyn AsyncRunnable>,
+        next: chrono::DateTime<Utc>,
+    },
+    /// Sent last at shutdown: flush what came before, then stop.
+    Shutdown,
+}
+
+impl Finish {
+    fn token(&self) -> Option<Uuid> {
+        match self {
+            Finish::Succeeded { token, .. }
+            | Finish::Retry { token, .. }
+            | Finish::Failed { token, .. }
+            | Finish::Periodic { token, .. } => Some(*token),
+            Finish::Shutdown => None,
+        }
+    }
+}
+
+/// Aborts the task's own spawned run when the runner is aborted (shutdown, lost lease).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct InFlight {
+    /// `None` once the run has ended and only its finalization is pending.
+    abort: Option<AbortHandle>,
+}
+
+struct Inner {
+    ctx: billing::Ctx,
+    cfg: RuntimeConfig,
+    queue: Arc<PgQueue>,
+    /// Claims this worker holds, by lease token: renewed by the heartbeat until finalized.
+    inflight: Mutex<HashMap<Uuid, InFlight>>,
+    finish_tx: mpsc::UnboundedSender<Finish>,
+    wakers: Vec<Arc<Notify>>,
+    stopping: AtomicBool,
+}
+
+impl Inner {
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self) -> usize {
+        self.lock_inflight()
+            .values()
+            .filter(|f| f.abort.is_some())
+            .count()
+    }
+}
+
+/// Runs the worker's job runtime until `shutdown` resolves, then drains: stops claiming,
+/// lets in-flight tasks finish within the grace period, hands the rest back, flushes.
+/// `periodic` tasks (unique, with a cron pattern) are seeded and kept chained.
+pub async fn run(
+    ctx: billing::Ctx,
+    cfg: RuntimeConfig,
+    periodic: Vec<Box<dyn AsyncRunnable>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (finish_tx, finish_rx) = mpsc::unbounded_channel();
+    let wakers: Vec<Arc<Notify>> = cfg.pools.iter().map(|_| Arc::new(Notify::new())).collect();
+    let inner = Arc::new(Inner {
+        queue: Arc::new(PgQueue::new(ctx.db.clone())),
+        ctx,
+        cfg,
+        inflight: Mutex::new(HashMap::new()),
+        finish_tx,
+        wakers,
+        stopping: AtomicBool::new(false),
+    });
+    tracing::info!(worker = %inner.cfg.worker_id, pools = inner.cfg.pools.len(), "job runtime starting");
+
+    seed_periodic(&inner, &periodic).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(listen(inner.clone(), stop_rx.clone()));
+    background.spawn(heartbeat(inner.clone(), stop_rx.clone()));
+    background.spawn(reaper(inner.clone(), stop_rx.clone()));
+    background.spawn(depth_metrics(inner.clone(), stop_rx.clone()));
+    let finalizer = tokio::spawn(finalizer(inner.clone(), finish_rx));
+
+    let mut claimers = tokio::task::JoinSet::new();
+    for (i, pool) in inner.cfg.pools.iter().enumerate() {
+        claimers.spawn(claim_loop(
+            inner.clone(),
+            pool.clone(),
+            inner.wakers[i].clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    shutdown.await;
+    tracing::info!("stopping: no new claims");
+    inner.stopping.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    while claimers.join_next().await.is_some() {}
+
+    let deadline = Instant::now() + inner.cfg.shutdown_grace;
+    while inner.running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unfinished: Vec<Uuid> = {
+        let mut map = inner.lock_inflight();
+        let tokens: Vec<Uuid> = map
+            .iter()
+            .filter(|(_, f)| f.abort.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in &tokens {
+            if let Some(f) = map.remove(t) {
+                if let Some(a) = f.abort {
+                    a.abort();
+                }
+            }
+        }
+        tokens
+    };
+    if !unfinished.is_empty() {
+        release_with_retries(&inner, &unfinished).await;
+    }
+    background.abort_all();
+    let _ = inner.finish_tx.send(Finish::Shutdown);
+    let _ = finalizer.await;
+    tracing::info!("job runtime stopped");
+    Ok(())
+}
+
+async fn release_with_retries(inner: &Inner, tokens: &[Uuid]) {
+    for attempt in 0..10u32 {
+        match inner.ctx.db.acquire().await {
+            Ok(mut conn) => match jobs::release(&mut conn, tokens).await {
+                Ok(n) => {
+                    tracing::info!(released = n, "handed unfinished tasks back to the queue");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, "release failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, attempt, "release: no connection"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+    }
+    tracing::error!(
+        count = tokens.len(),
+        "could not hand tasks back; their leases will expire and they will run again"
+    );
+}
+
+async fn seed_periodic(inner: &Inner, periodic: &[Box<dyn AsyncRunnable>]) {
+    for task in periodic {
+        let name = task_name(&serde_json::to_value(task.as_ref()).unwrap_or_default());
+        if !task.uniq() || !matches!(task.cron(), Some(Scheduled::CronPattern(_))) {
+            tracing::error!(task = %name, "periodic tasks must be unique and have a cron pattern; not seeded");
+            continue;
+        }
+        // Retried below by the next start or by any other worker seeding the same task.
+        let result = async {
+            let mut conn = inner.ctx.db.acquire().await?;
+            jobs::enqueue(&mut conn, task.as_ref()).await
+        }
+        .await;
+        match result {
+            Ok(e) => tracing::debug!(task = %name, ?e, "periodic task seeded"),
+            Err(e) => tracing::warn!(task = %name, error = %e, "could not seed periodic task"),
+        }
+    }
+}
+
+fn task_name(metadata: &serde_json::Value) -> String {
+    metadata
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+async fn claim_loop(
+    inner: Arc<Inner>,
+    pool: PoolConfig,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(pool.concurrency));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < inner.cfg.claim_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = inner.ctx.clock.now();
+        let claimed = async {
+            let mut conn = inner.ctx.db.acquire().await?;
+            jobs::claim(
+                &mut conn,
+                &inner.cfg.worker_id,
+                now,
+                inner.cfg.lease,
+                &pool.filter,
+                permits.len() as i64,
+            )
+            .await
+        }
+        .await;
+        match claimed {
+            Ok(tasks) => {
+                backoff = Duration::from_millis(100);
+                let got = tasks.len();
+                if got > 0 {
+                    metrics::counter!("jobs_claimed_total", "pool" => pool.name.clone())
+                        .increment(got as u64);
+                    metrics::histogram!("job_claim_batch_size", "pool" => pool.name.clone())
+                        .record(got as f64);
+                }
+                for task in tasks {
+                    let Some(permit) = permits.pop() else { break };
+                    start(&inner, task, permit);
+                }
+                drop(permits);
+                if got == 0 {
+                    let idle = idle_sleep(&inner, &pool, now).await;
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                metrics::counter!("worker_db_errors_total", "op" => "claim").increment(1);
+                tracing::warn!(error = %e, pool = %pool.name, retry_in_ms = backoff.as_millis() as u64, "claim failed; pausing");
+                if sleep_or_stop(backoff, &mut stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sleep until the next scheduled task is due, but never longer than the poll interval.
+async fn idle_sleep(inner: &Inner, pool: &PoolConfig, now: chrono::DateTime<Utc>) -> Duration {
+    let poll = inner.cfg.poll_interval;
+    let next = async {
+        let mut conn = inner.ctx.db.acquire().await.ok()?;
+        jobs::next_due(&mut conn, &pool.filter).await.ok()?
+    }
+    .await;
+    match next {
+        Some(at) if at > now => (at - now).to_std().unwrap_or(poll).min(poll),
+        Some(_) => Duration::from_millis(1),
+        None => poll,
+    }
+}
+
+fn start(inner: &Arc<Inner>, task: Claimed, permit: OwnedSemaphorePermit) {
+    let token = task.lease_token;
+    let runner = inner.clone();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        // Starts only once registered, so it is always known to heartbeat and shutdown.
+        if go_rx.await.is_err() {
+            return;
+        }
+        let finish = execute(&runner, task).await;
+        drop(permit);
+        finish_run(&runner, token, finish);
+    });
+    inner.lock_inflight().insert(
+        token,
+        InFlight {
+            abort: Some(handle.abort_handle()),
+        },
+    );
+    let _ = go_tx.send(());
+}
+
+fn finish_run(inner: &Inner, token: Uuid, finish: Finish) {
+    if let Some(f) = inner.lock_inflight().get_mut(&token) {
+        f.abort = None;
+    }
+    if inner.finish_tx.send(finish).is_err() {
+        tracing::error!(%token, "finalizer gone; the task's lease will expire and it will run again");
+    }
+}
+
+async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
+    let name = task_name(&claimed.metadata);
+    let delay = (inner.ctx.clock.now() - claimed.scheduled_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("job_start_delay_seconds", "task" => name.clone())
+        .record(delay.as_secs_f64());
+    let span = tracing::info_span!("job", job_id = %claimed.id, task = %name, attempt = claimed.retries + 1);
+
+    let task: Arc<dyn AsyncRunnable> = match serde_json::from_value::<Box<dyn AsyncRunnable>>(
+        claimed.metadata.clone(),
+    ) {
+        Ok(t) => Arc::from(t),
+        Err(e) => {
+            metrics::counter!("jobs_finished_total", "task" => name.clone(), "outcome" => "undecodable")
+                .increment(1);
+            let error = format!("cannot decode task `{name}`: {e}");
+            span.in_scope(|| tracing::error!(%error, "task row failed"));
+            return Finish::Failed {
+                id: claimed.id,
+                token: claimed.lease_token,
+                error,
+            };
+        }
+    };
+
+    let timeout = inner
+        .cfg
+        .task_timeouts
+        .get(&name)
+        .copied()
+        .unwrap_or(inner.cfg.task_timeout);
+    let ctx = inner.ctx.clone();
+    let queue = inner.queue.clone();
+    let began = Instant::now();
+    // Its own task, so a panic is caught as an error rather than killing the runner.
+    let running = task.clone();
+    let run = tokio::spawn(tracing::Instrument::instrument(
+        async move { jobs::scope(ctx, running.run(queue.as_ref())).await },
+        span.clone(),
+    ));
+    let abort = run.abort_handle();
+    let _guard = AbortOnDrop(run.abort_handle());
+    let outcome = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(("failed", e.description)),
+        Ok(Err(join)) if join.is_panic() => Err(("panicked", "task panicked".to_owned())),
+        Ok(Err(_)) => Err(("failed", "task was cancelled".to_owned())),
+        Err(_) => {
+            abort.abort();
+            Err((
+                "timed_out",
+                format!("timed out after {} ms", timeout.as_millis()),
+            ))
+        }
+    };
+    let elapsed = began.elapsed();
+    metrics::histogram!("job_run_seconds", "task" => name.clone()).record(elapsed.as_secs_f64());
+    let now = inner.ctx.clock.now();
+
+    // Periodic tasks chain their next occurrence whatever this one's outcome.
+    if let Some(Scheduled::CronPattern(pattern)) = task.cron() {
+        if let Ok(next) = jobs::next_cron(&pattern, now) {
+            let error = outcome.as_ref().err().map(|(_, e)| e.clone());
+            record_outcome(
+                &name,
+                if error.is_some() {
+                    "failed"
+                } else {
+                    "succeeded"
+                },
+            );
+            return Finish::Periodic {
+                id: claimed.id,
+                token: claimed.lease_token,
+                error,
+                task,
+                next,
+            };
+        }
+    }
+    decide(inner, &claimed, &name, outcome, task.as_ref(), now)
+}
+
+fn record_outcome(name: &str, outcome: &'static str) {
+    metrics::counter!("jobs_finished_total", "task" => name.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+fn decide(
+    inner: &Inner,
+    claimed: &Claimed,
+    name: &str,
+    outcome: Result<(), (&'static str, String)>,
+    task: &dyn AsyncRunnable,
+    now: chrono::DateTime<Utc>,
+) -> Finish {
+    match outcome {
+        Ok(()) => {
+            record_outcome(name, "succeeded");
+            Finish::Succeeded {
+                id: claimed.id,
+                token: claimed.lease_token,
+            }
+        }
+        Err((kind, error)) if claimed.retries < claimed.max_retries => {
+            let base = task.backoff(claimed.retries.max(0) as u32);
+            let delay = jittered(Duration::from_secs(u64::from(base)), inner.cfg.max_backoff);
+            record_outcome(name, "retried");
+            tracing::warn!(job_id = %claimed.id, task = %name, kind, %error, attempt = claimed.retries + 1,
+                retry_in_ms = delay.as_millis() as u64, "task failed; will retry");
+            Finish::Retry {
+                id: claimed.id,
+                token: claimed.lease_token,
+                at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                error: format!("{kind}: {error}"),
+            }
+        }
+        Err((kind, error)) => {
+            record_outcome(name, "failed");
+            tracing::error!(job_id = %claimed.id, task = %name, kind, %error, attempts = claimed.retries + 1,
+                "task failed for good");
+            Finish::Failed {
+                id: claimed.id,
+                token: claimed.lease_token,
+                error: format!("{kind}: {error}"),
+            }
+        }
+    }
+}
+
+/// Between half and all of the task's backoff (capped), so retries of a burst spread out.
+pub fn jittered(base: Duration, cap: Duration) -> Duration {
+    let base = base.min(cap);
+    let half = base / 2;
+    let spread = base.saturating_sub(half).as_millis() as u64;
+    half + Duration::from_millis(rand::rng().random_range(0..=spread))
+}
+
+/// Writes outcomes back: successes in batches, the rest one by one; each retried until
+/// the database takes it, so an outage delays finalization instead of losing it.
+async fn finalizer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Finish>) {
+    const BATCH: usize = 512;
+    let mut buf: Vec<Finish> = Vec::new();
+    let mut shutting_down = false;
+    while !shutting_down {
+        match rx.recv().await {
+            Some(Finish::Shutdown) | None => shutting_down = true,
+            Some(f) => buf.push(f),
+        }
+        while buf.len() < BATCH && !shutting_down {
+            match rx.try_recv() {
+                Ok(Finish::Shutdown) => shutting_down = true,
+                Ok(f) => buf.push(f),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0;
+        while !buf.is_empty() {
+            match flush(&inner, &mut buf).await {
+                Ok(()) => {}
+                Err(e) => {
+                    attempts += 1;
+                    metrics::counter!("worker_db_errors_total", "op" => "finalize").increment(1);
+                    tracing::warn!(error = %e, pending = buf.len(), "finalizing failed; retrying");
+                    // At shutdown, give up eventually: leases expire and the tasks re-run.
+                    if shutting_down && attempts > 20 {
+                        tracing::error!(pending = buf.len(), "could not finalize before exit");
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Flushes `buf`, removing what was written; on error what is left is retried.
+async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
+    let mut conn = inner.ctx.db.acquire().await?;
+    let now = inner.ctx.clock.now();
+    let successes: Vec<(Uuid, Uuid)> = buf
+        .iter()
+        .filter_map(|f| match f {
+            Finish::Succeeded { id, token } => Some((*id, *token)),
+            _ => None,
+        })
+        .collect();
+    if !successes.is_empty() {
+        let n = jobs::complete(&mut conn, &successes, inner.cfg.keep_finished, now).await?;
+        if (n as usize) < successes.len() {
+            let lost = successes.len() - n as usize;
+            metrics::counter!("jobs_leases_lost_total").increment(lost as u64);
+            tracing::warn!(
+                lost,
+                "finished tasks whose lease had been lost; left to their new holder"
+            );
+        }
+        buf.retain(|f| !matches!(f, Finish::Succeeded { .. }));
+        forget(inner, successes.iter().map(|s| s.1));
+    }
+    while let Some(f) = buf.first() {
+        let token = f.token();
+        let held = match f {
+            Finish::Retry {
+                id,
+                token,
+                at,
+                error,
+            } => jobs::retry_at(&mut conn, *id, *token, *at, error).await?,
+            Finish::Failed { id, token, error } => {
+                jobs::fail(&mut conn, *id, *token, error).await?
+            }
+            Finish::Periodic {
+                id,
+                token,
+                error,
+                task,
+                next,
+            } => {
+                finish_periodic(
+                    &mut conn,
+                    *id,
+                    *token,
+                    error.as_deref(),
+                    task.as_ref(),
+                    *next,
+                    inner.cfg.keep_finished,
+                    now,
+                )
+                .await?
+            }
+            Finish::Succeeded { .. } | Finish::Shutdown => true,
+        };
+        if !held {
+            metrics::counter!("jobs_leases_lost_total").increment(1);
+            tracing::warn!(?token, "outcome not recorded: the lease had been lost");
+        }
+        buf.remove(0);
+        forget(inner, token.into_iter());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_periodic(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    token: Uuid,
+    error: Option<&str>,
+    task: &dyn AsyncRunnable,
+    next: chrono::DateTime<Utc>,
+    keep: bool,
+    now: chrono::DateTime<Utc>,
+) -> billing::Result<bool> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    let held = match error {
+        None => jobs::complete(&mut tx, &[(id, token)], keep, now).await? == 1,
+        Some(e) => jobs::fail(&mut tx, id, token, e).await?,
+    };
+    if held {
+        jobs::enqueue_at(&mut tx, task, next).await?;
+        tx.commit().await?;
+    }
+    Ok(held)
+}
+
+fn forget(inner: &Inner, tokens: impl Iterator<Item = Uuid>) {
+    let mut map = inner.lock_inflight();
+    for t in tokens {
+        map.remove(&t);
+    }
+}
+
+async fn listen(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&inner.ctx.db).await?;
+            l.listen(jobs::NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        let mut listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN unavailable; polling meanwhile");
+                if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => match n {
+                    Ok(Some(_)) => {
+                        for w in &inner.wakers {
+                            w.notify_one();
+                        }
+                    }
+                    // The connection dropped: wake everyone (something may have been
+                    // missed) and reconnect.
+                    Ok(None) | Err(_) => {
+                        for w in &inner.wakers {
+                            w.notify_one();
+                        }
+                        break;
+                    }
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        if sleep_or_stop(Duration::from_millis(200), &mut stop).await {
+            return;
+        }
+    }
+}
+
+async fn heartbeat(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_stop(inner.cfg.heartbeat, &mut stop).await {
+            return;
+        }
+        let tokens: Vec<Uuid> = inner.lock_inflight().keys().copied().collect();
+        if tokens.is_empty() {
+            continue;
+        }
+        let now = inner.ctx.clock.now();
+        let result = async {
+            let mut conn = inner.ctx.db.acquire().await?;
+            jobs::extend_leases(&mut conn, &tokens, now, inner.cfg.lease).await
+        }
+        .await;
+        match result {
+            Ok(lost) if !lost.is_empty() => {
+                // Another worker may hold these now: stop running them here.
+                let mut map = inner.lock_inflight();
+                for t in &lost {
+                    if let Some(InFlight { abort: Some(a) }) = map.get(t) {
+                        a.abort();
+                        map.remove(t);
+                        metrics::counter!("jobs_leases_lost_total").increment(1);
+                        tracing::warn!(token = %t, "lease lost while running; task abandoned here");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics::counter!("worker_db_errors_total", "op" => "heartbeat").increment(1);
+                tracing::warn!(error = %e, "lease renewal failed");
+            }
+        }
+    }
+}
+
+async fn reaper(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_stop(inner.cfg.reap_interval, &mut stop).await {
+            return;
+        }
+        let now = inner.ctx.clock.now();
+        let result = async {
+            let mut conn = inner.ctx.db.acquire().await?;
+            jobs::reap_expired(&mut conn, now).await
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("jobs_leases_expired_total").increment(n);
+                tracing::warn!(
+                    count = n,
+                    "re-queued tasks whose worker stopped renewing its lease"
+                );
+                for w in &inner.wakers {
+                    w.notify_one();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reaping failed"),
+        }
+    }
+}
+
+async fn depth_metrics(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    loop {
+        let result = async {
+            let mut conn = inner.ctx.db.acquire().await?;
+            jobs::depth(&mut conn).await
+        }
+        .await;
+        if let Ok(rows) = result {
+            // Zero what disappeared, so a drained queue reads 0 rather than its last value.
+            for (t, s) in &seen {
+                if !rows.iter().any(|(rt, rs, _)| rt == t && rs == s) {
+                    metrics::gauge!("job_queue_depth", "task_type" => t.clone(), "state" => s.clone()).set(0.0);
+                }
+            }
+            seen = rows
+                .iter()
+                .map(|(t, s, _)| (t.clone(), s.clone()))
+                .collect();
+            for (t, s, n) in rows {
+                metrics::gauge!("job_queue_depth", "task_type" => t, "state" => s).set(n as f64);
+            }
+        }
+        metrics::gauge!("jobs_in_flight").set(inner.running() as f64);
+        if sleep_or_stop(Duration::from_secs(5), &mut stop).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_to_full_backoff_and_under_the_cap() {
+        let cases = [
+            (
+                Duration::from_secs(8),
+                Duration::from_secs(3600),
+                4_000,
+                8_000,
+            ),
+            (
+                Duration::from_secs(1 << 20),
+                Duration::from_secs(60),
+                30_000,
+                60_000,
+            ),
+            (Duration::from_secs(0), Duration::from_secs(60), 0, 0),
+        ];
+        for (base, cap, lo, hi) in cases {
+            for _ in 0..200 {
+                let d = jittered(base, cap).as_millis() as u64;
+                assert!((lo..=hi).contains(&d), "{base:?} cap {cap:?} → {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn pools_route_named_types_and_the_default_takes_the_rest() {
+        let mut s = WorkerSettings::default();
+        s.pools.insert(
+            "pg".into(),
+            billing::settings::WorkerPoolSettings {
+                task_types: vec!["pg".into()],
+                concurrency: 7,
+            },
+        );
+        let cfg = RuntimeConfig::from_settings(&s);
+        assert_eq!(cfg.pools.len(), 2);
+        assert_eq!(cfg.pools[0].filter.include, Some(vec!["pg".to_owned()]));
+        assert_eq!(cfg.pools[0].concurrency, 7);
+        assert_eq!(cfg.pools[1].filter.include, None);
+        assert_eq!(cfg.pools[1].filter.exclude, vec!["pg".to_owned()]);
+        assert_eq!(cfg.heartbeat, cfg.lease / 3);
+    }
+}
