@@ -91,3 +91,87 @@ async fn create_admin_cli_creates_or_promotes() {
     let boss = app.login_raw("boss@example.com", "Admin123!").await;
     assert_eq!(boss.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn admins_list_failed_jobs_and_requeue_one() {
+    let app = spawn_app().await;
+    let (_admin, tokens) = app.admin().await;
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO fang_tasks (metadata, state, error_message, retries)
+         VALUES ('{\"type\": \"diag.probe\", \"key\": \"k\"}', 'failed', 'boom', 5) RETURNING id",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO fang_tasks (metadata) VALUES ('{\"type\": \"diag.noop\"}')")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let get = |path: String| app.get(&path).bearer_auth(&tokens.access).send();
+
+    let page: Value = get("/api/admin/jobs?state=failed".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["id"], id.to_string());
+    assert_eq!(page["items"][0]["name"], "diag.probe");
+    assert_eq!(page["items"][0]["error_message"], "boom");
+    let all: Value = get("/api/admin/jobs".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["total"], 2);
+    expect_error(
+        get("/api/admin/jobs?state=bogus".into()).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+
+    let retry = |id: String| {
+        app.post_json(
+            &format!("/api/admin/jobs/{id}/retry"),
+            &serde_json::json!({}),
+        )
+        .bearer_auth(&tokens.access)
+        .send()
+    };
+    let resp = retry(id.to_string()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let job: Value = resp.json().await.unwrap();
+    assert_eq!(job["state"], "new");
+    assert_eq!(job["retries"], 0);
+    expect_error(
+        retry(id.to_string()).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_error(
+        retry(uuid::Uuid::new_v4().to_string()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        retry("not-a-uuid".into()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    let user = app.signup().await;
+    let user_tokens = app.login(&user).await;
+    let resp = app
+        .get("/api/admin/jobs")
+        .bearer_auth(&user_tokens.access)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+}

@@ -16,3 +16,4 @@ mod oauth;
 mod openapi;
 mod rate_limit;
 mod redis_down;
+mod runtime;

@@ -23,6 +23,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/auth/oauth/{provider}/callback"),
     ("post", "/api/auth/oauth/complete"),
     ("get", "/api/admin/users"),
+    ("get", "/api/admin/jobs"),
+    ("post", "/api/admin/jobs/{id}/retry"),
 ];
 
 #[tokio::test]
@@ -48,7 +50,9 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
 
     // Each documented route is really served (anything but the router's 404/405).
     for (method, path) in ROUTES {
-        let concrete = path.replace("{provider}", "kakao");
+        let concrete = path
+            .replace("{provider}", "kakao")
+            .replace("{id}", "00000000-0000-0000-0000-000000000000");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = app.request(m, &concrete).send().await.unwrap();
         let status = resp.status();

@@ -1,0 +1,263 @@
+//! The job runtime in-process, where the test drives the clock: schedules, retries,
+//! timeouts and periodic chains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use billing::clock::{Clock, ManualClock};
+use fang::typetag;
+use fang::{AsyncQueueable, AsyncRunnable, FangError, Scheduled};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+
+use crate::helpers::jobs::{count, probe, runs, wait_until};
+use crate::helpers::{test_db, test_settings};
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn start_runtime(
+    url: &str,
+    clock: Arc<dyn billing::clock::Clock>,
+    periodic: Vec<Box<dyn AsyncRunnable>>,
+    tune: impl FnOnce(&mut billing::Settings),
+) -> Running {
+    let mut settings = test_settings(url);
+    settings.worker.poll_interval_ms = 50;
+    settings.worker.reap_interval_ms = 100;
+    tune(&mut settings);
+    settings.validate().unwrap();
+    let ctx = billing::Ctx::new(settings, clock).unwrap();
+    let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(worker::runtime::run(ctx, cfg, periodic, async {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        handle,
+    }
+}
+
+async fn state_of(db: &PgPool, key: &str) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "SELECT state::text, retries, error_message FROM fang_tasks WHERE metadata->>'key' = $1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_scheduled_task_waits_for_the_runtimes_clock() {
+    let (url, db) = test_db().await;
+    let clock = ManualClock::new(chrono::Utc::now());
+    let rt = start_runtime(&url, Arc::new(clock.clone()), Vec::new(), |_| {});
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue_at(
+        &mut conn,
+        &probe("later-0".into(), 0),
+        clock.now() + chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(runs(&db, "later").await, (0, 0));
+    clock.advance(chrono::Duration::minutes(61));
+    wait_until(
+        "the task to run once due",
+        Duration::from_secs(5),
+        || async { runs(&db, "later").await == (1, 1) },
+    )
+    .await;
+    rt.stop().await;
+}
+
+#[tokio::test]
+async fn failures_retry_with_backoff_until_success_or_the_budget_runs_out() {
+    let (url, db) = test_db().await;
+    // Ahead of the database's now(), so tasks enqueued "now" are due at once.
+    let clock = ManualClock::new(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let rt = start_runtime(&url, Arc::new(clock.clone()), Vec::new(), |_| {});
+    let mut flaky = probe("flaky-0".into(), 0);
+    flaky.fail_runs = 2;
+    let mut doomed = probe("doomed-0".into(), 0);
+    doomed.fail_runs = 100;
+    doomed.max_retries = Some(1);
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &flaky).await.unwrap();
+    billing::jobs::enqueue(&mut conn, &doomed).await.unwrap();
+
+    wait_until("first failures", Duration::from_secs(5), || async {
+        matches!(state_of(&db, "flaky-0").await, Some((s, 1, _)) if s == "retried")
+    })
+    .await;
+    // The retry waits for its backoff (1 s, jittered down to no less than half).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(state_of(&db, "flaky-0").await, Some((s, 1, _)) if s == "retried"));
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::seconds(2));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_until(
+        "the flaky task to succeed",
+        Duration::from_secs(5),
+        || async { state_of(&db, "flaky-0").await.is_none() },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'flaky-0:failed'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'flaky-0'"
+        )
+        .await,
+        1
+    );
+
+    let (state, retries, error) = state_of(&db, "doomed-0").await.unwrap();
+    assert_eq!((state.as_str(), retries), ("failed", 1));
+    assert!(error.unwrap().contains("failing on purpose"));
+    rt.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_over_its_timeout_is_stopped_and_recorded() {
+    let (url, db) = test_db().await;
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.worker.task_timeouts_ms.insert("diag.probe".into(), 100);
+        },
+    );
+    let mut slow = probe("slow-0".into(), 3_000);
+    slow.max_retries = Some(0);
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &slow).await.unwrap();
+    wait_until("the timeout to fail it", Duration::from_secs(5), || async {
+        matches!(state_of(&db, "slow-0").await, Some((s, _, _)) if s == "failed")
+    })
+    .await;
+    let (_, _, error) = state_of(&db, "slow-0").await.unwrap();
+    assert!(error.unwrap().contains("timed out after 100 ms"));
+    assert_eq!(runs(&db, "slow").await, (0, 0));
+    rt.stop().await;
+}
+
+/// A periodic task for these tests: records a run every second.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tick {
+    key: String,
+}
+
+#[typetag::serde(name = "test.tick")]
+#[async_trait]
+impl AsyncRunnable for Tick {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = billing::jobs::context()?;
+        let p = probe(format!("{}-{}", self.key, uuid::Uuid::new_v4()), 0);
+        billing::probes::run(&ctx, &p)
+            .await
+            .map_err(billing::jobs::task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
+    }
+
+    fn cron(&self) -> Option<Scheduled> {
+        Some(Scheduled::CronPattern("* * * * * *".into()))
+    }
+}
+
+fn tick() -> Vec<Box<dyn AsyncRunnable>> {
+    vec![Box::new(Tick { key: "tick".into() })]
+}
+
+#[tokio::test]
+async fn a_periodic_task_runs_one_occurrence_at_a_time_across_the_fleet() {
+    let (url, db) = test_db().await;
+    let a = start_runtime(&url, Arc::new(billing::clock::SystemClock), tick(), |_| {});
+    let b = start_runtime(&url, Arc::new(billing::clock::SystemClock), tick(), |_| {});
+    let started = std::time::Instant::now();
+    let mut most_live = 0;
+    while started.elapsed() < Duration::from_millis(3_500) {
+        let live = count(
+            &db,
+            "SELECT count(*) FROM fang_tasks WHERE metadata->>'type' = 'test.tick' AND state IN ('new','retried','in_progress')",
+        )
+        .await;
+        most_live = most_live.max(live);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most_live, 1);
+    let (n, _) = runs(&db, "tick").await;
+    assert!((2..=5).contains(&n), "{n} runs in 3.5 s of a 1 s schedule");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_periodic_chain_survives_a_worker_dying_mid_run() {
+    let (url, db) = test_db().await;
+    // A worker claims the occurrence and dies holding it.
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue_at(&mut conn, &Tick { key: "tick".into() }, chrono::Utc::now())
+        .await
+        .unwrap();
+    let claimed = billing::jobs::claim(
+        &mut conn,
+        "dead-worker",
+        chrono::Utc::now(),
+        Duration::from_millis(500),
+        &Default::default(),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let rt = start_runtime(&url, Arc::new(billing::clock::SystemClock), tick(), |_| {});
+    wait_until("the chain to resume", Duration::from_secs(10), || async {
+        runs(&db, "tick").await.0 >= 2
+    })
+    .await;
+    rt.stop().await;
+    // Stopping hands back or finishes everything: nothing is left claimed.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM fang_tasks WHERE state = 'in_progress'"
+        )
+        .await,
+        0
+    );
+    // The chain continues: the next occurrence is queued.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM fang_tasks WHERE metadata->>'type' = 'test.tick' AND state = 'new'").await,
+        1
+    );
+}
