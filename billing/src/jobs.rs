@@ -234,26 +234,37 @@ pub async fn claim(
     Ok(rows)
 }
 
-/// Extends the leases this worker still holds; returns the tokens it no longer holds.
+/// A claim as the runtime refers to it: (task id, lease token). Statements look rows up
+/// by id (the primary key) and match the token, which is unique per claim.
+pub type ClaimRef = (Uuid, Uuid);
+
+fn split(claims: &[ClaimRef]) -> (Vec<Uuid>, Vec<Uuid>) {
+    claims.iter().copied().unzip()
+}
+
+/// Extends the leases this worker still holds; returns the claims it no longer holds.
 pub async fn extend_leases(
     conn: &mut PgConnection,
-    tokens: &[Uuid],
+    claims: &[ClaimRef],
     now: DateTime<Utc>,
     lease: Duration,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<ClaimRef>> {
+    let (ids, tokens) = split(claims);
     let held = sqlx::query_scalar!(
-        r#"UPDATE fang_tasks SET lease_expires_at = $2::timestamptz + make_interval(secs => $3)
-           WHERE lease_token = ANY($1) AND state = 'in_progress'
+        r#"UPDATE fang_tasks SET lease_expires_at = $3::timestamptz + make_interval(secs => $4)
+           WHERE id = ANY($1) AND lease_token = ANY($2) AND state = 'in_progress'
            RETURNING lease_token AS "lease_token!""#,
-        tokens,
+        &ids,
+        &tokens,
         now,
         secs(lease),
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(tokens
+    let held: std::collections::HashSet<Uuid> = held.into_iter().collect();
+    Ok(claims
         .iter()
-        .filter(|t| !held.contains(t))
+        .filter(|c| !held.contains(&c.1))
         .copied()
         .collect())
 }
@@ -262,18 +273,18 @@ pub async fn extend_leases(
 /// current claim (id + lease token) can finish a task.
 pub async fn complete(
     conn: &mut PgConnection,
-    done: &[(Uuid, Uuid)],
+    done: &[ClaimRef],
     keep: bool,
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
-    let tokens: Vec<Uuid> = done.iter().map(|d| d.1).collect();
+    let (ids, tokens) = split(done);
+    // Tokens are unique per claim, so "id in the set and token in the set" is exactly
+    // the pairs, and lets the primary key find the rows.
     let n = if keep {
         sqlx::query!(
-            r#"UPDATE fang_tasks t SET state = 'finished', finished_at = $3, updated_at = $3,
+            r#"UPDATE fang_tasks SET state = 'finished', finished_at = $3, updated_at = $3,
                       lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
-               FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token)
-               WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'in_progress'"#,
+               WHERE id = ANY($1) AND lease_token = ANY($2) AND state = 'in_progress'"#,
             &ids,
             &tokens,
             now
@@ -283,9 +294,8 @@ pub async fn complete(
         .rows_affected()
     } else {
         sqlx::query!(
-            r#"DELETE FROM fang_tasks t
-               USING unnest($1::uuid[], $2::uuid[]) AS c(id, token)
-               WHERE t.id = c.id AND t.lease_token = c.token AND t.state = 'in_progress'"#,
+            r#"DELETE FROM fang_tasks
+               WHERE id = ANY($1) AND lease_token = ANY($2) AND state = 'in_progress'"#,
             &ids,
             &tokens
         )
@@ -336,12 +346,14 @@ pub async fn fail(conn: &mut PgConnection, id: Uuid, token: Uuid, error: &str) -
 }
 
 /// Hands tasks back untouched (graceful shutdown): no attempt is counted.
-pub async fn release(conn: &mut PgConnection, tokens: &[Uuid]) -> Result<u64> {
+pub async fn release(conn: &mut PgConnection, claims: &[ClaimRef]) -> Result<u64> {
+    let (ids, tokens) = split(claims);
     let done = sqlx::query!(
         r#"UPDATE fang_tasks SET state = 'new', updated_at = now(),
                   lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
-           WHERE lease_token = ANY($1) AND state = 'in_progress'"#,
-        tokens
+           WHERE id = ANY($1) AND lease_token = ANY($2) AND state = 'in_progress'"#,
+        &ids,
+        &tokens
     )
     .execute(&mut *conn)
     .await?;

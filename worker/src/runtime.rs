@@ -153,8 +153,12 @@ impl Drop for AbortOnDrop {
 }
 
 struct InFlight {
+    id: Uuid,
     /// `None` once the run has ended and only its finalization is pending.
     abort: Option<AbortHandle>,
+    /// The pool slot: held until the outcome is written, so a slow database slows
+    /// claiming instead of piling up unfinalized claims.
+    _slot: OwnedSemaphorePermit,
 }
 
 struct Inner {
@@ -233,21 +237,21 @@ pub async fn run(
     while inner.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let unfinished: Vec<Uuid> = {
+    let unfinished: Vec<(Uuid, Uuid)> = {
         let mut map = inner.lock_inflight();
-        let tokens: Vec<Uuid> = map
+        let claims: Vec<(Uuid, Uuid)> = map
             .iter()
             .filter(|(_, f)| f.abort.is_some())
-            .map(|(t, _)| *t)
+            .map(|(t, f)| (f.id, *t))
             .collect();
-        for t in &tokens {
+        for (_, t) in &claims {
             if let Some(f) = map.remove(t) {
                 if let Some(a) = f.abort {
                     a.abort();
                 }
             }
         }
-        tokens
+        claims
     };
     if !unfinished.is_empty() {
         release_with_retries(&inner, &unfinished).await;
@@ -259,7 +263,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn release_with_retries(inner: &Inner, tokens: &[Uuid]) {
+async fn release_with_retries(inner: &Inner, tokens: &[(Uuid, Uuid)]) {
     for attempt in 0..10u32 {
         match inner.ctx.db.acquire().await {
             Ok(mut conn) => match jobs::release(&mut conn, tokens).await {
@@ -402,6 +406,7 @@ async fn idle_sleep(inner: &Inner, pool: &PoolConfig, now: chrono::DateTime<Utc>
 
 fn start(inner: &Arc<Inner>, task: Claimed, permit: OwnedSemaphorePermit) {
     let token = task.lease_token;
+    let id = task.id;
     let runner = inner.clone();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -410,13 +415,14 @@ fn start(inner: &Arc<Inner>, task: Claimed, permit: OwnedSemaphorePermit) {
             return;
         }
         let finish = execute(&runner, task).await;
-        drop(permit);
         finish_run(&runner, token, finish);
     });
     inner.lock_inflight().insert(
         token,
         InFlight {
+            id,
             abort: Some(handle.abort_handle()),
+            _slot: permit,
         },
     );
     let _ = go_tx.send(());
@@ -757,22 +763,27 @@ async fn heartbeat(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         if sleep_or_stop(inner.cfg.heartbeat, &mut stop).await {
             return;
         }
-        let tokens: Vec<Uuid> = inner.lock_inflight().keys().copied().collect();
-        if tokens.is_empty() {
+        let claims: Vec<(Uuid, Uuid)> = inner
+            .lock_inflight()
+            .iter()
+            .map(|(t, f)| (f.id, *t))
+            .collect();
+        if claims.is_empty() {
             continue;
         }
         let now = inner.ctx.clock.now();
         let result = async {
             let mut conn = inner.ctx.db.acquire().await?;
-            jobs::extend_leases(&mut conn, &tokens, now, inner.cfg.lease).await
+            jobs::extend_leases(&mut conn, &claims, now, inner.cfg.lease).await
         }
         .await;
         match result {
             Ok(lost) if !lost.is_empty() => {
                 // Another worker may hold these now: stop running them here.
                 let mut map = inner.lock_inflight();
-                for t in &lost {
-                    if let Some(InFlight { abort: Some(a) }) = map.get(t) {
+                for (_, t) in &lost {
+                    let running = map.get(t).and_then(|f| f.abort.clone());
+                    if let Some(a) = running {
                         a.abort();
                         map.remove(t);
                         metrics::counter!("jobs_leases_lost_total").increment(1);
