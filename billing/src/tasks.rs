@@ -27,6 +27,19 @@ pub struct Probe {
     pub max_retries: Option<i32>,
 }
 
+impl Probe {
+    /// A probe that records one run of `key` and does nothing else.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            sleep_ms: 0,
+            fail_runs: 0,
+            unique: false,
+            max_retries: None,
+        }
+    }
+}
+
 #[typetag::serde(name = "diag.probe")]
 #[async_trait]
 impl AsyncRunnable for Probe {

@@ -92,13 +92,7 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Probe { count, key } => {
             let mut conn = ctx.db.acquire().await?;
             for i in 0..count {
-                let probe = billing::tasks::Probe {
-                    key: format!("{key}-{i}"),
-                    sleep_ms: 0,
-                    fail_runs: 0,
-                    unique: false,
-                    max_retries: None,
-                };
+                let probe = billing::tasks::Probe::new(format!("{key}-{i}"));
                 billing::jobs::enqueue(&mut conn, &probe).await?;
             }
             println!("enqueued {count} probe(s); see job_probe_runs");

@@ -111,6 +111,28 @@ fn ctx_for(url: &str, tune: impl FnOnce(&mut billing::Settings)) -> anyhow::Resu
     )?)
 }
 
+/// Our runtime running in this process until stopped.
+struct Runtime {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Runtime {
+    fn start(ctx: billing::Ctx) -> Self {
+        let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(worker::runtime::run(ctx, cfg, Vec::new(), async {
+            let _ = stopped.await;
+        }));
+        Self { stop, handle }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.handle.await?
+    }
+}
+
 async fn ours(
     url: &str,
     pool: &PgPool,
@@ -133,18 +155,12 @@ async fn ours(
     }
     fill(pool, jobs).await?;
     sqlx::query("ANALYZE fang_tasks").execute(pool).await?;
-    let ctx = ctx_for(url, |s| {
+    let runtime = Runtime::start(ctx_for(url, |s| {
         s.worker.concurrency = concurrency;
         s.worker.claim_batch = batch;
-    })?;
-    let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runtime = tokio::spawn(worker::runtime::run(ctx, cfg, Vec::new(), async {
-        let _ = stop_rx.await;
-    }));
+    })?);
     let took = wait_empty(pool, Duration::from_secs(600)).await?;
-    let _ = stop_tx.send(());
-    runtime.await??;
+    runtime.stop().await?;
     let rate = jobs as f64 / took.as_secs_f64();
     println!(
         "RESULT jobs={jobs} backlog={backlog} concurrency={concurrency} batch={batch} seconds={:.3} jobs_per_sec={rate:.0}",
@@ -180,12 +196,7 @@ async fn stock_fang(url: &str, pool: &PgPool, jobs: usize) -> anyhow::Result<()>
 }
 
 async fn latency(url: &str, pool: &PgPool, samples: usize) -> anyhow::Result<()> {
-    let ctx = ctx_for(url, |_| {})?;
-    let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runtime = tokio::spawn(worker::runtime::run(ctx, cfg, Vec::new(), async {
-        let _ = stop_rx.await;
-    }));
+    let runtime = Runtime::start(ctx_for(url, |_| {})?);
     // Let the runtime settle into its idle wait (LISTEN connected).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = pool.acquire().await?;
@@ -193,21 +204,14 @@ async fn latency(url: &str, pool: &PgPool, samples: usize) -> anyhow::Result<()>
         // The key carries the commit time; the run records its own start (ran_at).
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let sent = chrono::Utc::now().timestamp_micros();
-        let probe = Probe {
-            key: format!("lat-{i}-{sent}"),
-            sleep_ms: 0,
-            fail_runs: 0,
-            unique: false,
-            max_retries: None,
-        };
+        let probe = Probe::new(format!("lat-{i}-{sent}"));
         billing::jobs::enqueue(&mut tx, &probe).await?;
         tx.commit().await?;
         // Idle between samples: each job finds the worker waiting.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     wait_empty(pool, Duration::from_secs(60)).await?;
-    let _ = stop_tx.send(());
-    runtime.await??;
+    runtime.stop().await?;
     let lat: Vec<f64> = sqlx::query_scalar(
         "SELECT (extract(epoch FROM ran_at - to_timestamp(split_part(probe_key, '-', 3)::float8 / 1e6)) * 1000)::float8
          FROM job_probe_runs WHERE probe_key LIKE 'lat-%' ORDER BY 1",

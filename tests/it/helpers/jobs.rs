@@ -8,11 +8,8 @@ use sqlx::PgPool;
 
 pub fn probe(key: String, sleep_ms: u64) -> Probe {
     Probe {
-        key,
         sleep_ms,
-        fail_runs: 0,
-        unique: false,
-        max_retries: None,
+        ..Probe::new(key)
     }
 }
 
