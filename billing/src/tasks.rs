@@ -25,6 +25,9 @@ pub struct Probe {
     /// Retry budget (default 5).
     #[serde(default)]
     pub max_retries: Option<i32>,
+    /// Routes the probe to a worker pool (default `common`).
+    #[serde(default)]
+    pub task_type: Option<String>,
 }
 
 impl Probe {
@@ -36,6 +39,7 @@ impl Probe {
             fail_runs: 0,
             unique: false,
             max_retries: None,
+            task_type: None,
         }
     }
 }
@@ -50,6 +54,10 @@ impl AsyncRunnable for Probe {
 
     fn uniq(&self) -> bool {
         self.unique
+    }
+
+    fn task_type(&self) -> String {
+        self.task_type.clone().unwrap_or_else(|| "common".into())
     }
 
     fn max_retries(&self) -> i32 {

@@ -261,3 +261,127 @@ async fn a_periodic_chain_survives_a_worker_dying_mid_run() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_pool_takes_only_its_task_types_with_its_own_concurrency() {
+    let (url, db) = test_db().await;
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.worker.pools.insert(
+                "solo".into(),
+                billing::settings::WorkerPoolSettings {
+                    task_types: vec!["solo".into()],
+                    concurrency: 1,
+                },
+            );
+        },
+    );
+    let mut conn = db.acquire().await.unwrap();
+    for i in 0..3 {
+        let mut p = probe(format!("solo-{i}"), 300);
+        p.task_type = Some("solo".into());
+        billing::jobs::enqueue(&mut conn, &p).await.unwrap();
+    }
+    for i in 0..20 {
+        billing::jobs::enqueue(&mut conn, &probe(format!("common-{i}"), 0))
+            .await
+            .unwrap();
+    }
+    let mut most_solo = 0;
+    let started = std::time::Instant::now();
+    while runs(&db, "solo").await.0 < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "solo pool stalled"
+        );
+        let solo = count(
+            &db,
+            "SELECT count(*) FROM fang_tasks WHERE state = 'in_progress' AND task_type = 'solo'",
+        )
+        .await;
+        most_solo = most_solo.max(solo);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most_solo, 1, "the solo pool ran more than one at once");
+    // The default pool was not held up behind the slow solo tasks.
+    let common_done: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT max(ran_at) FROM job_probe_runs WHERE probe_key LIKE 'common-%'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let solo_done: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(ran_at) FROM job_probe_runs WHERE probe_key LIKE 'solo-%'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(common_done < solo_done);
+    assert_eq!(runs(&db, "common").await, (20, 20));
+    rt.stop().await;
+}
+
+#[tokio::test]
+async fn a_claim_whose_lease_expired_cannot_be_finished_by_its_old_holder() {
+    let (_url, db) = test_db().await;
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &probe("lease-0".into(), 0))
+        .await
+        .unwrap();
+    let t0 = chrono::Utc::now();
+    let lease = Duration::from_secs(1);
+    let filter = Default::default();
+    let old = billing::jobs::claim(&mut conn, "old", t0, lease, &filter, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    // The old holder goes quiet; its lease runs out and someone else takes the task.
+    let later = t0 + chrono::Duration::seconds(5);
+    assert_eq!(
+        billing::jobs::reap_expired(&mut conn, later).await.unwrap(),
+        1
+    );
+    let new = billing::jobs::claim(&mut conn, "new", later, lease, &filter, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(new.id, old.id);
+    assert_eq!(new.retries, 1, "the expiry counted as an attempt");
+
+    let stale = (old.id, old.lease_token);
+    assert_eq!(
+        billing::jobs::extend_leases(&mut conn, &[stale], later, lease)
+            .await
+            .unwrap(),
+        vec![stale],
+        "the old holder learns it lost the lease"
+    );
+    assert_eq!(
+        billing::jobs::complete(&mut conn, &[stale], false, later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        !billing::jobs::fail(&mut conn, old.id, old.lease_token, "late")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM fang_tasks WHERE state = 'in_progress'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        billing::jobs::complete(&mut conn, &[(new.id, new.lease_token)], false, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM fang_tasks").await, 0);
+}
