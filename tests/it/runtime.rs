@@ -385,3 +385,26 @@ async fn a_claim_whose_lease_expired_cannot_be_finished_by_its_old_holder() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM fang_tasks").await, 0);
 }
+
+#[tokio::test]
+async fn finished_tasks_are_kept_when_configured() {
+    let (url, db) = test_db().await;
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.worker.keep_finished = true;
+        },
+    );
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &probe("kept-0".into(), 0))
+        .await
+        .unwrap();
+    wait_until("the task to finish", Duration::from_secs(5), || async {
+        matches!(state_of(&db, "kept-0").await, Some((s, 0, None)) if s == "finished")
+    })
+    .await;
+    assert_eq!(runs(&db, "kept").await, (1, 1));
+    rt.stop().await;
+}
