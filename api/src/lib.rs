@@ -80,6 +80,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::auth::router())
         .merge(routes::admin::router())
+        .merge(routes::carts::router())
+        .merge(routes::reviews::router())
 }
 
 /// The OpenAPI document of every route (served at `/api-docs/openapi.json`).

@@ -4,10 +4,12 @@
 //! the result. Every function takes the `Ctx` (shared handles) or a `&mut PgConnection`
 //! so one service call owns its transaction.
 
+pub mod carts;
 pub mod clock;
 pub mod db;
 pub mod error;
 pub mod ids;
+pub mod items;
 pub mod jobs;
 pub mod kv;
 pub mod money;
@@ -15,6 +17,7 @@ pub mod oauth;
 pub mod page;
 pub mod passwords;
 pub mod probes;
+pub mod reviews;
 pub mod sessions;
 pub mod settings;
 pub mod tasks;

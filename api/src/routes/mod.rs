@@ -3,5 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod carts;
 pub mod health;
+pub mod reviews;
 pub mod users;
