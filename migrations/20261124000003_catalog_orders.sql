@@ -43,10 +43,13 @@ CREATE TABLE items (
 CREATE TRIGGER items_set_updated_at BEFORE UPDATE ON items
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
--- Listing indexes cover the storefront (selling, not deleted) in each sort order.
+-- Listing indexes cover the storefront (selling, not deleted) in each sort order; ties
+-- are always broken by id ascending, so every order is stable across pages.
 CREATE INDEX items_sales_idx ON items (sales DESC, id) WHERE selling AND deleted_at IS NULL;
-CREATE INDEX items_price_idx ON items (real_price, id) WHERE selling AND deleted_at IS NULL;
-CREATE INDEX items_discount_idx ON items (discount_rate, id) WHERE selling AND deleted_at IS NULL;
+CREATE INDEX items_price_asc_idx ON items (real_price, id) WHERE selling AND deleted_at IS NULL;
+CREATE INDEX items_price_desc_idx ON items (real_price DESC, id) WHERE selling AND deleted_at IS NULL;
+CREATE INDEX items_discount_asc_idx ON items (discount_rate, id) WHERE selling AND deleted_at IS NULL;
+CREATE INDEX items_discount_desc_idx ON items (discount_rate DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_reviews_idx ON items (review_count DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_newest_idx ON items (created_at DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_categories_idx ON items USING gin (categories) WHERE selling AND deleted_at IS NULL;

@@ -52,7 +52,7 @@ impl AppState {
     info(title = "Pillivery API", description = "Health-supplement store: accounts, catalog, orders, subscriptions billed through KakaoPay."),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts"), (name = "auth"), (name = "admin"), (name = "health"),
+        (name = "accounts"), (name = "auth"), (name = "catalog"), (name = "carts"), (name = "reviews"), (name = "admin"), (name = "health"),
     )
 )]
 struct ApiDoc;
@@ -80,6 +80,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::auth::router())
         .merge(routes::admin::router())
+        .merge(routes::items::router())
         .merge(routes::carts::router())
         .merge(routes::reviews::router())
 }

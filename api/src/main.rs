@@ -32,6 +32,13 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Bulk-import items from a JSON-lines or CSV (with header) file.
+    ImportItems {
+        file: std::path::PathBuf,
+        /// `jsonl` or `csv`; by default from the file's extension.
+        #[arg(long)]
+        format: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +65,41 @@ async fn main() -> anyhow::Result<()> {
             phone,
         } => create_admin(ctx, email, password, display_name, phone).await,
         Command::Openapi => Ok(()),
+        Command::ImportItems { file, format } => import_items(ctx, file, format).await,
+    }
+}
+
+async fn import_items(
+    ctx: billing::Ctx,
+    file: std::path::PathBuf,
+    format: Option<String>,
+) -> anyhow::Result<()> {
+    use billing::items::ImportFormat;
+    let format = format.unwrap_or_else(|| {
+        file.extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let format = match format.as_str() {
+        "csv" => ImportFormat::Csv,
+        "jsonl" | "ndjson" | "json" => ImportFormat::JsonLines,
+        other => anyhow::bail!("unknown format `{other}`: use --format jsonl or csv"),
+    };
+    let body =
+        std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    match billing::items::import(&ctx, &body, format).await {
+        Ok(report) => {
+            println!("imported {} item(s)", report.inserted);
+            Ok(())
+        }
+        Err(billing::Error::Validation(fields)) => {
+            for f in &fields {
+                eprintln!("{}: {}", f.field, f.reason);
+            }
+            anyhow::bail!("nothing imported: {} problem(s)", fields.len())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -100,9 +100,23 @@ impl From<sqlx::Error> for Error {
                 dependency: Dependency::Postgres,
                 detail: err.to_string(),
             },
+            // Connection exceptions (08), too many connections (53), the server shutting
+            // down or restarting (57), a database closed to connections: all transient.
+            sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => Error::Unavailable {
+                dependency: Dependency::Postgres,
+                detail: err.to_string(),
+            },
             _ => Error::Database(err),
         }
     }
+}
+
+fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code().unwrap_or_default();
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || (code == "55000" && db.message().contains("accepting connections"))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -83,3 +83,31 @@ impl AsyncRunnable for Noop {
         Ok(())
     }
 }
+
+/// Adds the unique views counted in Redis into `items.view_count`, every minute.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlushViews {}
+
+#[typetag::serde(name = "items.flush_views")]
+#[async_trait]
+impl AsyncRunnable for FlushViews {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = context()?;
+        crate::items::flush_views(&ctx)
+            .await
+            .map(|_| ())
+            .map_err(task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
+    }
+
+    fn cron(&self) -> Option<fang::Scheduled> {
+        Some(fang::Scheduled::CronPattern("0 * * * * *".into()))
+    }
+
+    fn max_retries(&self) -> i32 {
+        0
+    }
+}

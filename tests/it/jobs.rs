@@ -217,7 +217,8 @@ async fn sigterm_finishes_or_hands_back_in_flight_tasks_and_exits_0() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM fang_tasks WHERE state = 'new' AND retries = 0"
+            "SELECT count(*) FROM fang_tasks WHERE state = 'new' AND retries = 0
+             AND metadata->>'type' = 'diag.probe'"
         )
         .await,
         20,

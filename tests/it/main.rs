@@ -12,6 +12,7 @@ mod auth;
 mod binaries;
 mod carts;
 mod health;
+mod items;
 mod jobs;
 mod oauth;
 mod openapi;

@@ -57,9 +57,9 @@ async fn metrics(State(state): State<WorkerState>) -> impl IntoResponse {
     )
 }
 
-/// Periodic tasks every worker keeps chained (none are registered yet).
+/// Periodic tasks every worker keeps chained (one occurrence at a time across the fleet).
 pub fn periodic_tasks() -> Vec<Box<dyn fang::AsyncRunnable>> {
-    Vec::new()
+    vec![Box::new(billing::tasks::FlushViews {})]
 }
 
 /// Runs the worker (job runtime + health server) until `shutdown` resolves.

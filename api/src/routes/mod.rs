@@ -5,5 +5,6 @@ pub mod admin;
 pub mod auth;
 pub mod carts;
 pub mod health;
+pub mod items;
 pub mod reviews;
 pub mod users;

@@ -1,6 +1,7 @@
 //! Test harness: `spawn_app()`, databases cloned from a template, sign-up/login helpers.
 
 pub mod db;
+pub mod fixtures;
 
 pub mod jobs;
 pub mod redis_proc;
