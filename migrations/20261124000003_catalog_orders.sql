@@ -2,6 +2,13 @@
 -- columns arrive with the billing issues), reviews, and the per-day view ledger.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
+-- Character bigrams of a text. Trigram indexes cannot serve two-character keywords, and
+-- two-syllable Korean searches (홍삼, 칼슘, 아연) are common, so those use these.
+CREATE FUNCTION text_bigrams(t TEXT) RETURNS TEXT[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(DISTINCT substr(lower(t), i, 2)), '{}')
+    FROM generate_series(1, char_length(t) - 1) AS i
+$$;
+
 CREATE TABLE items (
     id                    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     brand                 TEXT        NOT NULL,
@@ -24,6 +31,7 @@ CREATE TABLE items (
     discount_price        BIGINT      GENERATED ALWAYS AS ((origin_price * discount_rate + 50) / 100) STORED,
     real_price            BIGINT      GENERATED ALWAYS AS (origin_price - (origin_price * discount_rate + 50) / 100) STORED,
     categories            TEXT[]      NOT NULL DEFAULT '{ETC}',
+    search_bigrams        TEXT[]      GENERATED ALWAYS AS (text_bigrams(title || ' ' || brand)) STORED,
     -- false: taken off sale (still shown in carts and orders, as unavailable).
     selling               BOOLEAN     NOT NULL DEFAULT true,
     sales                 BIGINT      NOT NULL DEFAULT 0,
@@ -54,6 +62,8 @@ CREATE INDEX items_reviews_idx ON items (review_count DESC, id) WHERE selling AN
 CREATE INDEX items_newest_idx ON items (created_at DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_categories_idx ON items USING gin (categories) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_search_idx ON items USING gin ((title || ' ' || brand) gin_trgm_ops)
+    WHERE selling AND deleted_at IS NULL;
+CREATE INDEX items_bigrams_idx ON items USING gin (search_bigrams)
     WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_brand_idx ON items (brand) WHERE selling AND deleted_at IS NULL;
 

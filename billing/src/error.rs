@@ -44,6 +44,12 @@ pub enum Error {
     AlreadyExists(Vec<FieldError>),
     #[error("not found")]
     NotFound,
+    #[error("the item is not on sale")]
+    ItemUnavailable,
+    #[error("only a customer with a paid order of this item may review it")]
+    NotPurchased,
+    #[error("you already have a review of this item; edit it instead")]
+    AlreadyReviewed,
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this account has been withdrawn")]

@@ -745,6 +745,9 @@ impl ListQuery {
             .filter(|k| !k.is_empty());
         if let Some(k) = &keyword {
             checks.check("keyword", bounded(k, 100));
+            if k.chars().count() < 2 {
+                checks.check("keyword", Err("must be at least 2 characters"));
+            }
         }
         for (field, v) in [("min_price", self.min_price), ("max_price", self.max_price)] {
             if matches!(v, Some(p) if p < 0) {
@@ -802,6 +805,13 @@ impl Listing {
             q.push("]::text[]");
         }
         if let Some(k) = &self.keyword {
+            // Two characters: the bigram index finds the candidates; three or more: the
+            // trigram index serves the ILIKE itself.
+            if k.chars().count() == 2 {
+                q.push(" AND search_bigrams @> ARRAY[");
+                q.push_bind(k.to_lowercase());
+                q.push("]::text[]");
+            }
             let escaped = k
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")

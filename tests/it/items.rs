@@ -5,7 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{error_fields, expect_error, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    error_fields, expect_error, page_ids as ids, spawn_app, spawn_app_with, TestApp,
+};
 
 fn item_body(title: &str, origin: i64, rate: i32, main_function: &str) -> Value {
     json!({
@@ -44,15 +46,6 @@ async fn list(app: &TestApp, query: &str) -> Value {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{query}");
     resp.json().await.unwrap()
-}
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_i64().unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -266,6 +259,12 @@ async fn listing_filters_sorts_and_pages_with_ties_by_id() {
             count(&|r| r.6.contains("루테인")),
         ),
         ("keyword=gnc", count(&|r| r.7 == "GNC")),
+        // Two characters go through the bigram index: 루테 (of 루테인), 근당 (of 종근당).
+        (
+            "keyword=%EB%A3%A8%ED%85%8C",
+            count(&|r| r.6.contains("루테")),
+        ),
+        ("keyword=%EA%B7%BC%EB%8B%B9", count(&|r| r.7 == "종근당")),
         (
             "brand=%EC%A2%85%EA%B7%BC%EB%8B%B9",
             count(&|r| r.7 == "종근당"),
@@ -298,6 +297,7 @@ async fn listing_filters_sorts_and_pages_with_ties_by_id() {
         ("min_price=9000&max_price=5000", "min_price"),
         ("category=VITAMIN", "category"),
         ("sort=cheapest", "sort"),
+        ("keyword=a", "keyword"),
     ] {
         let resp = app
             .get(&format!("/api/items?{query}"))
@@ -405,7 +405,7 @@ async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_the
     for query in [
         "category=EYE&page=6",
         "category=EYE&sort=newest",
-        "keyword=x",
+        "keyword=xyz",
     ] {
         let resp = app
             .get(&format!("/api/items?{query}"))

@@ -58,6 +58,24 @@ async fn redis_outage_degrades_to_503_and_recovers() {
         "dependency_unavailable",
     )
     .await;
+    // The catalog reads from Postgres instead of the cache; the view is dropped, not an error.
+    let item = crate::helpers::fixtures::item(&app.db, "루테인", 10_000, 10).await;
+    let resp = app.get("/api/items?category=EYE").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page: Value = resp.json().await.unwrap();
+    assert_eq!(page["items"][0]["id"], item);
+    assert_eq!(
+        app.get(&format!("/api/items/{item}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/items/main").send().await.unwrap().status(),
+        StatusCode::OK
+    );
     // Signup needs only Postgres and keeps working.
     assert_eq!(
         app.signup_with(&crate::helpers::signup_body())

@@ -42,7 +42,7 @@ pub struct ItemPage {
 }
 
 /// Items for sale, filtered and sorted; ties by id, so paging is stable.
-#[utoipa::path(get, path = "/api/items", tag = "catalog", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_items", path = "/api/items", tag = "catalog", params(ListQuery),
     responses(
         (status = 200, body = ItemPage),
         (status = 400, body = ErrorBody, description = "malformed_request (e.g. min_price=abc)"),
@@ -62,14 +62,14 @@ async fn list(
 }
 
 /// The storefront's main page: the 9 best sellers and the 9 deepest discounts.
-#[utoipa::path(get, path = "/api/items/main", tag = "catalog",
+#[utoipa::path(get, operation_id = "main_page", path = "/api/items/main", tag = "catalog",
     responses((status = 200, body = MainPage)))]
 async fn main_page(State(state): State<AppState>) -> ApiResult<Json<MainPage>> {
     Ok(Json(billing::items::main_page(&state.ctx).await?))
 }
 
 /// One item; counts a unique view per client IP per day.
-#[utoipa::path(get, path = "/api/items/{id}", tag = "catalog", params(("id" = i64, Path)),
+#[utoipa::path(get, operation_id = "get_item", path = "/api/items/{id}", tag = "catalog", params(("id" = i64, Path)),
     responses((status = 200, body = ItemDetail), (status = 404, body = ErrorBody)))]
 async fn detail(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ async fn detail(
 }
 
 /// Create an item (categories are classified from `main_function`).
-#[utoipa::path(post, path = "/api/admin/items", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "create_item", path = "/api/admin/items", tag = "admin", security(("bearer" = [])),
     request_body = ItemInput,
     responses(
         (status = 201, body = ItemDetail),
@@ -102,7 +102,7 @@ async fn create(
 }
 
 /// Change an item; cached pages are invalidated.
-#[utoipa::path(patch, path = "/api/admin/items/{id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "update_item", path = "/api/admin/items/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = ItemPatch,
     responses(
         (status = 200, body = ItemDetail),
@@ -119,7 +119,7 @@ async fn update(
 }
 
 /// Delete an item (soft: carts and orders show it as unavailable).
-#[utoipa::path(delete, path = "/api/admin/items/{id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "delete_item", path = "/api/admin/items/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -135,7 +135,7 @@ async fn delete(
 /// Bulk import: JSON lines (`application/x-ndjson`) or CSV with a header row (`text/csv`),
 /// the same fields as item creation. All lines are validated first; one bad line rejects
 /// the whole import (422, fields named `line N: field`) and nothing is written.
-#[utoipa::path(post, path = "/api/admin/items/import", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "import_items", path = "/api/admin/items/import", tag = "admin", security(("bearer" = [])),
     request_body(content = String, content_type = "application/x-ndjson"),
     responses(
         (status = 201, body = ImportReport),

@@ -136,6 +136,16 @@ pub fn signup_body() -> Value {
     })
 }
 
+/// The `id`s of a page's `items`, in order.
+pub fn page_ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
+}
+
 /// Checks the error envelope and returns its body.
 pub async fn expect_error(resp: Response, status: StatusCode, code: &str) -> Value {
     let got = resp.status();
