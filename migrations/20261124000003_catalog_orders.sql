@@ -60,6 +60,26 @@ CREATE INDEX items_discount_asc_idx ON items (discount_rate, id) WHERE selling A
 CREATE INDEX items_discount_desc_idx ON items (discount_rate DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_reviews_idx ON items (review_count DESC, id) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_newest_idx ON items (created_at DESC, id) WHERE selling AND deleted_at IS NULL;
+-- Category pages in the default order: one index per category, read in order, so a
+-- page costs its offset plus its size whatever the category's share of the catalog.
+CREATE INDEX items_cat_eye_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{EYE}';
+CREATE INDEX items_cat_bone_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{BONE}';
+CREATE INDEX items_cat_brain_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{BRAIN}';
+CREATE INDEX items_cat_intestine_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{INTESTINE}';
+CREATE INDEX items_cat_liver_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{LIVER}';
+CREATE INDEX items_cat_skin_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{SKIN}';
+CREATE INDEX items_cat_antioxidant_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{ANTIOXIDANT}';
+CREATE INDEX items_cat_fatigue_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{FATIGUE}';
+CREATE INDEX items_cat_etc_sales_idx ON items (sales DESC, id)
+    WHERE selling AND deleted_at IS NULL AND categories @> '{ETC}';
 CREATE INDEX items_categories_idx ON items USING gin (categories) WHERE selling AND deleted_at IS NULL;
 CREATE INDEX items_search_idx ON items USING gin ((title || ' ' || brand) gin_trgm_ops)
     WHERE selling AND deleted_at IS NULL;

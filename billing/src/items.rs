@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rand::Rng;
 use redis::AsyncCommands;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use utoipa::ToSchema;
@@ -784,13 +783,18 @@ impl ListQuery {
 }
 
 impl Listing {
-    /// Only the default-sorted, unfiltered (but for the category) pages 1–5 are cached.
-    fn cache_key(&self) -> Option<String> {
-        let plain = self.keyword.is_none()
+    /// No filter but the category: its total is cached, its pages follow an index.
+    fn only_category(&self) -> bool {
+        self.keyword.is_none()
             && self.brand.is_none()
             && self.min_price.is_none()
             && self.max_price.is_none()
             && self.on_sale.is_none()
+    }
+
+    /// Only the default-sorted, unfiltered (but for the category) pages 1–5 are cached.
+    fn cache_key(&self) -> Option<String> {
+        let plain = self.only_category()
             && self.sort == Sort::Sales
             && self.page.size == 20
             && self.page.page <= CACHED_PAGES;
@@ -800,9 +804,9 @@ impl Listing {
     fn push_filters(&self, q: &mut QueryBuilder<'_, Postgres>) {
         q.push(" FROM items WHERE selling AND deleted_at IS NULL");
         if let Some(c) = self.category {
-            q.push(" AND categories @> ARRAY[");
-            q.push_bind(c.as_str());
-            q.push("]::text[]");
+            // A literal (the category is one of a fixed set), so the planner can match the
+            // per-category partial indexes.
+            q.push(format!(" AND categories @> '{{{}}}'", c.as_str()));
         }
         if let Some(k) = &self.keyword {
             // Two characters: the bigram index finds the candidates; three or more: the
@@ -850,11 +854,19 @@ fn page_key(category: Option<Category>, page: i64) -> String {
     format!("cache:items:{cat}:p{page}")
 }
 
+fn count_key(category: Option<Category>) -> String {
+    let cat = category.map(Category::as_str).unwrap_or("ALL");
+    format!("cache:items:{cat}:count")
+}
+
 const MAIN_KEY: &str = "cache:items:main";
 
 /// Every cached key an item write can make stale.
 fn all_page_keys() -> Vec<String> {
-    let mut keys = vec![MAIN_KEY.to_owned()];
+    let mut keys = vec![MAIN_KEY.to_owned(), count_key(None)];
+    for c in Category::ALL {
+        keys.push(count_key(Some(c)));
+    }
     for page in 1..=CACHED_PAGES {
         keys.push(page_key(None, page));
         for c in Category::ALL {
@@ -864,11 +876,13 @@ fn all_page_keys() -> Vec<String> {
     keys
 }
 
-async fn query_page(ctx: &Ctx, l: &Listing) -> Result<Page<ItemSummary>> {
-    let mut conn = ctx.db.acquire().await?;
-    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*)");
-    l.push_filters(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+async fn count(ctx: &Ctx, l: &Listing) -> Result<i64> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT count(*)");
+    l.push_filters(&mut q);
+    Ok(q.build_query_scalar().fetch_one(&ctx.db).await?)
+}
+
+async fn page_rows(ctx: &Ctx, l: &Listing) -> Result<Vec<ItemSummary>> {
     let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {SUMMARY_COLUMNS}"));
     l.push_filters(&mut q);
     q.push(" ORDER BY ");
@@ -877,11 +891,54 @@ async fn query_page(ctx: &Ctx, l: &Listing) -> Result<Page<ItemSummary>> {
     q.push_bind(l.page.size);
     q.push(" OFFSET ");
     q.push_bind(l.page.offset());
-    let items = q
-        .build_query_as::<ItemSummary>()
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(Page {
+    Ok(q.build_query_as::<ItemSummary>().fetch_all(&ctx.db).await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct CountedRow {
+    #[sqlx(flatten)]
+    item: ItemSummary,
+    total: i64,
+}
+
+/// Filtered listings (keyword, brand, prices): the matching set is found once and both
+/// the page and the total are read from it.
+async fn filtered_page(ctx: &Ctx, l: &Listing) -> Result<(Vec<ItemSummary>, i64)> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "WITH m AS MATERIALIZED (SELECT id, sales, real_price, discount_rate, review_count, created_at",
+    );
+    l.push_filters(&mut q);
+    q.push("), p AS (SELECT id FROM m ORDER BY ");
+    q.push(l.sort.order_by());
+    q.push(" LIMIT ");
+    q.push_bind(l.page.size);
+    q.push(" OFFSET ");
+    q.push_bind(l.page.offset());
+    q.push(format!(
+        ") SELECT {SUMMARY_COLUMNS}, (SELECT count(*) FROM m) AS total FROM items WHERE id IN (SELECT id FROM p) ORDER BY "
+    ));
+    q.push(l.sort.order_by());
+    let rows: Vec<CountedRow> = q.build_query_as().fetch_all(&ctx.db).await?;
+    let total = match rows.first() {
+        Some(r) => r.total,
+        // Past the last page: the total still matters to the client.
+        None => count(ctx, l).await?,
+    };
+    Ok((rows.into_iter().map(|r| r.item).collect(), total))
+}
+
+async fn query_page(ctx: &Ctx, l: &Listing) -> Result<String> {
+    let (items, total) = if l.only_category() {
+        let key = count_key(l.category);
+        let total: i64 = serde_json::from_str(
+            &cached_json(ctx, &key, || async { Ok(count(ctx, l).await?.to_string()) }).await?,
+        )
+        .map_err(|e| Error::Internal(format!("cached count: {e}")))?;
+        (page_rows(ctx, l).await?, total)
+    } else {
+        filtered_page(ctx, l).await?
+    };
+    to_json(&Page {
         items,
         page: l.page.page,
         size: l.page.size,
@@ -889,10 +946,15 @@ async fn query_page(ctx: &Ctx, l: &Listing) -> Result<Page<ItemSummary>> {
     })
 }
 
-pub async fn list(ctx: &Ctx, query: ListQuery) -> Result<Page<ItemSummary>> {
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("serialize: {e}")))
+}
+
+/// A page of items as JSON text (`Page<ItemSummary>`): cached pages are served as stored.
+pub async fn list(ctx: &Ctx, query: ListQuery) -> Result<String> {
     let listing = query.validate()?;
     match listing.cache_key() {
-        Some(key) => cached(ctx, &key, || query_page(ctx, &listing)).await,
+        Some(key) => cached_json(ctx, &key, || query_page(ctx, &listing)).await,
         None => query_page(ctx, &listing).await,
     }
 }
@@ -905,8 +967,9 @@ pub struct MainPage {
     pub best_discounts: Vec<ItemSummary>,
 }
 
-pub async fn main_page(ctx: &Ctx) -> Result<MainPage> {
-    cached(ctx, MAIN_KEY, || async {
+/// The main page as JSON text (`MainPage`).
+pub async fn main_page(ctx: &Ctx) -> Result<String> {
+    cached_json(ctx, MAIN_KEY, || async {
         let top = |sort: Sort| {
             let listing = Listing {
                 category: None,
@@ -918,16 +981,9 @@ pub async fn main_page(ctx: &Ctx) -> Result<MainPage> {
                 sort,
                 page: PageRequest { page: 1, size: 9 },
             };
-            async move {
-                let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {SUMMARY_COLUMNS}"));
-                listing.push_filters(&mut q);
-                q.push(" ORDER BY ");
-                q.push(sort.order_by());
-                q.push(" LIMIT 9");
-                Ok::<_, Error>(q.build_query_as::<ItemSummary>().fetch_all(&ctx.db).await?)
-            }
+            async move { page_rows(ctx, &listing).await }
         };
-        Ok(MainPage {
+        to_json(&MainPage {
             best_sellers: top(Sort::Sales).await?,
             best_discounts: top(Sort::DiscountDesc).await?,
         })
@@ -965,35 +1021,41 @@ fn loader_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
 /// store what it read.
 const GEN_KEY: &str = "cache:items:gen";
 
-async fn cache_get<T: DeserializeOwned>(ctx: &Ctx, key: &str) -> Option<T> {
+async fn cache_get(ctx: &Ctx, key: &str) -> Option<String> {
     let full = ctx.kv.key(key);
-    let raw: Option<String> = ctx
-        .kv
+    ctx.kv
         .run(|mut c| async move { c.get(&full).await })
         .await
         .inspect_err(|e| tracing::debug!(error = %e, "cache read skipped"))
         .ok()
-        .flatten();
-    raw.and_then(|r| serde_json::from_str(&r).ok())
+        .flatten()
 }
 
-async fn cached<T, F, Fut>(ctx: &Ctx, key: &str, load: F) -> Result<T>
+/// The JSON text under `key`, or `load`'s, stored for next time (Redis errors only skip
+/// the cache).
+async fn cached_json<F, Fut>(ctx: &Ctx, key: &str, load: F) -> Result<String>
 where
-    T: Serialize + DeserializeOwned,
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = Result<String>>,
 {
+    let kind = if key == MAIN_KEY {
+        "main"
+    } else if key.ends_with(":count") {
+        "count"
+    } else {
+        "page"
+    };
     if let Some(hit) = cache_get(ctx, key).await {
-        metrics::counter!("cache_requests_total", "result" => "hit").increment(1);
+        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
         return Ok(hit);
     }
     let lock = loader_lock(&ctx.kv.key(key));
     let _guard = lock.lock().await;
     if let Some(hit) = cache_get(ctx, key).await {
-        metrics::counter!("cache_requests_total", "result" => "hit").increment(1);
+        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
         return Ok(hit);
     }
-    metrics::counter!("cache_requests_total", "result" => "miss").increment(1);
+    metrics::counter!("cache_requests_total", "cache" => kind, "result" => "miss").increment(1);
     let gen_key = ctx.kv.key(GEN_KEY);
     let generation: Option<i64> = {
         let g = gen_key.clone();
@@ -1004,7 +1066,8 @@ where
             .flatten()
     };
     let value = load().await?;
-    if let Ok(json) = serde_json::to_string(&value) {
+    {
+        let json = value.clone();
         let full = ctx.kv.key(key);
         let ttl = jittered_ttl();
         let generation = generation.unwrap_or(0);

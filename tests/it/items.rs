@@ -436,6 +436,16 @@ async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_the
     assert_eq!(patched["id"], top);
     let after = list(&app, "category=EYE").await;
     assert_eq!(after["items"][0]["title"], "새 이름");
+    // Totals are cached too, and dropped with the pages.
+    let resp = app
+        .post_json("/api/admin/items", &item_body("새 루테인", 1_000, 0, "눈 건강"))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let grown = list(&app, "category=EYE&page=9").await;
+    assert_eq!(grown["total"], first["total"].as_i64().unwrap() + 1);
     let main: Value = app
         .get("/api/items/main")
         .send()
@@ -543,7 +553,11 @@ async fn unique_views_count_once_per_ip_per_day_and_flushes_never_double_count()
 fn misses(metrics: &str) -> f64 {
     metrics
         .lines()
-        .find(|l| l.starts_with("cache_requests_total") && l.contains(r#"result="miss""#))
+        .find(|l| {
+            l.starts_with("cache_requests_total")
+                && l.contains(r#"cache="page""#)
+                && l.contains(r#"result="miss""#)
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0)
