@@ -438,7 +438,10 @@ async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_the
     assert_eq!(after["items"][0]["title"], "새 이름");
     // Totals are cached too, and dropped with the pages.
     let resp = app
-        .post_json("/api/admin/items", &item_body("새 루테인", 1_000, 0, "눈 건강"))
+        .post_json(
+            "/api/admin/items",
+            &item_body("새 루테인", 1_000, 0, "눈 건강"),
+        )
         .bearer_auth(&admin.access)
         .send()
         .await
