@@ -204,7 +204,7 @@ async fn a_periodic_task_runs_one_occurrence_at_a_time_across_the_fleet() {
     let b = start_runtime(&url, Arc::new(billing::clock::SystemClock), tick(), |_| {});
     let started = std::time::Instant::now();
     let mut most_live = 0;
-    while started.elapsed() < Duration::from_millis(3_500) {
+    while started.elapsed() < Duration::from_millis(4_000) {
         let live = count(
             &db,
             "SELECT count(*) FROM fang_tasks WHERE metadata->>'type' = 'test.tick' AND state IN ('new','retried','in_progress')",
@@ -215,7 +215,7 @@ async fn a_periodic_task_runs_one_occurrence_at_a_time_across_the_fleet() {
     }
     assert_eq!(most_live, 1);
     let (n, _) = runs(&db, "tick").await;
-    assert!((2..=5).contains(&n), "{n} runs in 3.5 s of a 1 s schedule");
+    assert!((2..=6).contains(&n), "{n} runs in 4 s of a 1 s schedule");
     a.stop().await;
     b.stop().await;
 }
