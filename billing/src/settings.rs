@@ -642,6 +642,7 @@ mod tests {
         std::fs::write(&path, "[api]\nlisten = \"not an address\"\n").unwrap();
         let err = Settings::load_from(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("key `api.listen`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
