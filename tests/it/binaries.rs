@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{bin_path, db, test_redis_url};
+use crate::helpers::{bin_path, db, free_port, test_redis_url};
 
 #[test]
 fn a_bad_setting_stops_the_process_naming_the_key() {
@@ -50,14 +50,6 @@ async fn migrate_is_idempotent() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts a workspace binary against a fresh database and waits for `health_path`.

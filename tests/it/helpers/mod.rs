@@ -269,6 +269,15 @@ impl TestApp {
     }
 }
 
+/// A port nothing listens on right now (for child processes to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Path of a workspace binary built next to this test binary.
 pub fn bin_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

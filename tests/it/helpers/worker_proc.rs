@@ -3,20 +3,12 @@
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{bin_path, http_client, test_redis_url};
+use super::{bin_path, free_port, http_client, test_redis_url};
 
 pub struct WorkerProcess {
     child: Child,
     pub port: u16,
     pub log: std::path::PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl WorkerProcess {
