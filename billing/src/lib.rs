@@ -16,6 +16,7 @@ pub mod money;
 pub mod oauth;
 pub mod page;
 pub mod passwords;
+pub mod pg;
 pub mod probes;
 pub mod reviews;
 pub mod sessions;

@@ -14,6 +14,7 @@ mod carts;
 mod health;
 mod items;
 mod jobs;
+mod kakaopay_client;
 mod oauth;
 mod openapi;
 mod rate_limit;
