@@ -61,6 +61,14 @@ impl ApiError {
                 B::ItemUnavailable => (StatusCode::UNPROCESSABLE_ENTITY, "item_unavailable"),
                 B::NotPurchased => (StatusCode::FORBIDDEN, "not_purchased"),
                 B::AlreadyReviewed => (StatusCode::CONFLICT, "already_reviewed"),
+                B::IdempotencyKeyReused => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+                }
+                B::PaymentInProgress => (StatusCode::CONFLICT, "payment_in_progress"),
+                B::AlreadyCanceled => (StatusCode::CONFLICT, "already_canceled"),
+                B::AlreadyRefunded => (StatusCode::CONFLICT, "already_refunded"),
+                B::OrderNotCancelable => (StatusCode::CONFLICT, "order_not_cancelable"),
+                B::Gateway(_) => (StatusCode::BAD_GATEWAY, "payment_gateway_error"),
                 B::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),
                 B::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),

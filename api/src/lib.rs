@@ -34,12 +34,16 @@ pub struct AppState {
     pub ctx: billing::Ctx,
     pub limiters: Arc<Limiters>,
     pub metrics: PrometheusHandle,
+    /// Wakes `GET /api/orders/{id}?wait=N` when the order changes.
+    pub orders: billing::orders::OrderWatch,
 }
 
 impl AppState {
     pub fn new(ctx: billing::Ctx) -> Self {
         let limiters = Arc::new(Limiters::new(&ctx.settings.rate_limit));
+        let orders = billing::orders::OrderWatch::start(ctx.db.clone());
         Self {
+            orders,
             ctx,
             limiters,
             metrics: billing::telemetry::metrics_handle(),
@@ -52,7 +56,7 @@ impl AppState {
     info(title = "Pillivery API", description = "Health-supplement store: accounts, catalog, orders, subscriptions billed through KakaoPay."),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts"), (name = "auth"), (name = "catalog"), (name = "carts"), (name = "reviews"), (name = "admin"), (name = "health"),
+        (name = "accounts"), (name = "auth"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "reviews"), (name = "admin"), (name = "health"),
     )
 )]
 struct ApiDoc;
@@ -82,6 +86,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::admin::router())
         .merge(routes::items::router())
         .merge(routes::carts::router())
+        .merge(routes::orders::router())
         .merge(routes::reviews::router())
 }
 

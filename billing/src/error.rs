@@ -50,6 +50,18 @@ pub enum Error {
     NotPurchased,
     #[error("you already have a review of this item; edit it instead")]
     AlreadyReviewed,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("the payment is being approved; try again in a moment")]
+    PaymentInProgress,
+    #[error("the order is already canceled")]
+    AlreadyCanceled,
+    #[error("the order is already refunded or being refunded")]
+    AlreadyRefunded,
+    #[error("the order's payment failed; there is nothing to cancel")]
+    OrderNotCancelable,
+    #[error(transparent)]
+    Gateway(#[from] crate::pg::GatewayError),
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this account has been withdrawn")]

@@ -31,3 +31,18 @@ id_type!(
     /// A row of `users`.
     UserId
 );
+
+id_type!(
+    /// A row of `orders`.
+    OrderId
+);
+
+id_type!(
+    /// A row of `payments`: one PG transaction of an order.
+    PaymentId
+);
+
+id_type!(
+    /// A row of `subscriptions`.
+    SubscriptionId
+);

@@ -14,8 +14,11 @@ pub mod jobs;
 pub mod kv;
 pub mod money;
 pub mod oauth;
+pub mod orders;
+pub mod outbox;
 pub mod page;
 pub mod passwords;
+pub mod payments;
 pub mod pg;
 pub mod probes;
 pub mod reviews;
@@ -41,6 +44,8 @@ pub struct Ctx {
     pub clock: clock::SharedClock,
     /// For calls to outside parties (OAuth providers); its own pool and timeouts.
     pub http: reqwest::Client,
+    /// The payment gateway (KakaoPay); only workers call it.
+    pub gateway: pg::SharedGateway,
 }
 
 impl Ctx {
@@ -55,12 +60,16 @@ impl Ctx {
             .connect_timeout(Duration::from_millis(settings.oauth.timeout_ms.min(3_000)))
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        let gateway: pg::SharedGateway = Arc::new(pg::KakaoPay::new(
+            &pg::KakaoPayConfig::from_settings(&settings.kakaopay),
+        )?);
         Ok(Self {
             db,
             kv,
             settings: Arc::new(settings),
             clock,
             http,
+            gateway,
         })
     }
 }

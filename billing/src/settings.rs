@@ -55,6 +55,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub worker: WorkerSettings,
     pub kakaopay: KakaoPaySettings,
+    pub payments: PaymentsSettings,
     pub auth: AuthSettings,
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -198,6 +199,37 @@ impl Default for KakaoPaySettings {
             secret_key: SecretString::from(""),
             cid_one_time: "TC0ONETIME".into(),
             cid_subscription: "TCSUBSCRIP".into(),
+        }
+    }
+}
+
+/// How orders are paid: where buyers land after KakaoPay, and how long the workers keep
+/// trying before they give up or ask again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsSettings {
+    /// The storefront page buyers are sent to after KakaoPay's redirect, with
+    /// `?order_id=…&result=approving|canceled|failed` added.
+    pub result_url: String,
+    /// A payment whose `ready` still fails (PG down) this long after the order was placed
+    /// is marked `payment_failed` (`pg_unavailable`) so the buyer can order again.
+    pub ready_give_up_secs: u64,
+    /// Inquiries about an undecided approval or refund back off from this…
+    pub reconcile_min_backoff_ms: u64,
+    /// …to at most this.
+    pub reconcile_max_backoff_ms: u64,
+    /// Longest `?wait=N` a client may ask for, in seconds.
+    pub max_wait_secs: u64,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            result_url: "http://127.0.0.1:3000/payments/result".into(),
+            ready_give_up_secs: 900,
+            reconcile_min_backoff_ms: 500,
+            reconcile_max_backoff_ms: 60_000,
+            max_wait_secs: 10,
         }
     }
 }
@@ -415,6 +447,25 @@ impl Settings {
         }
         check_url("api.public_url", &self.api.public_url)?;
         check_url("kakaopay.base_url", &self.kakaopay.base_url)?;
+        check_url("payments.result_url", &self.payments.result_url)?;
+        let p = &self.payments;
+        if p.reconcile_min_backoff_ms == 0
+            || p.reconcile_max_backoff_ms < p.reconcile_min_backoff_ms
+        {
+            return Err(invalid(
+                "payments.reconcile_max_backoff_ms",
+                "backoffs must be positive and max ≥ min",
+            ));
+        }
+        if p.ready_give_up_secs == 0 {
+            return Err(invalid("payments.ready_give_up_secs", "must be positive"));
+        }
+        if !(1..=60).contains(&p.max_wait_secs) {
+            return Err(invalid(
+                "payments.max_wait_secs",
+                "must be between 1 and 60",
+            ));
+        }
         if self.api.body_limit_bytes < 1024 {
             return Err(invalid("api.body_limit_bytes", "must be at least 1024"));
         }

@@ -7,7 +7,12 @@ use fang::typetag;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{OrderId, PaymentId};
 use crate::jobs::{context, task_error};
+
+/// The task type (worker pool key) of every task that calls the payment gateway, so
+/// operators can give PG calls their own pool and concurrency.
+pub const PG_TASK_TYPE: &str = "pg";
 
 /// Records that it ran (in `job_probe_runs`), optionally after sleeping and optionally
 /// failing its first runs: operators' end-to-end check of the fleet, and the runtime's
@@ -109,5 +114,132 @@ impl AsyncRunnable for FlushViews {
 
     fn max_retries(&self) -> i32 {
         0
+    }
+}
+
+/// Backoff of the payment steps' own retries (nothing-sent failures): 1, 2, 4 … 60 s.
+fn payment_backoff(attempt: u32) -> u32 {
+    2u32.saturating_pow(attempt).min(60)
+}
+
+/// Retries of a payment step before it lands in the failed-jobs list for operators. At
+/// the 60 s cap this is over a day of a PG outage.
+const PAYMENT_RETRIES: i32 = 1_500;
+
+/// The `AsyncRunnable` of a payment step: one `payments` call with the payment id, unique,
+/// in the PG pool, with the payment steps' retry budget and backoff.
+macro_rules! payment_step {
+    ($task:ident, $name:literal, $step:path) => {
+        #[typetag::serde(name = $name)]
+        #[async_trait]
+        impl AsyncRunnable for $task {
+            async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+                let ctx = context()?;
+                $step(&ctx, PaymentId(self.payment_id))
+                    .await
+                    .map_err(task_error)
+            }
+
+            fn uniq(&self) -> bool {
+                true
+            }
+
+            fn task_type(&self) -> String {
+                PG_TASK_TYPE.into()
+            }
+
+            fn max_retries(&self) -> i32 {
+                PAYMENT_RETRIES
+            }
+
+            fn backoff(&self, attempt: u32) -> u32 {
+                payment_backoff(attempt)
+            }
+        }
+    };
+}
+
+/// `payment.ready`: asks KakaoPay for the order's tid and redirect URLs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentReady {
+    pub payment_id: i64,
+}
+
+payment_step!(PaymentReady, "payment.ready", crate::payments::ready);
+
+/// `payment.approve`: approves with the buyer's pg_token. `round` tells a re-approval
+/// after reconciliation apart from the first (so each is its own unique task).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentApprove {
+    pub payment_id: i64,
+    #[serde(default)]
+    pub round: i32,
+}
+
+payment_step!(PaymentApprove, "payment.approve", crate::payments::approve);
+
+/// `payment.cancel`: refunds a paid order whose refund was requested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentCancel {
+    pub payment_id: i64,
+    #[serde(default)]
+    pub round: i32,
+}
+
+payment_step!(PaymentCancel, "payment.cancel", crate::payments::refund);
+
+/// `payment.reconcile`: asks KakaoPay by tid what became of an undecided approval or
+/// refund. `round` numbers the inquiries of one payment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentReconcile {
+    pub payment_id: i64,
+    pub round: i32,
+}
+
+payment_step!(
+    PaymentReconcile,
+    "payment.reconcile",
+    crate::payments::reconcile
+);
+
+/// `orders.count_sales`: adds a paid order's quantities to its items' sales (once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderCountSales {
+    pub order_id: i64,
+}
+
+#[typetag::serde(name = "orders.count_sales")]
+#[async_trait]
+impl AsyncRunnable for OrderCountSales {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = context()?;
+        crate::orders::count_sales(&ctx, OrderId(self.order_id))
+            .await
+            .map_err(task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
+    }
+}
+
+/// `orders.clear_cart`: removes a paid cart checkout's lines from the cart (once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderClearCart {
+    pub order_id: i64,
+}
+
+#[typetag::serde(name = "orders.clear_cart")]
+#[async_trait]
+impl AsyncRunnable for OrderClearCart {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = context()?;
+        crate::orders::clear_cart(&ctx, OrderId(self.order_id))
+            .await
+            .map_err(task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
     }
 }

@@ -17,6 +17,7 @@ mod jobs;
 mod kakaopay_client;
 mod oauth;
 mod openapi;
+mod orders;
 mod rate_limit;
 mod redis_down;
 mod reviews;

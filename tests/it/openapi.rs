@@ -41,6 +41,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/reviews/{id}"),
     ("delete", "/api/reviews/{id}"),
     ("get", "/api/users/me/reviews"),
+    ("post", "/api/orders"),
+    ("get", "/api/orders"),
+    ("get", "/api/orders/{id}"),
+    ("post", "/api/orders/{id}/cancel"),
+    ("get", "/api/payments/kakaopay/{action}/{payment_token}"),
 ];
 
 #[tokio::test]
@@ -78,6 +83,8 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
             .replace("{provider}", "kakao")
             .replace("{kind}", "normal")
             .replace("{item_id}", "1")
+            .replace("{action}", "approve")
+            .replace("{payment_token}", "no-such-token")
             .replace("{id}", "00000000-0000-0000-0000-000000000000");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = app.request(m, &concrete).send().await.unwrap();

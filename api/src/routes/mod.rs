@@ -6,5 +6,6 @@ pub mod auth;
 pub mod carts;
 pub mod health;
 pub mod items;
+pub mod orders;
 pub mod reviews;
 pub mod users;

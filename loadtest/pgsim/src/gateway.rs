@@ -663,6 +663,10 @@ impl Store {
         body.insert("status".into(), json!(p.status.as_str()));
         body.insert("partner_order_id".into(), json!(p.partner_order_id));
         body.insert("partner_user_id".into(), json!(p.partner_user_id));
+        // KakaoPay's inquiry names the SID a subscription-cid payment issued.
+        if let Some(sid) = &p.sid {
+            body.insert("sid".into(), json!(sid));
+        }
         if let Some(m) = p.method {
             body.insert("payment_method_type".into(), json!(m.as_str()));
         }

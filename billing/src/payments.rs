@@ -1,0 +1,909 @@
+//! One-time payments through KakaoPay (DESIGN §4): the payment row of an order, the PG
+//! redirects, and the worker steps `ready`, `approve`, `cancel` (refund) and `reconcile`.
+//!
+//! Every state change is a compare-and-set on the payment's status
+//! (`UPDATE … WHERE status = 'approving'`), committed with the order's transition, its
+//! outbox event and its follow-up jobs. Duplicate or concurrent jobs, replayed redirects
+//! and retries therefore cannot approve twice, skip a state or go backwards: whoever loses
+//! the compare-and-set does nothing.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::ids::{OrderId, PaymentId, UserId};
+use crate::money::Money;
+use crate::orders::{self, OrderKind, OrderStatus};
+use crate::pg::{
+    ApproveRequest, ApproveResponse, CancelRequest, CidKind, ErrorKind, GatewayError, ReadyRequest,
+};
+use crate::{jobs, tasks, Ctx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Written with the order; `ready` not yet answered.
+    Created,
+    /// KakaoPay gave a tid and redirect URLs; waiting for the buyer.
+    Ready,
+    /// The buyer came back with a `pg_token`; approval under way.
+    Approving,
+    Approved,
+    Failed,
+    /// The order was canceled before the buyer paid.
+    Abandoned,
+    RefundRequested,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Created => "created",
+            PaymentStatus::Ready => "ready",
+            PaymentStatus::Approving => "approving",
+            PaymentStatus::Approved => "approved",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Abandoned => "abandoned",
+            PaymentStatus::RefundRequested => "refund_requested",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+/// Writes an order's payment row (status `created`) with a fresh unguessable token.
+pub async fn create(
+    conn: &mut PgConnection,
+    order: OrderId,
+    user: UserId,
+    kind: OrderKind,
+    amount: Money,
+) -> Result<PaymentId> {
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let kind = match kind {
+        OrderKind::OneTime => "one_time",
+        OrderKind::Subscription => "subscription",
+    };
+    let id = sqlx::query_scalar!(
+        "INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id, amount)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        order.0,
+        kind,
+        token,
+        format!("pv-order-{}", order.0),
+        format!("pv-user-{}", user.0),
+        amount.0,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(PaymentId(id))
+}
+
+/// What the steps need to know about a payment and its order.
+#[derive(Debug)]
+struct Row {
+    id: PaymentId,
+    order_id: OrderId,
+    kind: CidKind,
+    token: String,
+    partner_order_id: String,
+    partner_user_id: String,
+    amount: Money,
+    canceled_amount: Money,
+    status: PaymentStatus,
+    tid: Option<String>,
+    pg_token: Option<String>,
+    order_status: OrderStatus,
+    order_created_at: DateTime<Utc>,
+}
+
+async fn load(conn: &mut PgConnection, id: PaymentId) -> Result<Row> {
+    let r = sqlx::query!(
+        r#"SELECT p.id, p.order_id, p.cid_kind, p.token, p.partner_order_id, p.partner_user_id,
+                  p.amount, p.canceled_amount, p.status AS "status: PaymentStatus", p.tid,
+                  p.pg_token, o.status AS "order_status: OrderStatus",
+                  o.created_at AS order_created_at
+           FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.id = $1"#,
+        id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(Row {
+        id: PaymentId(r.id),
+        order_id: OrderId(r.order_id),
+        kind: if r.cid_kind == "subscription" {
+            CidKind::Subscription
+        } else {
+            CidKind::OneTime
+        },
+        token: r.token,
+        partner_order_id: r.partner_order_id,
+        partner_user_id: r.partner_user_id,
+        amount: Money(r.amount),
+        canceled_amount: Money(r.canceled_amount),
+        status: r.status,
+        tid: r.tid,
+        pg_token: r.pg_token,
+        order_status: r.order_status,
+        order_created_at: r.order_created_at,
+    })
+}
+
+fn pg_code(e: &GatewayError) -> String {
+    e.code
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| format!("pg_{}", e.kind.as_str()))
+}
+
+fn digest<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_vec(value)
+        .ok()
+        .map(|b| hex::encode(Sha256::digest(&b)))
+}
+
+// ---- ready --------------------------------------------------------------------------------
+
+/// KakaoPay's item name for the order: the first line's name and how many more there are.
+async fn item_summary(conn: &mut PgConnection, order: OrderId) -> Result<(String, u32)> {
+    let r = sqlx::query!(
+        r#"SELECT (array_agg(item_name ORDER BY id))[1] AS "first!", count(*) AS "lines!",
+                  sum(quantity)::bigint AS "units!"
+           FROM order_items WHERE order_id = $1"#,
+        order.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut name = if r.lines > 1 {
+        format!("{} 외 {}건", r.first, r.lines - 1)
+    } else {
+        r.first
+    };
+    if name.chars().count() > 100 {
+        name = name.chars().take(99).collect::<String>() + "…";
+    }
+    Ok((name, u32::try_from(r.units).unwrap_or(u32::MAX)))
+}
+
+/// Step `payment.ready`: asks KakaoPay for a tid and the buyer's redirect URLs. Transient
+/// failures are returned (the job retries with backoff) until `ready_give_up_secs` after
+/// the order, when the order fails with `pg_unavailable` so the buyer can order again.
+pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
+    let mut conn = ctx.db.acquire().await?;
+    let p = load(&mut conn, id).await?;
+    if p.status != PaymentStatus::Created || p.order_status != OrderStatus::PendingPayment {
+        return Ok(());
+    }
+    let (item_name, quantity) = item_summary(&mut conn, p.order_id).await?;
+    drop(conn);
+    let base = ctx.settings.api.public_url.trim_end_matches('/');
+    let url = |action: &str| format!("{base}/api/payments/kakaopay/{action}/{}", p.token);
+    let req = ReadyRequest {
+        kind: p.kind,
+        partner_order_id: p.partner_order_id.clone(),
+        partner_user_id: p.partner_user_id.clone(),
+        item_name,
+        item_code: None,
+        quantity: quantity.max(1),
+        total_amount: p.amount,
+        tax_free_amount: Money::ZERO,
+        vat_amount: None,
+        approval_url: url("approve"),
+        cancel_url: url("cancel"),
+        fail_url: url("fail"),
+    };
+    match ctx.gateway.ready(&req).await {
+        Ok(res) => {
+            let mut tx = ctx.db.begin().await?;
+            let updated = sqlx::query_scalar!(
+                "UPDATE payments SET status = 'ready', tid = $2, redirect_pc_url = $3,
+                        redirect_mobile_url = $4, redirect_app_url = $5, ready_at = now(),
+                        response_digest = $6
+                 WHERE id = $1 AND status = 'created' RETURNING id",
+                id.0,
+                res.tid,
+                res.next_redirect_pc_url,
+                res.next_redirect_mobile_url,
+                res.next_redirect_app_url,
+                digest(&res),
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if updated.is_some() {
+                let moved = orders::transition(
+                    &mut tx,
+                    p.order_id,
+                    &[OrderStatus::PendingPayment],
+                    OrderStatus::PaymentReady,
+                )
+                .await?;
+                if moved.is_none() {
+                    // Canceled while ready was in flight: the tid is never used.
+                    abandon(&mut tx, id, "customer_canceled", "canceled by the customer").await?;
+                }
+            }
+            tx.commit().await?;
+            tracing::info!(order_id = p.order_id.0, payment_id = id.0, "payment ready");
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired
+            ) =>
+        {
+            tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay refused ready");
+            fail_now(ctx, &p, &[PaymentStatus::Created], &pg_code(&e), &e.message).await?;
+            Ok(())
+        }
+        Err(e) => {
+            let age = ctx.clock.now() - p.order_created_at;
+            let limit = chrono::Duration::seconds(ctx.settings.payments.ready_give_up_secs as i64);
+            if age < limit {
+                return Err(e.into());
+            }
+            tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay unavailable past the give-up time");
+            fail_now(
+                ctx,
+                &p,
+                &[PaymentStatus::Created],
+                "pg_unavailable",
+                "the payment service could not be reached; please order again",
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+// ---- redirects ----------------------------------------------------------------------------
+
+/// Which KakaoPay redirect the buyer came back through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectAction {
+    Approve,
+    Cancel,
+    Fail,
+}
+
+/// What a redirect did, for the storefront's result page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RedirectOutcome {
+    pub order_id: OrderId,
+    /// The order's status after the redirect (`approving`, `canceled`, `payment_failed`, or
+    /// whatever it already was when the redirect was a replay).
+    pub status: OrderStatus,
+    /// False when the redirect changed nothing (replayed, or the payment had moved on).
+    pub applied: bool,
+}
+
+/// Records the buyer's return from KakaoPay. Only a payment waiting for the buyer
+/// (`ready`) changes; a replay or a late redirect changes nothing, and an unknown token is
+/// `NotFound`.
+pub async fn redirect(
+    ctx: &Ctx,
+    token: &str,
+    action: RedirectAction,
+    pg_token: Option<&str>,
+) -> Result<RedirectOutcome> {
+    if token.is_empty() || token.len() > 100 {
+        return Err(Error::NotFound);
+    }
+    let pg_token = pg_token.map(str::trim).filter(|t| !t.is_empty());
+    if action == RedirectAction::Approve {
+        match pg_token {
+            Some(t) if t.len() <= 100 => {}
+            _ => return Err(Error::validation("pg_token", "is required")),
+        }
+    }
+    let mut tx = ctx.db.begin().await?;
+    let row = sqlx::query!(
+        r#"SELECT p.id, p.status AS "status: PaymentStatus", p.order_id,
+                  o.status AS "order_status: OrderStatus"
+           FROM payments p JOIN orders o ON o.id = p.order_id
+           WHERE p.token = $1 FOR UPDATE OF p"#,
+        token
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let id = PaymentId(row.id);
+    let order_id = OrderId(row.order_id);
+    if row.status != PaymentStatus::Ready || row.order_status != OrderStatus::PaymentReady {
+        return Ok(RedirectOutcome {
+            order_id,
+            status: row.order_status,
+            applied: false,
+        });
+    }
+    let status = match action {
+        RedirectAction::Approve => {
+            sqlx::query!(
+                "UPDATE payments SET status = 'approving', pg_token = $2, approving_at = now()
+                 WHERE id = $1 AND status = 'ready'",
+                id.0,
+                pg_token,
+            )
+            .execute(&mut *tx)
+            .await?;
+            orders::transition(
+                &mut tx,
+                order_id,
+                &[OrderStatus::PaymentReady],
+                OrderStatus::Approving,
+            )
+            .await?;
+            jobs::enqueue(
+                &mut tx,
+                &tasks::PaymentApprove {
+                    payment_id: id.0,
+                    round: 0,
+                },
+            )
+            .await?;
+            OrderStatus::Approving
+        }
+        RedirectAction::Cancel => {
+            let version = orders::transition(
+                &mut tx,
+                order_id,
+                &[OrderStatus::PaymentReady],
+                OrderStatus::Canceled,
+            )
+            .await?;
+            abandon(
+                &mut tx,
+                id,
+                "buyer_canceled",
+                "the buyer canceled at KakaoPay",
+            )
+            .await?;
+            if let Some(v) = version {
+                orders::record_event(&mut tx, order_id, v, "order.canceled", None).await?;
+            }
+            OrderStatus::Canceled
+        }
+        RedirectAction::Fail => {
+            let p = load(&mut tx, id).await?;
+            fail(
+                &mut tx,
+                &p,
+                &[PaymentStatus::Ready],
+                "buyer_payment_failed",
+                "KakaoPay reported that the payment failed",
+            )
+            .await?;
+            OrderStatus::PaymentFailed
+        }
+    };
+    tx.commit().await?;
+    tracing::info!(order_id = order_id.0, action = ?action, "PG redirect recorded");
+    Ok(RedirectOutcome {
+        order_id,
+        status,
+        applied: true,
+    })
+}
+
+// ---- approve ------------------------------------------------------------------------------
+
+/// Step `payment.approve`: approves with the buyer's `pg_token`. A decisive answer is
+/// applied; nothing-sent failures are returned for the job to retry; an ambiguous one
+/// (timeout after sending, 5xx, lost response, "already approved") goes to reconciliation
+/// and is never sent again blindly.
+pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
+    let p = load(&mut *ctx.db.acquire().await?, id).await?;
+    if p.status != PaymentStatus::Approving {
+        return Ok(());
+    }
+    let (Some(tid), Some(pg_token)) = (p.tid.clone(), p.pg_token.clone()) else {
+        return Err(Error::Internal(format!(
+            "approving payment {} has no tid or pg_token",
+            id.0
+        )));
+    };
+    let req = ApproveRequest {
+        kind: p.kind,
+        tid,
+        partner_order_id: p.partner_order_id.clone(),
+        partner_user_id: p.partner_user_id.clone(),
+        pg_token,
+        expected_total: p.amount,
+    };
+    match ctx.gateway.approve(&req).await {
+        Ok(res) => {
+            let mut tx = ctx.db.begin().await?;
+            mark_paid(&mut tx, &p, &Approval::from(&res), digest(&res)).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(e) => match e.kind {
+            ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired => {
+                tracing::warn!(order_id = p.order_id.0, error = %e, "approval refused");
+                fail_now(
+                    ctx,
+                    &p,
+                    &[PaymentStatus::Approving],
+                    &pg_code(&e),
+                    &e.message,
+                )
+                .await?;
+                Ok(())
+            }
+            ErrorKind::Transient => Err(e.into()),
+            ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
+                tracing::warn!(order_id = p.order_id.0, error = %e, "approval outcome unknown; reconciling");
+                reconcile_later(ctx, id).await?;
+                Ok(())
+            }
+        },
+    }
+}
+
+/// What an approval (or an inquiry that found one) tells us.
+struct Approval {
+    aid: Option<String>,
+    sid: Option<String>,
+}
+
+impl From<&ApproveResponse> for Approval {
+    fn from(r: &ApproveResponse) -> Self {
+        Approval {
+            aid: Some(r.aid.clone()),
+            sid: r.sid.clone(),
+        }
+    }
+}
+
+/// `approving` → `approved` / order `paid`, with `order.paid` and the follow-up jobs.
+async fn mark_paid(
+    conn: &mut PgConnection,
+    p: &Row,
+    approval: &Approval,
+    response_digest: Option<String>,
+) -> Result<()> {
+    let updated = sqlx::query_scalar!(
+        "UPDATE payments SET status = 'approved', aid = $2, sid = $3, approved_at = now(),
+                response_digest = COALESCE($4, response_digest)
+         WHERE id = $1 AND status = 'approving' RETURNING id",
+        p.id.0,
+        approval.aid,
+        approval.sid,
+        response_digest,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        return Ok(());
+    }
+    let version = orders::transition(
+        conn,
+        p.order_id,
+        &[OrderStatus::Approving],
+        OrderStatus::Paid,
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::Internal(format!(
+            "order {} of an approving payment was not approving",
+            p.order_id.0
+        ))
+    })?;
+    orders::record_event(conn, p.order_id, version, "order.paid", None).await?;
+    let order_id = p.order_id.0;
+    jobs::enqueue(conn, &tasks::OrderCountSales { order_id }).await?;
+    jobs::enqueue(conn, &tasks::OrderClearCart { order_id }).await?;
+    metrics::counter!("payments_total", "outcome" => "paid").increment(1);
+    tracing::info!(
+        order_id,
+        payment_id = p.id.0,
+        amount = p.amount.0,
+        "order paid"
+    );
+    Ok(())
+}
+
+/// The payment failed (declined, refused, abandoned at the PG): `failed` / order
+/// `payment_failed` with the reason, and `order.payment_failed`.
+async fn fail(
+    conn: &mut PgConnection,
+    p: &Row,
+    from: &[PaymentStatus],
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let updated = sqlx::query_scalar!(
+        "UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3,
+                failed_at = now()
+         WHERE id = $1 AND status = ANY($4) RETURNING id",
+        p.id.0,
+        code,
+        message,
+        &from as &[&str],
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        return Ok(());
+    }
+    let version = orders::transition(
+        conn,
+        p.order_id,
+        &[
+            OrderStatus::PendingPayment,
+            OrderStatus::PaymentReady,
+            OrderStatus::Approving,
+        ],
+        OrderStatus::PaymentFailed,
+    )
+    .await?;
+    if let Some(v) = version {
+        orders::record_event(
+            conn,
+            p.order_id,
+            v,
+            "order.payment_failed",
+            Some((code, message)),
+        )
+        .await?;
+    }
+    metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+    tracing::info!(order_id = p.order_id.0, code, message, "payment failed");
+    Ok(())
+}
+
+/// [`fail`] in a transaction of its own.
+async fn fail_now(
+    ctx: &Ctx,
+    p: &Row,
+    from: &[PaymentStatus],
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    let mut tx = ctx.db.begin().await?;
+    fail(&mut tx, p, from, code, message).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The order was canceled before payment: a payment not yet approving is abandoned.
+pub async fn abandon(
+    conn: &mut PgConnection,
+    id: PaymentId,
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE payments SET status = 'abandoned', failure_code = $2, failure_message = $3,
+                failed_at = now()
+         WHERE id = $1 AND status IN ('created', 'ready')",
+        id.0,
+        code,
+        message
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// ---- refund -------------------------------------------------------------------------------
+
+/// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
+pub async fn request_refund(conn: &mut PgConnection, id: PaymentId) -> Result<()> {
+    let updated = sqlx::query_scalar!(
+        "UPDATE payments SET status = 'refund_requested' WHERE id = $1 AND status = 'approved'
+         RETURNING id",
+        id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        return Err(Error::Internal(format!(
+            "payment {} of a paid order is not approved",
+            id.0
+        )));
+    }
+    jobs::enqueue(
+        conn,
+        &tasks::PaymentCancel {
+            payment_id: id.0,
+            round: 0,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Step `payment.cancel`: refunds what is left to refund, guarded by
+/// `cancel_available_amount` so a repeat can never refund twice.
+pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
+    let p = load(&mut *ctx.db.acquire().await?, id).await?;
+    if p.status != PaymentStatus::RefundRequested {
+        return Ok(());
+    }
+    let Some(tid) = p.tid.clone() else {
+        return Err(Error::Internal(format!("paid payment {} has no tid", id.0)));
+    };
+    let left = Money(p.amount.0 - p.canceled_amount.0);
+    if left.0 <= 0 {
+        let mut tx = ctx.db.begin().await?;
+        mark_refunded(&mut tx, &p).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let req = CancelRequest {
+        kind: p.kind,
+        tid,
+        cancel_amount: left,
+        cancel_tax_free_amount: Money::ZERO,
+        cancel_vat_amount: None,
+        cancel_available_amount: Some(left),
+    };
+    match ctx.gateway.cancel(&req).await {
+        Ok(res) => {
+            let refunded = res.canceled_amount.map(|a| a.total).unwrap_or(left);
+            if refunded != p.amount {
+                // A partial refund would leave money with us the customer asked back.
+                return Err(Error::Internal(format!(
+                    "refund of payment {} left {} of {} refunded",
+                    id.0, refunded, p.amount
+                )));
+            }
+            let mut tx = ctx.db.begin().await?;
+            mark_refunded(&mut tx, &p).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(e) => match e.kind {
+            ErrorKind::Transient => Err(e.into()),
+            ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
+                tracing::warn!(order_id = p.order_id.0, error = %e, "refund outcome unknown; reconciling");
+                reconcile_later(ctx, id).await?;
+                Ok(())
+            }
+            ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired => {
+                // Money is still with us and the PG refuses to return it: an operator's
+                // call. The order stays `refund_requested` with the reason recorded.
+                tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay refused the refund");
+                sqlx::query!(
+                    "UPDATE payments SET failure_code = $2, failure_message = $3 WHERE id = $1",
+                    id.0,
+                    pg_code(&e),
+                    e.message
+                )
+                .execute(&ctx.db)
+                .await?;
+                metrics::counter!("payments_total", "outcome" => "refund_refused").increment(1);
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn mark_refunded(conn: &mut PgConnection, p: &Row) -> Result<()> {
+    let updated = sqlx::query_scalar!(
+        "UPDATE payments SET status = 'refunded', canceled_amount = amount, refunded_at = now(),
+                failure_code = NULL, failure_message = NULL
+         WHERE id = $1 AND status = 'refund_requested' RETURNING id",
+        p.id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        return Ok(());
+    }
+    let version = orders::transition(
+        conn,
+        p.order_id,
+        &[OrderStatus::RefundRequested],
+        OrderStatus::Refunded,
+    )
+    .await?;
+    if let Some(v) = version {
+        orders::record_event(conn, p.order_id, v, "order.refunded", None).await?;
+    }
+    metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
+    tracing::info!(
+        order_id = p.order_id.0,
+        amount = p.amount.0,
+        "order refunded"
+    );
+    Ok(())
+}
+
+// ---- reconcile ----------------------------------------------------------------------------
+
+/// [`schedule_reconcile`] in a transaction of its own.
+async fn reconcile_later(ctx: &Ctx, id: PaymentId) -> Result<()> {
+    let mut tx = ctx.db.begin().await?;
+    schedule_reconcile(ctx, &mut tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Queues an inquiry about the payment after a growing, jittered delay.
+async fn schedule_reconcile(ctx: &Ctx, conn: &mut PgConnection, id: PaymentId) -> Result<()> {
+    let round = sqlx::query_scalar!(
+        "UPDATE payments SET reconcile_attempts = reconcile_attempts + 1 WHERE id = $1
+         RETURNING reconcile_attempts",
+        id.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let s = &ctx.settings.payments;
+    let delay = reconcile_delay(
+        round,
+        Duration::from_millis(s.reconcile_min_backoff_ms),
+        Duration::from_millis(s.reconcile_max_backoff_ms),
+        rand::random::<f64>(),
+    );
+    let at = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    jobs::enqueue_at(
+        conn,
+        &tasks::PaymentReconcile {
+            payment_id: id.0,
+            round,
+        },
+        at,
+    )
+    .await?;
+    metrics::counter!("payments_reconciliations_total").increment(1);
+    Ok(())
+}
+
+/// The wait before inquiry number `round` (1-based): doubling from `min`, capped at
+/// `max`, then between half and all of it (`unit` in [0, 1)) so a burst spreads out.
+pub fn reconcile_delay(round: i32, min: Duration, max: Duration, unit: f64) -> Duration {
+    let exp = u32::try_from(round.saturating_sub(1)).unwrap_or(0).min(20);
+    let full = min.saturating_mul(1u32 << exp).min(max);
+    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// Step `payment.reconcile`: asks KakaoPay what became of the payment's tid and applies
+/// it — approved → paid; still waiting for approval → approve again (a tid approves at
+/// most once, so this cannot charge twice); failed → payment_failed; for a refund:
+/// canceled → refunded, still paid → cancel again. Inquiry failures are returned for the
+/// job to retry with backoff.
+pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
+    let p = load(&mut *ctx.db.acquire().await?, id).await?;
+    if !matches!(
+        p.status,
+        PaymentStatus::Approving | PaymentStatus::RefundRequested
+    ) {
+        return Ok(());
+    }
+    let Some(tid) = p.tid.clone() else {
+        return Err(Error::Internal(format!(
+            "payment {} has no tid to reconcile",
+            id.0
+        )));
+    };
+    let res = ctx.gateway.order(p.kind, &tid).await?;
+    if let Some(total) = res.amount.map(|a| a.total) {
+        if total != p.amount {
+            return Err(Error::Internal(format!(
+                "KakaoPay reports {total} for payment {} of {}; needs an operator",
+                id.0, p.amount
+            )));
+        }
+    }
+    let status = res.status.clone();
+    tracing::info!(order_id = p.order_id.0, payment_id = id.0, pg_status = %status, "reconciled");
+    let mut tx = ctx.db.begin().await?;
+    match p.status {
+        PaymentStatus::Approving if status.is_approved() => {
+            let aid = res
+                .payment_action_details
+                .iter()
+                .rev()
+                .find(|a| a.payment_action_type == "PAYMENT")
+                .map(|a| a.aid.clone());
+            let approval = Approval {
+                aid,
+                sid: res.sid.clone(),
+            };
+            mark_paid(&mut tx, &p, &approval, digest(&res)).await?;
+        }
+        PaymentStatus::Approving if status.is_pending() => {
+            // Our approve never landed: send it again (guarded by KakaoPay's −702).
+            let round = sqlx::query_scalar!(
+                "SELECT reconcile_attempts FROM payments WHERE id = $1",
+                id.0
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            jobs::enqueue(
+                &mut tx,
+                &tasks::PaymentApprove {
+                    payment_id: id.0,
+                    round,
+                },
+            )
+            .await?;
+        }
+        PaymentStatus::Approving if status.is_failed() => {
+            fail(
+                &mut tx,
+                &p,
+                &[PaymentStatus::Approving],
+                status.as_str(),
+                "KakaoPay reports the payment did not complete",
+            )
+            .await?;
+        }
+        PaymentStatus::RefundRequested if status == crate::pg::OrderStatus::CancelPayment => {
+            mark_refunded(&mut tx, &p).await?;
+        }
+        PaymentStatus::RefundRequested
+            if status.is_approved() || status == crate::pg::OrderStatus::PartCancelPayment =>
+        {
+            let round = sqlx::query_scalar!(
+                "SELECT reconcile_attempts FROM payments WHERE id = $1",
+                id.0
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "UPDATE payments SET canceled_amount = $2 WHERE id = $1",
+                id.0,
+                res.canceled_amount.map(|a| a.total.0).unwrap_or(0)
+            )
+            .execute(&mut *tx)
+            .await?;
+            jobs::enqueue(
+                &mut tx,
+                &tasks::PaymentCancel {
+                    payment_id: id.0,
+                    round,
+                },
+            )
+            .await?;
+        }
+        _ => {
+            return Err(Error::Internal(format!(
+                "payment {} is {} here and {status} at KakaoPay; needs an operator",
+                id.0,
+                p.status.as_str()
+            )));
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_delays_double_from_the_minimum_up_to_the_cap_with_jitter() {
+        let ms = Duration::from_millis;
+        let (min, max) = (ms(500), ms(60_000));
+        // (round, jitter unit, expected)
+        let table = [
+            (1, 1.0, ms(500)),
+            (1, 0.0, ms(250)),
+            (2, 1.0, ms(1_000)),
+            (3, 1.0, ms(2_000)),
+            (8, 1.0, ms(60_000)),
+            (40, 0.0, ms(30_000)),
+            (0, 1.0, ms(500)),
+        ];
+        for (round, unit, want) in table {
+            assert_eq!(
+                reconcile_delay(round, min, max, unit),
+                want,
+                "round {round}"
+            );
+        }
+    }
+}
