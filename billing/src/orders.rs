@@ -719,6 +719,15 @@ pub async fn list(
 
 // ---- state changes ----------------------------------------------------------------------
 
+/// Locks the order row for the rest of the transaction. Every transaction that changes an
+/// order and its payment locks the order first, so two of them never deadlock.
+pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
+    sqlx::query_scalar!("SELECT id FROM orders WHERE id = $1 FOR UPDATE", id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Moves an order from one of `from` to `to` (compare-and-set), bumping its version and
 /// stamping the matching time column; wakes `?wait`ers when the transaction commits.
 /// `None` if the order was not in any of `from` (someone else decided first).

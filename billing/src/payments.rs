@@ -202,6 +202,7 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
     match ctx.gateway.ready(&req).await {
         Ok(res) => {
             let mut tx = ctx.db.begin().await?;
+            orders::lock(&mut tx, p.order_id).await?;
             let updated = sqlx::query_scalar!(
                 "UPDATE payments SET status = 'ready', tid = $2, redirect_pc_url = $3,
                         redirect_mobile_url = $4, redirect_app_url = $5, ready_at = now(),
@@ -304,7 +305,12 @@ pub async fn redirect(
             _ => return Err(Error::validation("pg_token", "is required")),
         }
     }
+    let order = sqlx::query_scalar!("SELECT order_id FROM payments WHERE token = $1", token)
+        .fetch_optional(&ctx.db)
+        .await?
+        .ok_or(Error::NotFound)?;
     let mut tx = ctx.db.begin().await?;
+    orders::lock(&mut tx, OrderId(order)).await?;
     let row = sqlx::query!(
         r#"SELECT p.id, p.status AS "status: PaymentStatus", p.order_id,
                   o.status AS "order_status: OrderStatus"
@@ -470,6 +476,7 @@ async fn mark_paid(
     approval: &Approval,
     response_digest: Option<String>,
 ) -> Result<()> {
+    orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
         "UPDATE payments SET status = 'approved', aid = $2, sid = $3, approved_at = now(),
                 response_digest = COALESCE($4, response_digest)
@@ -521,6 +528,7 @@ async fn fail(
     message: &str,
 ) -> Result<()> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
         "UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3,
                 failed_at = now()
@@ -690,6 +698,7 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
 }
 
 async fn mark_refunded(conn: &mut PgConnection, p: &Row) -> Result<()> {
+    orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
         "UPDATE payments SET status = 'refunded', canceled_amount = amount, refunded_at = now(),
                 failure_code = NULL, failure_message = NULL
