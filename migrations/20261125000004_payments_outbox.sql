@@ -74,3 +74,7 @@ CREATE TABLE outbox_events (
         UNIQUE (aggregate_type, aggregate_id, aggregate_version, event_type)
 );
 CREATE INDEX outbox_events_aggregate_idx ON outbox_events (aggregate_type, aggregate_id, id);
+
+-- The API request that enqueued a job (X-Request-Id), so one id follows an order from the
+-- request through every job it causes; jobs enqueued by a job inherit it.
+ALTER TABLE fang_tasks ADD COLUMN request_id TEXT;

@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             middleware::timeout,
         ))
         .layer(axum::middleware::from_fn(middleware::metrics))
+        .layer(axum::middleware::from_fn(middleware::request_scope))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
 
     router

@@ -109,3 +109,14 @@ pub async fn metrics(req: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// Makes the request's `X-Request-Id` current while it is served, so the jobs it enqueues
+/// carry it (`fang_tasks.request_id`) and their log lines name it.
+pub async fn request_scope(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect::<String>());
+    billing::telemetry::with_request_id(id, next.run(req)).await
+}

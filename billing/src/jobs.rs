@@ -102,8 +102,9 @@ async fn insert(
     let t = encode(task)?;
     let inserted = sqlx::query!(
         r#"WITH ins AS (
-             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, scheduled_at, max_retries)
-             VALUES ($1, $2, $3, COALESCE($4, now()), $5)
+             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, scheduled_at, max_retries,
+                                     request_id)
+             VALUES ($1, $2, $3, COALESCE($4, now()), $5, $7)
              ON CONFLICT (uniq_hash)
                  WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
                  DO NOTHING
@@ -116,6 +117,7 @@ async fn insert(
         when,
         t.max_retries,
         NOTIFY_CHANNEL,
+        crate::telemetry::current_request_id(),
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -181,6 +183,8 @@ pub struct Claimed {
     pub max_retries: i32,
     pub scheduled_at: DateTime<Utc>,
     pub lease_token: Uuid,
+    /// The API request (or job) that enqueued it.
+    pub request_id: Option<String>,
 }
 
 /// Which task types a pool of workers takes: `include` (all if `None`) minus `exclude`.
@@ -221,7 +225,7 @@ pub async fn claim(
            ) picked
            WHERE t.id = picked.id
            RETURNING t.id, t.metadata, t.task_type, t.retries, t.max_retries, t.scheduled_at,
-                     t.lease_token AS "lease_token!""#,
+                     t.lease_token AS "lease_token!", t.request_id"#,
         worker,
         now,
         secs(lease),

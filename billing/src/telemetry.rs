@@ -59,3 +59,18 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+tokio::task_local! {
+    static REQUEST_ID: Option<String>;
+}
+
+/// Runs `fut` with `id` as the current request id: jobs it enqueues record it, so the id
+/// of the API request follows every job it causes (and the jobs those cause).
+pub async fn with_request_id<F: std::future::Future>(id: Option<String>, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+/// The request id of the API request or job being served, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok().flatten()
+}

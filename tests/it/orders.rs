@@ -557,3 +557,29 @@ async fn redirects_with_an_unknown_token_change_nothing() {
         .unwrap();
     assert_eq!(statuses, vec!["created"]);
 }
+
+#[tokio::test]
+async fn the_request_id_follows_the_order_into_its_job() {
+    let app = spawn_app().await;
+    let (_, token) = user_token(&app).await;
+    let item = fixtures::item(&app.db, "엽산", 7_000, 0).await;
+    let resp = app
+        .post_json(
+            "/api/orders",
+            &one_time(json!([{"item_id": item, "quantity": 1}])),
+        )
+        .bearer_auth(&token)
+        .header("x-request-id", "req-7f3a-order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["x-request-id"], "req-7f3a-order");
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT request_id FROM fang_tasks WHERE metadata->>'type' = 'payment.ready'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(recorded.as_deref(), Some("req-7f3a-order"));
+}

@@ -444,7 +444,8 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
         .unwrap_or_default();
     metrics::histogram!("job_start_delay_seconds", "task" => name.clone())
         .record(delay.as_secs_f64());
-    let span = tracing::info_span!("job", job_id = %claimed.id, task = %name, attempt = claimed.retries + 1);
+    let span = tracing::info_span!("job", job_id = %claimed.id, task = %name, attempt = claimed.retries + 1,
+        request_id = claimed.request_id.as_deref().unwrap_or_default());
 
     let task: Arc<dyn AsyncRunnable> = match serde_json::from_value::<Box<dyn AsyncRunnable>>(
         claimed.metadata.clone(),
@@ -474,8 +475,15 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
     let began = Instant::now();
     // Its own task, so a panic is caught as an error rather than killing the runner.
     let running = task.clone();
+    let request_id = claimed.request_id.clone();
     let run = tokio::spawn(tracing::Instrument::instrument(
-        async move { jobs::scope(ctx, running.run(queue.as_ref())).await },
+        async move {
+            billing::telemetry::with_request_id(
+                request_id,
+                jobs::scope(ctx, running.run(queue.as_ref())),
+            )
+            .await
+        },
         span.clone(),
     ));
     let abort = run.abort_handle();
