@@ -18,6 +18,7 @@ mod kakaopay_client;
 mod oauth;
 mod openapi;
 mod orders;
+mod payments;
 mod rate_limit;
 mod redis_down;
 mod reviews;

@@ -1,10 +1,12 @@
 //! Test harness: `spawn_app()`, databases cloned from a template, sign-up/login helpers.
 
+pub mod api_proc;
 pub mod db;
 pub mod fixtures;
 
 pub mod jobs;
 pub mod redis_proc;
+pub mod stack;
 pub mod worker_proc;
 
 use std::net::SocketAddr;
