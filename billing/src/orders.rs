@@ -449,13 +449,13 @@ pub async fn place(
         ));
     }
 
-    let inserted = sqlx::query_scalar!(
+    let inserted = sqlx::query!(
         r#"INSERT INTO orders (user_id, kind, receiver_name, receiver_phone, receiver_city,
                                receiver_address, total_amount, total_discount, item_count,
                                period_days, idempotency_key, idempotency_hash, from_cart)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
            ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-           RETURNING id"#,
+           RETURNING id, created_at, updated_at"#,
         user.0,
         kind as OrderKind,
         receiver.name,
@@ -472,7 +472,7 @@ pub async fn place(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(order_id) = inserted else {
+    let Some(row) = inserted else {
         // A concurrent request with the same key committed first: answer with its order.
         drop(tx);
         let (Some(key), Some(hash)) = (idempotency_key, hash.as_deref()) else {
@@ -489,6 +489,7 @@ pub async fn place(
         });
     };
 
+    let order_id = row.id;
     let item_ids: Vec<i64> = lines.iter().map(|l| l.item_id).collect();
     let names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price).collect();
@@ -518,9 +519,45 @@ pub async fn place(
     .await?;
     tx.commit().await?;
     tracing::info!(order_id, user_id = user.0, total, kind = ?kind, "order placed");
-    let order = fetch(&ctx.db, Some(user), OrderId(order_id))
-        .await?
-        .ok_or(Error::NotFound)?;
+    // Answered from what was written (no read-back): the order as this request left it.
+    let order = Order {
+        id: OrderId(order_id),
+        kind,
+        status: OrderStatus::PendingPayment,
+        total_amount: Money(total),
+        total_discount: Money(discount),
+        item_count: count,
+        period_days,
+        subscription_id: None,
+        cycle: None,
+        receiver,
+        lines: lines
+            .into_iter()
+            .map(|l| OrderLine {
+                item_id: l.item_id,
+                item_name: l.name,
+                unit_price: Money(l.unit_price),
+                unit_discount: Money(l.unit_discount),
+                quantity: l.quantity,
+                line_amount: Money(l.unit_price.saturating_mul(i64::from(l.quantity))),
+            })
+            .collect(),
+        payment: Some(PaymentView {
+            status: PaymentStatus::Created,
+            redirect_url: None,
+            redirect_mobile_url: None,
+            redirect_app_url: None,
+            failure_code: None,
+            failure_message: None,
+            approved_at: None,
+            refunded_amount: Money::ZERO,
+        }),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        paid_at: None,
+        canceled_at: None,
+        refunded_at: None,
+    };
     Ok(Placed {
         order,
         replayed: false,

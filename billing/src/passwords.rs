@@ -6,10 +6,36 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
+use tokio::sync::Semaphore;
+
 use crate::error::{Error, Result};
 
+/// At most this many argon2 computations at once per process. Each takes 19 MiB and a
+/// core for tens of milliseconds; unbounded, a burst of logins (from many IPs, so past
+/// the per-IP limit) grew the API to gigabytes that the allocator kept. More than the
+/// cores would only queue inside the OS instead of here.
+fn permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Semaphore::new(cores)
+    })
+}
+
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let _permit = permits()
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(format!("argon2 permits: {e}")))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("argon2 task: {e}")))?
+}
+
 pub async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -17,11 +43,10 @@ pub async fn hash(password: String) -> Result<String> {
             .map_err(|e| Error::Internal(format!("argon2: {e}")))
     })
     .await
-    .map_err(|e| Error::Internal(format!("hash task: {e}")))?
 }
 
 pub async fn verify(password: String, stored: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let parsed =
             PasswordHash::new(&stored).map_err(|e| Error::Internal(format!("stored hash: {e}")))?;
         Ok(Argon2::default()
@@ -29,7 +54,6 @@ pub async fn verify(password: String, stored: String) -> Result<bool> {
             .is_ok())
     })
     .await
-    .map_err(|e| Error::Internal(format!("verify task: {e}")))?
 }
 
 /// Spends the same work as a real check when the account does not exist, so response

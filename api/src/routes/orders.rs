@@ -210,7 +210,7 @@ pub struct RedirectQuery {
 #[utoipa::path(get, path = "/api/payments/kakaopay/{action}/{payment_token}", tag = "orders",
     operation_id = "kakaopay_redirect",
     params(
-        ("action" = RedirectAction, Path, description = "`approve`, `cancel` or `fail`"),
+        ("action" = String, Path, description = "`approve`, `cancel` or `fail`"),
         ("payment_token" = String, Path, description = "the payment's unguessable token"),
         RedirectQuery,
     ),
