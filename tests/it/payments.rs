@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::helpers::expect_error;
 use crate::helpers::fixtures;
 use crate::helpers::jobs::wait_until;
-use crate::helpers::stack::Stack;
+use crate::helpers::stack::{self, Stack};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -388,6 +388,47 @@ async fn a_lost_refund_response_is_reconciled_to_refunded() {
     let cancels = stack.ledger_of("cancel").await;
     assert_eq!(cancels.len(), 1, "{cancels:?}");
     assert_eq!(cancels[0]["amount"], amount);
+    assert_eq!(events(&stack.db, id, "order.refunded").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refund_sent_again_after_it_landed_is_recognised_not_repeated() {
+    let stack = Stack::start(&["--auto-approve"]).await;
+    let token = stack.signup_and_login().await;
+    let item = fixtures::item(&stack.db, "프로폴리스", 30_000, 0).await;
+    let ready = stack.ready_order(&token, &[(item, 1)]).await;
+    let id = id_of(&ready);
+    let amount = amount_of(&ready);
+    pay(&stack, &token, &ready).await;
+
+    // A refund already went through at KakaoPay but was never recorded here (a worker
+    // died between KakaoPay's answer and its commit): our cancel arrives second.
+    let tid: String = sqlx::query_scalar("SELECT tid FROM payments WHERE order_id = $1")
+        .bind(id)
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    let direct = stack
+        .client
+        .post(format!("{}/online/v1/payment/cancel", stack.pg_url))
+        .header("authorization", format!("SECRET_KEY {}", stack::SECRET_KEY))
+        .json(
+            &json!({"cid": "TC0ONETIME", "tid": tid, "cancel_amount": amount,
+                      "cancel_tax_free_amount": 0}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), StatusCode::OK);
+
+    assert_eq!(stack.cancel(&token, id).await.status(), StatusCode::OK);
+    let refunded = stack.order_until(&token, id, "refunded", PATIENCE).await;
+    assert_eq!(refunded["payment"]["refunded_amount"], amount);
+    // KakaoPay refused the second cancel; the inquiry found the first: one refund moved.
+    assert_eq!(stack.pg_requests("cancel").await, 2);
+    assert!(stack.pg_requests("order").await >= 1);
+    let cancels = stack.ledger_of("cancel").await;
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
     assert_eq!(events(&stack.db, id, "order.refunded").await.len(), 1);
 }
 

@@ -18,7 +18,7 @@ use super::worker_proc::WorkerProcess;
 use super::{db, free_port, http_client, test_settings, TestApp};
 
 /// The secret key the simulator requires and the API and worker present.
-const SECRET_KEY: &str = "pv-e2e-secret-key";
+pub const SECRET_KEY: &str = "pv-e2e-secret-key";
 
 pub struct Stack {
     /// The API as a client sees it (`base` is the API process), plus the database.
