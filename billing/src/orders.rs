@@ -585,6 +585,7 @@ async fn replay(ctx: &Ctx, user: UserId, key: &str, hash: &str) -> Result<Option
 /// Loads orders by id (of `user` only, when given) with lines and payment, in id order
 /// descending.
 async fn fetch_many(db: &PgPool, user: Option<UserId>, ids: &[i64]) -> Result<Vec<Order>> {
+    let mut conn = db.acquire().await?;
     let rows = sqlx::query!(
         r#"SELECT o.id, o.kind AS "kind: OrderKind", o.status AS "status: OrderStatus",
                   o.total_amount, o.total_discount, o.item_count, o.period_days,
@@ -602,10 +603,10 @@ async fn fetch_many(db: &PgPool, user: Option<UserId>, ids: &[i64]) -> Result<Ve
         ids,
         user.map(|u| u.0),
     )
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
     let found: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut lines = load_lines(&mut *db.acquire().await?, &found).await?;
+    let mut lines = load_lines(&mut conn, &found).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -775,28 +776,24 @@ pub async fn transition(
     to: OrderStatus,
 ) -> Result<Option<i32>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    // The notify rides on the update, so it is sent exactly when the change commits.
     let version = sqlx::query_scalar!(
-        r#"UPDATE orders SET status = $2, version = version + 1,
-               paid_at = CASE WHEN $2 = 'paid' THEN now() ELSE paid_at END,
-               canceled_at = CASE WHEN $2 = 'canceled' THEN now() ELSE canceled_at END,
-               refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END
-           WHERE id = $1 AND status = ANY($3)
-           RETURNING version"#,
+        r#"WITH changed AS (
+             UPDATE orders SET status = $2, version = version + 1,
+                 paid_at = CASE WHEN $2 = 'paid' THEN now() ELSE paid_at END,
+                 canceled_at = CASE WHEN $2 = 'canceled' THEN now() ELSE canceled_at END,
+                 refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END
+             WHERE id = $1 AND status = ANY($3)
+             RETURNING id, version
+           )
+           SELECT version AS "version!" FROM changed, pg_notify($4, changed.id::text)"#,
         id.0,
         to.as_str(),
         &from as &[&str],
+        CHANGES_CHANNEL,
     )
     .fetch_optional(&mut *conn)
     .await?;
-    if version.is_some() {
-        sqlx::query!(
-            "SELECT pg_notify($1, $2)",
-            CHANGES_CHANNEL,
-            id.0.to_string()
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(version)
 }
 
