@@ -24,6 +24,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=ops/lib.sh
 source "$ROOT/ops/lib.sh"
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
 
 BUYERS=${BUYERS:-100}
 SECS=${SECONDS_PER_RUN:-30}
@@ -68,16 +70,8 @@ wait_ready() { # NAME URL PID
 ensure_postgres
 ensure_redis
 mkdir -p "$ROOT/.local"
-DB=pillivery_approval_bench
-URL=$(db_url_for "$DB")
-if [[ ${REUSE_DB:-0} != 1 ]]; then
-    pv_psql "$PV_PG_ADMIN_URL" -q -c "drop database if exists $DB" -c "create database $DB"
-    PILLIVERY__DATABASE__URL=$URL "$BIN/pillivery-api" migrate >/dev/null
-    pv_log "generating the reference data set (seed 42)"
-    loadtest/generate --seed 42 --database-url "$URL" | grep '^RESULT'
-fi
-pv_psql "$URL" -q -c "update items set selling = true, deleted_at = null where not selling or deleted_at is not null" \
-    -c "truncate fang_tasks" -c "vacuum analyze"
+bench_reference_db pillivery_approval_bench
+bench_orderable
 ITEMS=$(pv_psql "$URL" -Atq -c "select max(id) from items")
 USER_RANGE=$(pv_psql "$URL" -Atq -c "select max(id) from users")
 FIRST_ORDER=$(pv_psql "$URL" -Atq -c "select coalesce(max(id), 0) + 1 from orders")

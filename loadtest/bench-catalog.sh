@@ -13,6 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=ops/lib.sh
 source "$ROOT/ops/lib.sh"
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
 
 SECS=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-30}
@@ -38,14 +40,7 @@ trap cleanup EXIT
 
 ensure_postgres
 ensure_redis
-DB=pillivery_catalog_bench
-URL=$(db_url_for "$DB")
-if [[ ${REUSE_DB:-0} != 1 ]]; then
-    pv_psql "$PV_PG_ADMIN_URL" -q -c "drop database if exists $DB" -c "create database $DB"
-    PILLIVERY__DATABASE__URL=$URL "$BIN/pillivery-api" migrate >/dev/null
-    pv_log "generating the reference data set (seed 42)"
-    loadtest/generate --seed 42 --database-url "$URL" | grep '^RESULT'
-fi
+bench_reference_db pillivery_catalog_bench
 
 export PILLIVERY__DATABASE__URL=$URL PILLIVERY__REDIS__URL=$PV_REDIS_URL
 export PILLIVERY__REDIS__PREFIX="bench-$$:" PILLIVERY__API__LISTEN="127.0.0.1:$PORT"

@@ -27,6 +27,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=ops/lib.sh
 source "$ROOT/ops/lib.sh"
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
 
 SECS=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-32}
@@ -64,18 +66,8 @@ trap cleanup EXIT
 ensure_postgres
 ensure_redis
 mkdir -p "$ROOT/.local"
-DB=pillivery_orders_bench
-URL=$(db_url_for "$DB")
-if [[ ${REUSE_DB:-0} != 1 ]]; then
-    pv_psql "$PV_PG_ADMIN_URL" -q -c "drop database if exists $DB" -c "create database $DB"
-    PILLIVERY__DATABASE__URL=$URL "$BIN/pillivery-api" migrate >/dev/null
-    pv_log "generating the reference data set (seed 42)"
-    loadtest/generate --seed 42 --database-url "$URL" | grep '^RESULT'
-fi
-# Every item orderable (the generator leaves ~2% off sale and ~1% deleted); no jobs left
-# from an earlier run; fresh statistics.
-pv_psql "$URL" -q -c "update items set selling = true, deleted_at = null where not selling or deleted_at is not null" \
-    -c "truncate fang_tasks" -c "vacuum analyze"
+bench_reference_db pillivery_orders_bench
+bench_orderable
 ITEMS=$(pv_psql "$URL" -Atq -c "select max(id) from items")
 USER_RANGE=$(pv_psql "$URL" -Atq -c "select max(id) from users")
 orders_before=$(pv_psql "$URL" -Atq -c "select count(*) from orders")
