@@ -138,6 +138,25 @@ pub struct OrderLine {
     pub line_amount: Money,
 }
 
+impl OrderLine {
+    fn new(
+        item_id: i64,
+        item_name: String,
+        unit_price: i64,
+        unit_discount: i64,
+        quantity: i32,
+    ) -> Self {
+        Self {
+            item_id,
+            item_name,
+            unit_price: Money(unit_price),
+            unit_discount: Money(unit_discount),
+            quantity,
+            line_amount: Money(unit_price.saturating_mul(i64::from(quantity))),
+        }
+    }
+}
+
 /// The order's payment as the buyer's client needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PaymentView {
@@ -533,14 +552,7 @@ pub async fn place(
         receiver,
         lines: lines
             .into_iter()
-            .map(|l| OrderLine {
-                item_id: l.item_id,
-                item_name: l.name,
-                unit_price: Money(l.unit_price),
-                unit_discount: Money(l.unit_discount),
-                quantity: l.quantity,
-                line_amount: Money(l.unit_price.saturating_mul(i64::from(l.quantity))),
-            })
+            .map(|l| OrderLine::new(l.item_id, l.name, l.unit_price, l.unit_discount, l.quantity))
             .collect(),
         payment: Some(PaymentView {
             status: PaymentStatus::Created,
@@ -666,14 +678,13 @@ async fn load_lines(
     .await?;
     let mut lines: HashMap<i64, Vec<OrderLine>> = HashMap::new();
     for l in rows {
-        lines.entry(l.order_id).or_default().push(OrderLine {
-            item_id: l.item_id,
-            item_name: l.item_name,
-            unit_price: Money(l.unit_price),
-            unit_discount: Money(l.unit_discount),
-            quantity: l.quantity,
-            line_amount: Money(l.unit_price.saturating_mul(i64::from(l.quantity))),
-        });
+        lines.entry(l.order_id).or_default().push(OrderLine::new(
+            l.item_id,
+            l.item_name,
+            l.unit_price,
+            l.unit_discount,
+            l.quantity,
+        ));
     }
     Ok(lines)
 }
