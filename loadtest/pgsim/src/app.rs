@@ -6,21 +6,25 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::gateway::{BuyerAction, BuyerOutcome, Ctx, Store};
+use crate::gateway::{BuyerAction, BuyerOutcome, Ctx, RegisterError, SidRegistration, Store};
 use crate::knobs::{AutoAction, Endpoint, ErrorBody, FaultKind, Faults, Knobs};
 use crate::protocol::{code, Fields, PgError};
 use crate::server::ConnHandle;
 
 const MAX_BODY: usize = 64 * 1024;
+/// `POST /__sids` takes fixture batches of 100,000 SIDs and more (about 150 bytes each).
+const MAX_SIDS_BODY: usize = 64 * 1024 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -33,12 +37,20 @@ pub struct Sim {
     faults: Mutex<Faults>,
     store: Mutex<Store>,
     requests: Mutex<BTreeMap<&'static str, u64>>,
+    clock: Clock,
 }
 
 impl Sim {
     /// `public_url` is the base of the buyer page URLs handed out by `ready`.
     pub fn new(config: Config, public_url: String) -> Arc<Self> {
+        // `Args::config` rejects a bad offset; a hand-built Config gets real time instead
+        // of a panic.
+        let clock = Clock::new(config.clock_offset_ms).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the startup clock offset");
+            Clock::default()
+        });
         Arc::new(Self {
+            clock,
             faults: Mutex::new(Faults::new(config.knobs.clone())),
             public_url: public_url.trim_end_matches('/').to_owned(),
             config,
@@ -55,6 +67,11 @@ impl Sim {
         lock(&self.faults).knobs().clone()
     }
 
+    /// The simulator's clock (real time plus the `/__clock` offset).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     fn count(&self, what: &'static str) {
         *lock(&self.requests).entry(what).or_insert(0) += 1;
     }
@@ -63,7 +80,7 @@ impl Sim {
         Ctx {
             config: &self.config,
             public_url: &self.public_url,
-            now: Utc::now(),
+            now: self.clock.now(),
             default_method: lock(&self.faults).knobs().payment_method,
         }
     }
@@ -351,7 +368,7 @@ async fn get_knobs(State(sim): State<Arc<Sim>>) -> Json<Knobs> {
 async fn put_knobs(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let patch: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return bad_knobs(format!("not JSON: {e}")),
+        Err(e) => return bad_request(format!("not JSON: {e}")),
     };
     let mut faults = lock(&sim.faults);
     match faults.knobs().merged(&patch) {
@@ -364,11 +381,11 @@ async fn put_knobs(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             tracing::info!(?touched, "knobs changed");
             Json(knobs).into_response()
         }
-        Err(e) => bad_knobs(e),
+        Err(e) => bad_request(e),
     }
 }
 
-fn bad_knobs(message: String) -> Response {
+fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
 }
 
@@ -377,6 +394,96 @@ async fn reset_knobs(State(sim): State<Arc<Sim>>) -> Json<Knobs> {
     lock(&sim.faults).reset(knobs.clone());
     tracing::info!("knobs reset to the startup values");
     Json(knobs)
+}
+
+/// `{"now": <RFC 3339 of the simulator's now>, "offset_ms": N}`.
+fn clock_json(clock: &Clock) -> Json<Value> {
+    Json(json!({
+        "now": clock.now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "offset_ms": clock.offset_ms(),
+    }))
+}
+
+async fn get_clock(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    clock_json(&sim.clock)
+}
+
+/// `PUT /__clock`: exactly one of the two.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockSet {
+    now: Option<DateTime<Utc>>,
+    offset_ms: Option<i64>,
+}
+
+async fn put_clock(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let set: ClockSet = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return bad_request(format!(
+                "expected {{\"now\": \"<RFC 3339>\"}} or {{\"offset_ms\": N}}: {e}"
+            ))
+        }
+    };
+    let set = match (set.now, set.offset_ms) {
+        (Some(now), None) => sim.clock.set_now(now),
+        (None, Some(ms)) => sim.clock.set_offset_ms(ms).map(|()| ms),
+        _ => Err("give exactly one of \"now\" and \"offset_ms\"".to_owned()),
+    };
+    match set {
+        Ok(offset_ms) => {
+            tracing::info!(offset_ms, "clock offset changed");
+            clock_json(&sim.clock).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn reset_clock(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    // 0 is always within bounds
+    if let Err(e) = sim.clock.set_offset_ms(0) {
+        tracing::warn!(error = %e, "clock reset failed");
+    }
+    tracing::info!("clock back to real time");
+    clock_json(&sim.clock)
+}
+
+/// `POST /__sids`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidBatch {
+    sids: Vec<SidRegistration>,
+}
+
+async fn register_sids(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let batch: SidBatch = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("expected {{\"sids\": [...]}}: {e}")),
+    };
+    let ctx = sim.ctx();
+    let registered = lock(&sim.store).register_sids(&ctx, batch.sids);
+    match registered {
+        Ok(n) => {
+            tracing::info!(registered = n, "SIDs registered");
+            Json(json!({"registered": n})).into_response()
+        }
+        Err(RegisterError::Invalid(e)) => bad_request(e),
+        Err(RegisterError::Conflict(e)) => {
+            (StatusCode::CONFLICT, Json(json!({"error": e}))).into_response()
+        }
+    }
+}
+
+async fn get_sid(State(sim): State<Arc<Sim>>, Path(sid): Path<String>) -> Response {
+    let state = lock(&sim.store).sid_state(&sid);
+    match state {
+        Some(state) => Json(state).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no SID {sid:?}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
@@ -418,5 +525,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
             get(get_knobs).put(put_knobs).delete(reset_knobs),
         )
         .route("/__stats", get(stats))
+        .route(
+            "/__clock",
+            get(get_clock).put(put_clock).delete(reset_clock),
+        )
+        .route(
+            "/__sids",
+            post(register_sids).layer(DefaultBodyLimit::max(MAX_SIDS_BODY)),
+        )
+        .route("/__sids/{sid}", get(get_sid))
         .with_state(sim)
 }

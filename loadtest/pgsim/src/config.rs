@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{FixedOffset, Offset, Utc};
 use clap::Parser;
 
+use crate::clock::Clock;
 use crate::knobs::{AutoAction, Endpoint, ErrorBody, FaultKind, Knobs, PaymentMethod};
 
 /// What does not change at runtime, plus the startup knobs.
@@ -24,6 +25,9 @@ pub struct Config {
     pub ready_ttl: Duration,
     /// The knobs at startup (`DELETE /__knobs` returns to these).
     pub knobs: Knobs,
+    /// The clock offset at startup: the simulator's "now" is real time plus this (ms);
+    /// `/__clock` changes it at runtime.
+    pub clock_offset_ms: i64,
 }
 
 pub const KST_SECONDS: i32 = 9 * 3600;
@@ -37,6 +41,7 @@ impl Default for Config {
             utc_offset: FixedOffset::east_opt(KST_SECONDS).unwrap_or_else(|| Utc.fix()),
             ready_ttl: Duration::from_secs(900),
             knobs: Knobs::default(),
+            clock_offset_ms: 0,
         }
     }
 }
@@ -65,6 +70,9 @@ pub struct Args {
     /// Seconds a ready payment stays approvable.
     #[arg(long, default_value_t = 900)]
     pub ready_ttl_secs: u64,
+    /// Offset of the simulator's clock from real time (ms; `PUT /__clock` changes it).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
 
     /// Fixed latency of every KakaoPay API answer (ms).
     #[arg(long, default_value_t = 0)]
@@ -179,6 +187,7 @@ impl Args {
         if let Some(bad) = subscription_cids.iter().find(|c| c.chars().count() != 10) {
             return Err(format!("--subscription-cids: {bad:?} is not 10 characters"));
         }
+        Clock::new(self.clock_offset_ms).map_err(|e| format!("--clock-offset-ms: {e}"))?;
         Ok(Config {
             public_url: self.public_url.clone(),
             secret_key: self.secret_key.clone().filter(|k| !k.is_empty()),
@@ -186,6 +195,7 @@ impl Args {
             utc_offset,
             ready_ttl: Duration::from_secs(self.ready_ttl_secs),
             knobs: self.knobs()?,
+            clock_offset_ms: self.clock_offset_ms,
         })
     }
 }
@@ -240,6 +250,18 @@ mod tests {
         let a = Args::try_parse_from(["pillivery-pgsim", "--utc-offset", "-05:00"]).unwrap();
         assert_eq!(a.config().unwrap().utc_offset.local_minus_utc(), -5 * 3600);
         let a = Args::try_parse_from(["pillivery-pgsim", "--decline-rate", "2"]).unwrap();
+        assert!(a.config().is_err());
+
+        assert_eq!(c.clock_offset_ms, 0);
+        let a =
+            Args::try_parse_from(["pillivery-pgsim", "--clock-offset-ms", "-86400000"]).unwrap();
+        assert_eq!(a.config().unwrap().clock_offset_ms, -86_400_000);
+        let a = Args::try_parse_from([
+            "pillivery-pgsim",
+            "--clock-offset-ms",
+            "9223372036854775807",
+        ])
+        .unwrap();
         assert!(a.config().is_err());
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
@@ -118,6 +118,50 @@ pub struct LedgerEntry {
     pub partner_user_id: String,
 }
 
+/// One SID of `POST /__sids`: registered as if an earlier approve on a subscription cid
+/// had issued it (fixtures and benchmarks need SIDs without walking the buyer flow).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidRegistration {
+    pub sid: String,
+    pub cid: String,
+    pub partner_user_id: String,
+    pub item_name: String,
+    /// The last successful charge, if any (RFC 3339).
+    #[serde(default)]
+    pub last_approved_at: Option<DateTime<Utc>>,
+    /// `CARD` or `MONEY`; by default the `payment_method` knob, as for an approve whose
+    /// ready asked for no method.
+    #[serde(default)]
+    pub payment_method_type: Option<PaymentMethod>,
+}
+
+/// Why a `POST /__sids` batch was refused; a refused batch registers nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// 400: a field is invalid (empty, too long, not a subscription cid).
+    Invalid(String),
+    /// 409: the sid already exists for another cid or `partner_user_id`.
+    Conflict(String),
+}
+
+/// A SID as `GET /__sids/{sid}` shows it (times in RFC 3339 UTC, like the ledger's).
+#[derive(Clone, Debug, Serialize)]
+pub struct SidState {
+    pub sid: String,
+    pub cid: String,
+    pub partner_user_id: String,
+    pub item_name: String,
+    pub payment_method_type: &'static str,
+    /// `ACTIVE` or `INACTIVE`.
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub last_approved_at: Option<DateTime<Utc>>,
+    pub inactivated_at: Option<DateTime<Utc>>,
+    /// Recurring charges on this SID in the ledger (`DELETE /__ledger` forgets them).
+    pub charges: usize,
+}
+
 /// Per-request context.
 pub struct Ctx<'a> {
     pub config: &'a Config,
@@ -207,6 +251,102 @@ impl Store {
 
     pub fn counts(&self) -> (usize, usize) {
         (self.payments.len(), self.sids.len())
+    }
+
+    /// Registers a batch of SIDs (`POST /__sids`), all or nothing. An existing sid is
+    /// replaced (a fresh, active SID) when the cid and `partner_user_id` are the same, and
+    /// refused otherwise: another user's SID must never silently change hands.
+    pub fn register_sids(
+        &mut self,
+        ctx: &Ctx<'_>,
+        batch: Vec<SidRegistration>,
+    ) -> Result<usize, RegisterError> {
+        // Validate the whole batch before touching the store, so a refusal leaves no half
+        // registered fixture behind. `seen` makes a sid repeated within the batch behave
+        // like a re-registration of its earlier occurrence.
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            for (name, value) in [
+                ("sid", &r.sid),
+                ("partner_user_id", &r.partner_user_id),
+                ("item_name", &r.item_name),
+            ] {
+                // the same limits the KakaoPay endpoints apply, so the SID stays usable
+                if value.is_empty() || value.chars().count() > 100 {
+                    return Err(RegisterError::Invalid(format!(
+                        "sids[{i}]: {name} must have 1 to 100 characters"
+                    )));
+                }
+            }
+            if !ctx.is_subscription_cid(&r.cid) {
+                return Err(RegisterError::Invalid(format!(
+                    "sids[{i}]: cid {:?} is not a subscription cid (these are: {})",
+                    r.cid,
+                    ctx.config.subscription_cids.join(", ")
+                )));
+            }
+            let owner = match seen.get(r.sid.as_str()) {
+                Some(&j) => batch
+                    .get(j)
+                    .map(|o| (o.cid.as_str(), o.partner_user_id.as_str())),
+                None => self
+                    .sids
+                    .get(&r.sid)
+                    .map(|s| (s.cid.as_str(), s.partner_user_id.as_str())),
+            };
+            if let Some((cid, user)) = owner {
+                if cid != r.cid || user != r.partner_user_id {
+                    return Err(RegisterError::Conflict(format!(
+                        "sids[{i}]: SID {:?} exists for cid {cid:?} and partner_user_id {user:?}",
+                        r.sid
+                    )));
+                }
+            }
+            seen.insert(r.sid.as_str(), i);
+        }
+        let n = batch.len();
+        self.sids.reserve(n);
+        for r in batch {
+            self.sids.insert(
+                r.sid,
+                Sid {
+                    cid: r.cid,
+                    partner_user_id: r.partner_user_id,
+                    item_name: r.item_name,
+                    method: r.payment_method_type.unwrap_or(ctx.default_method),
+                    created_at: ctx.now,
+                    last_approved_at: r.last_approved_at,
+                    inactivated_at: None,
+                },
+            );
+        }
+        Ok(n)
+    }
+
+    /// A SID's state for `GET /__sids/{sid}`, whichever way it was issued.
+    pub fn sid_state(&self, sid_id: &str) -> Option<SidState> {
+        let sid = self.sids.get(sid_id)?;
+        let charges = self
+            .ledger
+            .iter()
+            .filter(|e| e.kind == "charge" && e.sid.as_deref() == Some(sid_id))
+            .count();
+        Some(SidState {
+            sid: sid_id.to_owned(),
+            cid: sid.cid.clone(),
+            partner_user_id: sid.partner_user_id.clone(),
+            item_name: sid.item_name.clone(),
+            payment_method_type: sid.method.as_str(),
+            status: if sid.inactivated_at.is_none() {
+                "ACTIVE"
+            } else {
+                "INACTIVE"
+            },
+            created_at: sid.created_at,
+            last_approved_at: sid.last_approved_at,
+            inactivated_at: sid.inactivated_at,
+            charges,
+        })
     }
 
     fn fresh_tid(&self) -> String {

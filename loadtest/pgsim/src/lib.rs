@@ -18,11 +18,28 @@
 //! - `GET /__knobs`, `PUT /__knobs` (a partial JSON object), `DELETE /__knobs` (back to the
 //!   startup knobs).
 //! - `GET /__stats` (requests per endpoint, injected failures), `GET /__health`.
+//! - `GET /__clock` → `{"now": "<RFC 3339>", "offset_ms": N}`: the simulator's clock is real
+//!   time plus `offset_ms` (startup: `--clock-offset-ms`, default 0). Every time it
+//!   produces (ready expiry, payment and SID times, ledger `at`) comes from it.
+//!   `PUT /__clock` with `{"now": "<RFC 3339>"}` (now is that instant, and keeps running)
+//!   or `{"offset_ms": N}` answers like `GET`; `DELETE /__clock` sets the offset to 0.
+//! - `POST /__sids` with `{"sids": [{"sid", "cid", "partner_user_id", "item_name",
+//!   "last_approved_at"?: "<RFC 3339>", "payment_method_type"?: "CARD"|"MONEY"}]}` →
+//!   `{"registered": n}`: SIDs as if issued by earlier approves (active, `created_at` =
+//!   now; the method defaults to the `payment_method` knob), usable with `subscription`
+//!   and `manage/subscription/*` like any other. All or nothing: 400 `{"error"}` for an
+//!   invalid entry (e.g. not a subscription cid), 409 `{"error"}` for a sid that exists
+//!   with another cid or `partner_user_id` (the same ones replace it with a fresh SID).
+//! - `GET /__sids/{sid}` → `{"sid", "cid", "partner_user_id", "item_name",
+//!   "payment_method_type", "status": "ACTIVE"|"INACTIVE", "created_at",
+//!   "last_approved_at", "inactivated_at", "charges"}` (RFC 3339 or null; `charges` =
+//!   its `charge` entries in the ledger); 404 `{"error"}` for an unknown sid.
 //!
 //! Error codes (HTTP 400 unless said otherwise; body `{"error_code", "error_message",
 //! "extras"}`, or `{"code", "msg", "extras"}` with `legacy_errors`): see [`protocol::code`].
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod knobs;
@@ -37,6 +54,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use app::{router, Sim};
+pub use clock::Clock;
 pub use config::{Args, Config};
 pub use knobs::Knobs;
 

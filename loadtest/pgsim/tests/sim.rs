@@ -1,5 +1,5 @@
 //! End-to-end tests of the simulator over real HTTP: the KakaoPay flows, the buyer page,
-//! the ledger and the fault knobs.
+//! the ledger, the fault knobs, the controllable clock and SID registration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -176,6 +176,74 @@ impl Sim {
             "item_name": "오메가3", "quantity": 1, "total_amount": total, "tax_free_amount": 0,
         })
     }
+}
+
+impl Sim {
+    /// A request to an admin endpoint; (status, JSON body).
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, body_json(&res.text().await.unwrap()))
+    }
+
+    async fn clock(&self) -> Value {
+        let (status, v) = self.admin(reqwest::Method::GET, "/__clock", None).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    async fn set_clock(&self, body: Value) -> Value {
+        let (status, v) = self
+            .admin(reqwest::Method::PUT, "/__clock", Some(body))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    async fn register(&self, sids: Value) -> (u16, Value) {
+        self.admin(
+            reqwest::Method::POST,
+            "/__sids",
+            Some(json!({ "sids": sids })),
+        )
+        .await
+    }
+
+    async fn sid_state(&self, sid: &str) -> Value {
+        let (status, v) = self
+            .admin(reqwest::Method::GET, &format!("/__sids/{sid}"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+}
+
+fn rfc3339(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    rfc3339(&json!(s))
+}
+
+/// `a` is at or after `b`, by less than `secs` seconds.
+fn just_after(
+    a: chrono::DateTime<chrono::Utc>,
+    b: chrono::DateTime<chrono::Utc>,
+    secs: i64,
+) -> bool {
+    a >= b && a - b < chrono::TimeDelta::seconds(secs)
 }
 
 fn is_local_time(v: &Value) -> bool {
@@ -982,4 +1050,498 @@ async fn concurrent_approves_approve_once() {
         .count();
     assert_eq!((ok, already), (1, 9));
     assert_eq!(sim.ledger().await.len(), 1);
+}
+
+#[tokio::test]
+async fn clock_offset_moves_ledger_and_sid_times() {
+    let sim = start(Knobs::default()).await;
+    let start_at = utc("2027-03-01T00:00:00Z");
+    let c = sim
+        .set_clock(json!({"now": "2027-03-01T09:00:00+09:00"}))
+        .await;
+    assert!(just_after(rfc3339(&c["now"]), start_at, 5), "{c}");
+    assert!(c["offset_ms"].as_i64().unwrap() > 0, "{c}");
+
+    let (status, v) = sim
+        .register(
+            json!([{"sid": "S-CLOCK-1", "cid": SUB, "partner_user_id": "user-1",
+                          "item_name": "오메가3", "last_approved_at": "2027-02-01T00:00:00Z"}]),
+        )
+        .await;
+    assert_eq!((status, &v), (200, &json!({"registered": 1})));
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": "S-CLOCK-1"}),
+        )
+        .await;
+    // KakaoPay answers in KST
+    assert_eq!(st["last_approved_at"], "2027-02-01T09:00:00");
+    assert!(
+        st["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-03-01T09:00:0"),
+        "{st}"
+    );
+
+    let c1 = sim
+        .ok(
+            "subscription",
+            sim.charge_body("S-CLOCK-1", "month-1", 9_900),
+        )
+        .await;
+    assert!(
+        c1["approved_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-03-01T09:00:0"),
+        "{c1}"
+    );
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": "S-CLOCK-1"}),
+        )
+        .await;
+    assert_eq!(st["last_approved_at"], c1["approved_at"]);
+
+    // a simulated month later, by offset this time
+    let month_ms = 31 * 24 * 3600 * 1000_i64;
+    let offset = c["offset_ms"].as_i64().unwrap() + month_ms;
+    let c = sim.set_clock(json!({"offset_ms": offset})).await;
+    assert_eq!(c["offset_ms"], offset);
+    let c2 = sim
+        .ok(
+            "subscription",
+            sim.charge_body("S-CLOCK-1", "month-2", 9_900),
+        )
+        .await;
+    assert!(
+        c2["approved_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-04-01T09:00:"),
+        "{c2}"
+    );
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": "S-CLOCK-1"}),
+        )
+        .await;
+    assert_eq!(st["last_approved_at"], c2["approved_at"]);
+    let order = sim.order(SUB, c2["tid"].as_str().unwrap()).await;
+    assert_eq!(order["approved_at"], c2["approved_at"]);
+
+    let ledger = sim.ledger().await;
+    assert_eq!(ledger.len(), 2);
+    assert!(
+        just_after(rfc3339(&ledger[0]["at"]), start_at, 60),
+        "{ledger:?}"
+    );
+    assert!(
+        just_after(rfc3339(&ledger[1]["at"]), utc("2027-04-01T00:00:00Z"), 60),
+        "{ledger:?}"
+    );
+    let s = sim.sid_state("S-CLOCK-1").await;
+    assert_eq!(s["charges"], 2);
+    assert_eq!(rfc3339(&s["last_approved_at"]), rfc3339(&ledger[1]["at"]));
+    assert!(just_after(rfc3339(&s["created_at"]), start_at, 60), "{s}");
+
+    // inactivation is stamped with the simulated time too
+    let i = sim
+        .ok(
+            "manage/subscription/inactive",
+            json!({"cid": SUB, "sid": "S-CLOCK-1"}),
+        )
+        .await;
+    assert!(
+        i["inactivated_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-04-01T09:00:"),
+        "{i}"
+    );
+
+    // ready expiry follows the simulated clock: 16 simulated minutes pass at once
+    let r = sim.ready(ONE, "order-clock", 1_000).await;
+    assert!(
+        r["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-04-01T09:00:"),
+        "{r}"
+    );
+    let token = sim.buyer_approves(&r).await;
+    sim.set_clock(json!({"offset_ms": offset + 16 * 60 * 1000}))
+        .await;
+    sim.fails(
+        "approve",
+        sim.approve_body(ONE, r["tid"].as_str().unwrap(), "order-clock", &token),
+        -723,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn clock_admin_endpoints() {
+    let sim = start_with(Config {
+        clock_offset_ms: -3_600_000,
+        ..Config::default()
+    })
+    .await;
+    let c = sim.clock().await;
+    assert_eq!(c["offset_ms"], -3_600_000);
+    let behind = chrono::Utc::now() - rfc3339(&c["now"]);
+    assert!(
+        (3_595..=3_605).contains(&behind.num_seconds()),
+        "{c} vs real time: {behind}"
+    );
+
+    let c = sim.set_clock(json!({"offset_ms": 86_400_000})).await;
+    assert_eq!(c["offset_ms"], 86_400_000);
+    let ahead = rfc3339(&c["now"]) - chrono::Utc::now();
+    assert!((86_395..=86_405).contains(&ahead.num_seconds()), "{c}");
+
+    // set to an instant, the clock keeps running from there
+    let c = sim.set_clock(json!({"now": "2030-01-01T00:00:00Z"})).await;
+    assert!(
+        just_after(rfc3339(&c["now"]), utc("2030-01-01T00:00:00Z"), 5),
+        "{c}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = rfc3339(&sim.clock().await["now"]);
+    assert!(
+        later - rfc3339(&c["now"]) >= chrono::TimeDelta::milliseconds(250),
+        "{later} after {c}"
+    );
+
+    for bad in [
+        json!({}),
+        json!({"now": "2030-01-01T00:00:00Z", "offset_ms": 0}),
+        json!({"now": "2030-01-01 00:00"}),
+        json!({"now": "2030-01-01T00:00:00"}),
+        json!({"offset_ms": "5"}),
+        json!({"offset_ms": i64::MAX}),
+        json!({"now": "9999-01-01T00:00:00Z", "offset": 1}),
+        json!([1]),
+    ] {
+        let (status, v) = sim
+            .admin(reqwest::Method::PUT, "/__clock", Some(bad.clone()))
+            .await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].is_string(), "{bad}: {v}");
+    }
+    // the refused requests changed nothing
+    assert!(just_after(
+        rfc3339(&sim.clock().await["now"]),
+        utc("2030-01-01T00:00:00Z"),
+        5
+    ));
+
+    let (status, c) = sim.admin(reqwest::Method::DELETE, "/__clock", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(c["offset_ms"], 0);
+    let c = sim.clock().await;
+    assert_eq!(c["offset_ms"], 0);
+    let drift = chrono::Utc::now() - rfc3339(&c["now"]);
+    assert!(drift.num_seconds().abs() <= 5, "{c}");
+}
+
+#[tokio::test]
+async fn bulk_registered_sids_work_like_issued_ones() {
+    let sim = start(Knobs::default()).await;
+    let sids: Vec<Value> = (0..10_000)
+        .map(|i| {
+            json!({"sid": format!("S{i:019}"), "cid": SUB, "partner_user_id": format!("pv-user-{i}"),
+                   "item_name": "종합비타민 정기배송"})
+        })
+        .collect();
+    let started = Instant::now();
+    let (status, v) = sim.register(Value::Array(sids)).await;
+    assert_eq!((status, &v), (200, &json!({"registered": 10_000})));
+    // generous for a shared debug build; this is a bulk insert, not 10,000 requests
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats: Value = sim.get(&sim.url("/__stats")).await.json().await.unwrap();
+    assert_eq!(stats["sids"], 10_000);
+
+    let sid = "S0000000000000004321";
+    let s = sim.sid_state(sid).await;
+    assert_eq!(s["sid"], sid);
+    assert_eq!(s["cid"], SUB);
+    assert_eq!(s["partner_user_id"], "pv-user-4321");
+    assert_eq!(s["status"], "ACTIVE");
+    assert_eq!(s["payment_method_type"], "MONEY");
+    assert!(
+        s["last_approved_at"].is_null() && s["inactivated_at"].is_null(),
+        "{s}"
+    );
+    assert_eq!(s["charges"], 0);
+    assert!(
+        just_after(chrono::Utc::now(), rfc3339(&s["created_at"]), 30),
+        "{s}"
+    );
+
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": sid}),
+        )
+        .await;
+    assert_eq!(st["status"], "ACTIVE");
+    assert_eq!(st["available"], true);
+    assert_eq!(st["payment_method_type"], "MONEY");
+    assert_eq!(st["item_name"], "종합비타민 정기배송");
+    assert!(st.get("last_approved_at").is_none(), "{st}");
+
+    // the charge keeps the SID's checks: its user, its cid
+    let mut charge = sim.charge_body(sid, "bench-1", 12_000);
+    charge["partner_user_id"] = json!("pv-user-4321");
+    let mut wrong_user = charge.clone();
+    wrong_user["partner_user_id"] = json!("pv-user-1");
+    sim.fails("subscription", wrong_user, -753).await;
+    let mut wrong_cid = charge.clone();
+    wrong_cid["cid"] = json!(ONE);
+    sim.fails("subscription", wrong_cid, -731).await;
+
+    let c = sim.ok("subscription", charge.clone()).await;
+    assert_eq!(c["sid"], sid);
+    assert_eq!(c["cid"], SUB);
+    assert_eq!(c["partner_user_id"], "pv-user-4321");
+    assert_eq!(c["payment_method_type"], "MONEY");
+    assert_eq!(c["amount"]["total"], 12_000);
+    let ledger = sim.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["kind"], "charge");
+    assert_eq!(ledger[0]["sid"], sid);
+    assert_eq!(ledger[0]["tid"], c["tid"]);
+    assert_eq!(ledger[0]["aid"], c["aid"]);
+    assert_eq!(ledger[0]["cid"], SUB);
+    assert_eq!(ledger[0]["partner_user_id"], "pv-user-4321");
+    assert_eq!(ledger[0]["partner_order_id"], "bench-1");
+    assert_eq!(ledger[0]["amount"], 12_000);
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": sid}),
+        )
+        .await;
+    assert_eq!(st["last_approved_at"], c["approved_at"]);
+    // the charge's payment refunds like any other
+    sim.ok(
+        "cancel",
+        json!({"cid": SUB, "tid": c["tid"], "cancel_amount": 12_000, "cancel_tax_free_amount": 0}),
+    )
+    .await;
+
+    sim.ok(
+        "manage/subscription/inactive",
+        json!({"cid": SUB, "sid": sid}),
+    )
+    .await;
+    sim.fails("subscription", charge, -751).await;
+    let s = sim.sid_state(sid).await;
+    assert_eq!(s["status"], "INACTIVE");
+    assert!(s["inactivated_at"].is_string(), "{s}");
+    assert_eq!(s["charges"], 1, "the cancel is not a charge");
+    // the neighbours are untouched
+    assert_eq!(
+        sim.sid_state("S0000000000000004322").await["status"],
+        "ACTIVE"
+    );
+
+    let (status, v) = sim
+        .admin(reqwest::Method::GET, "/__sids/S-NOT-REGISTERED", None)
+        .await;
+    assert_eq!(status, 404);
+    assert!(v["error"].is_string());
+    // an SID issued by approve is visible the same way
+    let (_, a) = sim.paid(SUB, "sub-approve", 5_000).await;
+    let s = sim.sid_state(a["sid"].as_str().unwrap()).await;
+    assert_eq!(s["partner_user_id"], "user-1");
+    assert_eq!(rfc3339(&s["last_approved_at"]), rfc3339(&s["created_at"]));
+}
+
+#[tokio::test]
+async fn sid_registration_is_validated() {
+    let sim = start_with(Config {
+        subscription_cids: vec![SUB.to_owned(), "TCSUBSCR02".to_owned()],
+        ..Config::default()
+    })
+    .await;
+    let reg = |sid: &str, cid: &str, user: &str| json!({"sid": sid, "cid": cid, "partner_user_id": user, "item_name": "오메가3"});
+
+    // all or nothing: a one-time cid refuses the whole batch
+    let (status, v) = sim
+        .register(json!([
+            reg("S-OK-1", SUB, "user-1"),
+            reg("S-BAD-1", ONE, "user-1")
+        ]))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("subscription"), "{v}");
+    let (status, _) = sim
+        .admin(reqwest::Method::GET, "/__sids/S-OK-1", None)
+        .await;
+    assert_eq!(status, 404);
+
+    let mut bad_fields = vec![
+        json!({"sid": "S-X", "cid": SUB, "partner_user_id": "user-1"}),
+        reg("", SUB, "user-1"),
+        reg("S-X", SUB, ""),
+        reg(&"S".repeat(101), SUB, "user-1"),
+        reg("S-X", "SHORT", "user-1"),
+    ];
+    let mut extra = reg("S-X", SUB, "user-1");
+    extra["status"] = json!("ACTIVE");
+    bad_fields.push(extra);
+    let mut bad_time = reg("S-X", SUB, "user-1");
+    bad_time["last_approved_at"] = json!("yesterday");
+    bad_fields.push(bad_time);
+    for bad in bad_fields {
+        let (status, v) = sim.register(json!([bad.clone()])).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].is_string(), "{bad}: {v}");
+    }
+    let (status, v) = sim
+        .admin(
+            reqwest::Method::POST,
+            "/__sids",
+            Some(json!({"sid": "S-X"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+
+    let (status, v) = sim.register(json!([reg("S-DUP", SUB, "user-1")])).await;
+    assert_eq!((status, &v), (200, &json!({"registered": 1})));
+    sim.ok("subscription", sim.charge_body("S-DUP", "dup-1", 1_000))
+        .await;
+    sim.ok(
+        "manage/subscription/inactive",
+        json!({"cid": SUB, "sid": "S-DUP"}),
+    )
+    .await;
+
+    // another user or another cid: 409, and the SID is left as it was
+    for conflicting in [
+        reg("S-DUP", SUB, "user-2"),
+        reg("S-DUP", "TCSUBSCR02", "user-1"),
+    ] {
+        let (status, v) = sim.register(json!([conflicting.clone()])).await;
+        assert_eq!(status, 409, "{conflicting}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("S-DUP"), "{v}");
+    }
+    // within one batch too, and nothing of that batch is registered
+    let (status, _) = sim
+        .register(json!([
+            reg("S-NEW", SUB, "user-1"),
+            reg("S-NEW", SUB, "user-9")
+        ]))
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = sim.admin(reqwest::Method::GET, "/__sids/S-NEW", None).await;
+    assert_eq!(status, 404);
+    let s = sim.sid_state("S-DUP").await;
+    assert_eq!(
+        (s["status"].as_str(), s["charges"].as_i64()),
+        (Some("INACTIVE"), Some(1))
+    );
+
+    // the same cid and user replace it: a fresh, active SID with the given history
+    let mut again = reg("S-DUP", SUB, "user-1");
+    again["last_approved_at"] = json!("2026-01-15T10:00:00+09:00");
+    again["payment_method_type"] = json!("CARD");
+    let (status, v) = sim.register(json!([again.clone(), again])).await;
+    assert_eq!((status, &v), (200, &json!({"registered": 2})));
+    let s = sim.sid_state("S-DUP").await;
+    assert_eq!(s["status"], "ACTIVE");
+    assert!(s["inactivated_at"].is_null());
+    assert_eq!(rfc3339(&s["last_approved_at"]), utc("2026-01-15T01:00:00Z"));
+    assert_eq!(s["payment_method_type"], "CARD");
+    let c = sim
+        .ok("subscription", sim.charge_body("S-DUP", "dup-2", 1_000))
+        .await;
+    assert_eq!(c["payment_method_type"], "CARD");
+    assert!(c["card_info"].is_object(), "{c}");
+    // a registered SID is bound to its cid like an issued one
+    sim.fails(
+        "manage/subscription/status",
+        json!({"cid": "TCSUBSCR02", "sid": "S-DUP"}),
+        -750,
+    )
+    .await;
+    assert_eq!(sim.sid_state("S-DUP").await["charges"], 2);
+}
+
+#[tokio::test]
+async fn registered_sid_charges_respect_the_knobs() {
+    let sim = start(Knobs::default()).await;
+    let (status, _) = sim
+        .register(
+            json!([{"sid": "S-KNOB-1", "cid": SUB, "partner_user_id": "user-1",
+                          "item_name": "루테인", "last_approved_at": "2026-05-01T00:00:00Z"}]),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    sim.knobs(json!({"decline_rate": 1.0})).await;
+    let e = sim
+        .fails(
+            "subscription",
+            sim.charge_body("S-KNOB-1", "knob-1", 3_300),
+            -782,
+        )
+        .await;
+    assert_eq!(e["extras"]["method_result_code"], "INSUFFICIENT_BALANCE");
+    sim.knobs(json!({"decline_code": -797, "decline_result_code": "USER_LOCKED"}))
+        .await;
+    let e = sim
+        .fails(
+            "subscription",
+            sim.charge_body("S-KNOB-1", "knob-1", 3_300),
+            -797,
+        )
+        .await;
+    assert_eq!(e["extras"]["method_result_code"], "USER_LOCKED");
+    // a declined charge leaves no trace on the SID
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": "S-KNOB-1"}),
+        )
+        .await;
+    assert_eq!(st["last_approved_at"], "2026-05-01T09:00:00");
+
+    sim.knobs(
+        json!({"decline_rate": 0.0, "server_error_rate": 1.0, "endpoints": ["subscription"]}),
+    )
+    .await;
+    let (status, _) = sim
+        .call("subscription", sim.charge_body("S-KNOB-1", "knob-1", 3_300))
+        .await;
+    assert_eq!(status, 500);
+    assert!(sim.ledger().await.is_empty());
+    let s = sim.sid_state("S-KNOB-1").await;
+    assert_eq!(s["charges"], 0);
+    assert_eq!(rfc3339(&s["last_approved_at"]), utc("2026-05-01T00:00:00Z"));
+
+    let (status, _) = sim.admin(reqwest::Method::DELETE, "/__knobs", None).await;
+    assert_eq!(status, 200);
+    let c = sim
+        .ok("subscription", sim.charge_body("S-KNOB-1", "knob-1", 3_300))
+        .await;
+    let s = sim.sid_state("S-KNOB-1").await;
+    assert_eq!(s["charges"], 1);
+    let st = sim
+        .ok(
+            "manage/subscription/status",
+            json!({"cid": SUB, "sid": "S-KNOB-1"}),
+        )
+        .await;
+    assert_eq!(st["last_approved_at"], c["approved_at"]);
 }
