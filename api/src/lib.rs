@@ -56,7 +56,7 @@ impl AppState {
     info(title = "Pillivery API", description = "Health-supplement store: accounts, catalog, orders, subscriptions billed through KakaoPay."),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts"), (name = "auth"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "reviews"), (name = "admin"), (name = "health"),
+        (name = "accounts"), (name = "auth"), (name = "catalog"), (name = "carts"), (name = "orders"), (name = "subscriptions"), (name = "reviews"), (name = "admin"), (name = "health"),
     )
 )]
 struct ApiDoc;
@@ -88,6 +88,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::carts::router())
         .merge(routes::orders::router())
         .merge(routes::reviews::router())
+        .merge(routes::subscriptions::router())
 }
 
 /// The OpenAPI document of every route (served at `/api-docs/openapi.json`).

@@ -60,6 +60,14 @@ pub enum Error {
     AlreadyRefunded,
     #[error("the order's payment failed; there is nothing to cancel")]
     OrderNotCancelable,
+    #[error("the subscription is canceled")]
+    SubscriptionCanceled,
+    #[error("only an active subscription can do that (this one is paused or in payment retries)")]
+    SubscriptionNotActive,
+    #[error("the subscription is not paused")]
+    SubscriptionNotPaused,
+    #[error("a charge of this subscription is being processed; try again shortly")]
+    ChargeInProgress,
     #[error(transparent)]
     Gateway(#[from] crate::pg::GatewayError),
     #[error("invalid e-mail or password")]

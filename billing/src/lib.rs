@@ -24,6 +24,7 @@ pub mod probes;
 pub mod reviews;
 pub mod sessions;
 pub mod settings;
+pub mod subscriptions;
 pub mod tasks;
 pub mod telemetry;
 pub mod users;

@@ -41,6 +41,10 @@ impl PageRequest {
     pub fn offset(self) -> i64 {
         (self.page - 1) * self.size
     }
+
+    pub fn limit(self) -> i64 {
+        self.size
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +56,15 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    pub fn new(items: Vec<T>, req: PageRequest, total: i64) -> Self {
+        Page {
+            items,
+            page: req.page,
+            size: req.size,
+            total,
+        }
+    }
+
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(f).collect(),

@@ -66,7 +66,7 @@ pub async fn create(
     kind: OrderKind,
     amount: Money,
 ) -> Result<PaymentId> {
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let token = new_token();
     let kind = match kind {
         OrderKind::OneTime => "one_time",
         OrderKind::Subscription => "subscription",
@@ -84,6 +84,11 @@ pub async fn create(
     .fetch_one(&mut *conn)
     .await?;
     Ok(PaymentId(id))
+}
+
+/// A payment's unguessable token (256 random bits, URL-safe).
+pub(crate) fn new_token() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
 /// What the steps need to know about a payment and its order.
@@ -137,13 +142,13 @@ async fn load(conn: &mut PgConnection, id: PaymentId) -> Result<Row> {
     })
 }
 
-fn pg_code(e: &GatewayError) -> String {
+pub(crate) fn pg_code(e: &GatewayError) -> String {
     e.code
         .map(|c| c.to_string())
         .unwrap_or_else(|| format!("pg_{}", e.kind.as_str()))
 }
 
-fn digest<T: Serialize>(value: &T) -> Option<String> {
+pub(crate) fn digest<T: Serialize>(value: &T) -> Option<String> {
     serde_json::to_vec(value)
         .ok()
         .map(|b| hex::encode(Sha256::digest(&b)))
@@ -161,15 +166,24 @@ async fn item_summary(conn: &mut PgConnection, order: OrderId) -> Result<(String
     )
     .fetch_one(&mut *conn)
     .await?;
-    let mut name = if r.lines > 1 {
-        format!("{} 외 {}건", r.first, r.lines - 1)
+    Ok((
+        pg_item_name(r.first, r.lines),
+        u32::try_from(r.units).unwrap_or(u32::MAX),
+    ))
+}
+
+/// KakaoPay's `item_name` for `lines` products whose first is `first`: "A 외 2건",
+/// within the PG's 100 characters.
+pub(crate) fn pg_item_name(first: String, lines: i64) -> String {
+    let mut name = if lines > 1 {
+        format!("{first} 외 {}건", lines - 1)
     } else {
-        r.first
+        first
     };
     if name.chars().count() > 100 {
         name = name.chars().take(99).collect::<String>() + "…";
     }
-    Ok((name, u32::try_from(r.units).unwrap_or(u32::MAX)))
+    name
 }
 
 /// Step `payment.ready`: asks KakaoPay for a tid and the buyer's redirect URLs. Transient
@@ -427,7 +441,7 @@ pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
     match ctx.gateway.approve(&req).await {
         Ok(res) => {
             let mut tx = ctx.db.begin().await?;
-            mark_paid(&mut tx, &p, &Approval::from(&res), digest(&res)).await?;
+            mark_paid(ctx, &mut tx, &p, &Approval::from(&res), digest(&res)).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -469,8 +483,10 @@ impl From<&ApproveResponse> for Approval {
     }
 }
 
-/// `approving` → `approved` / order `paid`, with `order.paid` and the follow-up jobs.
+/// `approving` → `approved` / order `paid`, with `order.paid` and the follow-up jobs; a
+/// subscription order's SID creates the subscription in the same transaction.
 async fn mark_paid(
+    ctx: &Ctx,
     conn: &mut PgConnection,
     p: &Row,
     approval: &Approval,
@@ -505,6 +521,27 @@ async fn mark_paid(
         ))
     })?;
     orders::record_event(conn, p.order_id, version, "order.paid", None).await?;
+    if p.kind == CidKind::Subscription {
+        match &approval.sid {
+            Some(sid) => {
+                let policy = crate::subscriptions::policy(ctx)?;
+                crate::subscriptions::create_from_order(
+                    conn,
+                    &policy,
+                    p.order_id,
+                    sid,
+                    ctx.clock.now(),
+                )
+                .await?;
+            }
+            // Paid, but KakaoPay issued no SID: the order ships; recurring billing needs
+            // an operator (and a new subscription order from the customer).
+            None => tracing::error!(
+                order_id = p.order_id.0,
+                "subscription payment approved without a SID; no subscription created"
+            ),
+        }
+    }
     let order_id = p.order_id.0;
     jobs::enqueue(conn, &tasks::OrderCountSales { order_id }).await?;
     jobs::enqueue(conn, &tasks::OrderClearCart { order_id }).await?;
@@ -820,7 +857,7 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 aid,
                 sid: res.sid.clone(),
             };
-            mark_paid(&mut tx, &p, &approval, digest(&res)).await?;
+            mark_paid(ctx, &mut tx, &p, &approval, digest(&res)).await?;
         }
         PaymentStatus::Approving if status.is_pending() => {
             // Our approve never landed: send it again (guarded by KakaoPay's −702).

@@ -56,6 +56,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub kakaopay: KakaoPaySettings,
     pub payments: PaymentsSettings,
+    pub subscriptions: SubscriptionsSettings,
     pub auth: AuthSettings,
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -230,6 +231,47 @@ impl Default for PaymentsSettings {
             reconcile_min_backoff_ms: 500,
             reconcile_max_backoff_ms: 60_000,
             max_wait_secs: 10,
+        }
+    }
+}
+
+/// When and how subscriptions are charged: the store's calendar, the dunning schedule and
+/// how ambiguous charges are reconciled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// The store's time zone (IANA name): billing dates are its local dates.
+    pub time_zone: String,
+    /// Local time of day charges are scheduled at, `HH:MM`.
+    pub charge_time: String,
+    /// The dunning schedule: after the n-th decline of a cycle the next attempt waits the
+    /// n-th delay (seconds); a decline after the last one cancels the subscription. The
+    /// default is DESIGN §5's "1 / 3-day / cancel": once at once, then daily for 3 days.
+    pub retry_delays_secs: Vec<u64>,
+    /// KakaoPay reports `last_approved_at` in whole seconds from its own clock: a charge
+    /// approved up to this long before an attempt started still counts as that attempt's.
+    /// Safe because a subscription is never charged twice in a day.
+    pub reconcile_skew_secs: u64,
+    /// How long after an ambiguous attempt started an earlier `last_approved_at` is taken as
+    /// "did not land" (before that, the SID status is asked again).
+    pub reconcile_window_secs: u64,
+    /// An attempt still undecided this long after it started goes on the operators'
+    /// review list (and keeps being reconciled).
+    pub review_after_secs: u64,
+    /// How many upcoming charge dates a subscription shows.
+    pub upcoming: usize,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "Asia/Seoul".into(),
+            charge_time: "02:00".into(),
+            retry_delays_secs: vec![0, 86_400, 86_400, 86_400],
+            reconcile_skew_secs: 60,
+            reconcile_window_secs: 300,
+            review_after_secs: 3_600,
+            upcoming: 3,
         }
     }
 }
@@ -464,6 +506,34 @@ impl Settings {
             return Err(invalid(
                 "payments.max_wait_secs",
                 "must be between 1 and 60",
+            ));
+        }
+        let sub = &self.subscriptions;
+        if sub.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid(
+                "subscriptions.time_zone",
+                "must be an IANA time zone such as Asia/Seoul",
+            ));
+        }
+        if chrono::NaiveTime::parse_from_str(&sub.charge_time, "%H:%M").is_err() {
+            return Err(invalid("subscriptions.charge_time", "must be HH:MM"));
+        }
+        if sub.retry_delays_secs.len() > 30 {
+            return Err(invalid(
+                "subscriptions.retry_delays_secs",
+                "at most 30 retries",
+            ));
+        }
+        if sub.reconcile_window_secs == 0 || sub.review_after_secs < sub.reconcile_window_secs {
+            return Err(invalid(
+                "subscriptions.review_after_secs",
+                "the window must be positive and review_after ≥ reconcile_window",
+            ));
+        }
+        if !(1..=24).contains(&sub.upcoming) {
+            return Err(invalid(
+                "subscriptions.upcoming",
+                "must be between 1 and 24",
             ));
         }
         if self.api.body_limit_bytes < 1024 {

@@ -7,7 +7,7 @@ use fang::typetag;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{OrderId, PaymentId};
+use crate::ids::{OrderId, PaymentId, SubscriptionId};
 use crate::jobs::{context, task_error};
 
 /// The task type (worker pool key) of every task that calls the payment gateway, so
@@ -241,5 +241,113 @@ impl AsyncRunnable for OrderClearCart {
 
     fn uniq(&self) -> bool {
         true
+    }
+}
+
+/// The `AsyncRunnable` of a PG step that is not a payment's: unique, in the PG pool,
+/// with the payment steps' retry budget and backoff.
+macro_rules! pg_step {
+    ($task:ident, $name:literal, |$self:ident, $ctx:ident| $call:expr) => {
+        #[typetag::serde(name = $name)]
+        #[async_trait]
+        impl AsyncRunnable for $task {
+            async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+                let $ctx = context()?;
+                let $self = self;
+                $call.await.map_err(task_error)
+            }
+
+            fn uniq(&self) -> bool {
+                true
+            }
+
+            fn task_type(&self) -> String {
+                PG_TASK_TYPE.into()
+            }
+
+            fn max_retries(&self) -> i32 {
+                PAYMENT_RETRIES
+            }
+
+            fn backoff(&self, attempt: u32) -> u32 {
+                payment_backoff(attempt)
+            }
+        }
+    };
+}
+
+/// `subscription.charge`: charges a subscription's cycle if it is still due. `seq` is
+/// the subscription's schedule sequence when this job was enqueued: a job superseded by
+/// a reschedule does nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionCharge {
+    pub subscription_id: i64,
+    pub cycle: i32,
+    #[serde(default)]
+    pub seq: i32,
+}
+
+pg_step!(SubscriptionCharge, "subscription.charge", |t, ctx| {
+    crate::subscriptions::charge::charge(&ctx, SubscriptionId(t.subscription_id), t.cycle, t.seq)
+});
+
+/// `subscription.reconcile`: decides an ambiguous charge from the SID's status. `round`
+/// numbers the inquiries of one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionReconcile {
+    pub attempt_id: i64,
+    pub round: i32,
+}
+
+pg_step!(SubscriptionReconcile, "subscription.reconcile", |t, ctx| {
+    crate::subscriptions::charge::reconcile(&ctx, t.attempt_id, t.round)
+});
+
+/// `payment.inactivate_sid`: makes a canceled subscription's SID unusable at KakaoPay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionInactivateSid {
+    pub subscription_id: i64,
+}
+
+pg_step!(
+    SubscriptionInactivateSid,
+    "payment.inactivate_sid",
+    |t, ctx| {
+        crate::subscriptions::charge::inactivate_sid(&ctx, SubscriptionId(t.subscription_id))
+    }
+);
+
+/// `subscriptions.sweep`: enqueues the charge job of any due subscription that lacks one,
+/// every five minutes (a safety net; normally every charge job is scheduled ahead).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionsSweep {
+    /// Most subscriptions enqueued per run (default 10,000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[typetag::serde(name = "subscriptions.sweep")]
+#[async_trait]
+impl AsyncRunnable for SubscriptionsSweep {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = context()?;
+        crate::subscriptions::charge::sweep(&ctx, self.limit.unwrap_or(10_000))
+            .await
+            .map(|_| ())
+            .map_err(task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
+    }
+
+    fn cron(&self) -> Option<fang::Scheduled> {
+        self.limit
+            .is_none()
+            .then(|| fang::Scheduled::CronPattern("0 */5 * * * *".into()))
+    }
+
+    fn max_retries(&self) -> i32 {
+        0
     }
 }

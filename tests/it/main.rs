@@ -23,3 +23,4 @@ mod rate_limit;
 mod redis_down;
 mod reviews;
 mod runtime;
+mod subscriptions;

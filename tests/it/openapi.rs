@@ -46,6 +46,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/orders/{id}"),
     ("post", "/api/orders/{id}/cancel"),
     ("get", "/api/payments/kakaopay/{action}/{payment_token}"),
+    ("get", "/api/subscriptions"),
+    ("get", "/api/subscriptions/{id}"),
+    ("patch", "/api/subscriptions/{id}"),
+    ("delete", "/api/subscriptions/{id}"),
+    ("post", "/api/subscriptions/{id}/{action}"),
+    ("post", "/api/admin/subscriptions/{id}/preview"),
+    ("get", "/api/admin/charges/unknown"),
 ];
 
 #[tokio::test]

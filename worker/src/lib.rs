@@ -59,7 +59,10 @@ async fn metrics(State(state): State<WorkerState>) -> impl IntoResponse {
 
 /// Periodic tasks every worker keeps chained (one occurrence at a time across the fleet).
 pub fn periodic_tasks() -> Vec<Box<dyn fang::AsyncRunnable>> {
-    vec![Box::new(billing::tasks::FlushViews {})]
+    vec![
+        Box::new(billing::tasks::FlushViews {}),
+        Box::new(billing::tasks::SubscriptionsSweep { limit: None }),
+    ]
 }
 
 /// Runs the worker (job runtime + health server) until `shutdown` resolves.

@@ -8,4 +8,5 @@ pub mod health;
 pub mod items;
 pub mod orders;
 pub mod reviews;
+pub mod subscriptions;
 pub mod users;

@@ -3,6 +3,7 @@
 pub mod api_proc;
 pub mod db;
 pub mod fixtures;
+pub mod sim;
 
 pub mod jobs;
 pub mod redis_proc;

@@ -1,0 +1,239 @@
+//! Subscriptions: the customer's view and edits (period, quantity, skip, pause, resume,
+//! cancel), and the operators' what-if preview and ambiguous-charge review list.
+
+use axum::extract::State;
+use axum::Json;
+use billing::ids::SubscriptionId;
+use billing::page::{Page, PageRequest};
+use billing::subscriptions::{Outcome, Patch, Subscription, TimelineEvent, UnknownCharge};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser};
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_subscriptions))
+        .routes(routes!(
+            get_subscription,
+            update_subscription,
+            cancel_subscription
+        ))
+        .routes(routes!(subscription_action))
+        .routes(routes!(preview_subscription))
+        .routes(routes!(list_unknown_charges))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionPage {
+    pub items: Vec<Subscription>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+impl From<Page<Subscription>> for SubscriptionPage {
+    fn from(p: Page<Subscription>) -> Self {
+        Self {
+            items: p.items,
+            page: p.page,
+            size: p.size,
+            total: p.total,
+        }
+    }
+}
+
+/// The caller's subscriptions, newest first (without attempt history).
+#[utoipa::path(get, path = "/api/subscriptions", tag = "subscriptions", security(("bearer" = [])),
+    params(PageRequest),
+    responses(
+        (status = 200, body = SubscriptionPage),
+        (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "validation_failed (page, size)"),
+    ))]
+async fn list_subscriptions(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> ApiResult<Json<SubscriptionPage>> {
+    let subs = billing::subscriptions::list(&state.ctx, p.user_id, page).await?;
+    Ok(Json(subs.into()))
+}
+
+/// One of the caller's subscriptions: status, next charge, the upcoming schedule and
+/// every charge attempt.
+#[utoipa::path(get, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = Subscription),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found (also someone else's)"),
+    ))]
+async fn get_subscription(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Subscription>> {
+    let s = billing::subscriptions::get(&state.ctx, Some(p.user_id), SubscriptionId(id)).await?;
+    Ok(Json(s))
+}
+
+/// Change the period (applies from the last successful charge; if that date has passed
+/// the next charge is at the next run) and/or quantities (apply to the next charge).
+#[utoipa::path(patch, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body = Patch,
+    responses(
+        (status = 200, body = Subscription),
+        (status = 400, body = ErrorBody, description = "malformed_json"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 409, body = ErrorBody, description = "subscription_canceled, charge_in_progress"),
+        (status = 422, body = ErrorBody, description = "validation_failed (period_days 7–365, quantity 1–99, items, unknown fields)"),
+    ))]
+async fn update_subscription(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(patch): ApiJson<Patch>,
+) -> ApiResult<Json<Subscription>> {
+    let s =
+        billing::subscriptions::update(&state.ctx, p.user_id, SubscriptionId(id), patch).await?;
+    Ok(Json(s))
+}
+
+/// Cancel: nothing is charged after this (a charge already at KakaoPay completes and
+/// ships); the payment key (SID) is inactivated at KakaoPay.
+#[utoipa::path(delete, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = Subscription),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 409, body = ErrorBody, description = "subscription_canceled"),
+    ))]
+async fn cancel_subscription(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Subscription>> {
+    let s = billing::subscriptions::cancel(&state.ctx, p.user_id, SubscriptionId(id)).await?;
+    Ok(Json(s))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionAction {
+    /// The next charge moves one period forward.
+    Skip,
+    /// No charges until resumed.
+    Pause,
+    /// Charges again from max(today, last charge + period).
+    Resume,
+}
+
+/// Skip the next charge, pause or resume.
+#[utoipa::path(post, path = "/api/subscriptions/{id}/{action}", tag = "subscriptions", security(("bearer" = [])),
+    params(("id" = i64, Path), ("action" = SubscriptionAction, Path)),
+    responses(
+        (status = 200, body = Subscription),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found (also an unknown action)"),
+        (status = 409, body = ErrorBody, description = "subscription_canceled, subscription_not_active (skip/pause), subscription_not_paused (resume), charge_in_progress"),
+    ))]
+async fn subscription_action(
+    State(state): State<AppState>,
+    AuthUser(p): AuthUser,
+    ApiPath((id, action)): ApiPath<(i64, SubscriptionAction)>,
+) -> ApiResult<Json<Subscription>> {
+    let (ctx, user, id) = (&state.ctx, p.user_id, SubscriptionId(id));
+    let s = match action {
+        SubscriptionAction::Skip => billing::subscriptions::skip(ctx, user, id).await?,
+        SubscriptionAction::Pause => billing::subscriptions::pause(ctx, user, id).await?,
+        SubscriptionAction::Resume => billing::subscriptions::resume(ctx, user, id).await?,
+    };
+    Ok(Json(s))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// Hypothetical KakaoPay answers to the next charges, in order (1–100).
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewResponse {
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// What-if: the exact timeline the billing engine would follow from the subscription's
+/// pending charge if KakaoPay answered `outcomes` in order (attempt times, state
+/// changes, cancellation) — computed by the engine's own policy code.
+#[utoipa::path(post, path = "/api/admin/subscriptions/{id}/preview", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body = PreviewRequest,
+    responses(
+        (status = 200, body = PreviewResponse),
+        (status = 400, body = ErrorBody, description = "malformed_json"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 409, body = ErrorBody, description = "subscription_canceled, subscription_not_active (paused)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (1–100 outcomes, each approved or declined)"),
+    ))]
+async fn preview_subscription(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<PreviewRequest>,
+) -> ApiResult<Json<PreviewResponse>> {
+    let timeline =
+        billing::subscriptions::preview(&state.ctx, SubscriptionId(id), &body.outcomes).await?;
+    Ok(Json(PreviewResponse { timeline }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct UnknownFilter {
+    /// Only those past the review window (`subscriptions.review_after_secs`).
+    pub review: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnknownChargePage {
+    pub items: Vec<UnknownCharge>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+/// Charges sent to KakaoPay without an answer yet (being reconciled from the SID's
+/// status), oldest first; `?review=true` lists those past the review window.
+#[utoipa::path(get, path = "/api/admin/charges/unknown", tag = "admin", security(("bearer" = [])),
+    params(UnknownFilter, PageRequest),
+    responses(
+        (status = 200, body = UnknownChargePage),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "validation_failed (page, size)"),
+    ))]
+async fn list_unknown_charges(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(filter): ApiQuery<UnknownFilter>,
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> ApiResult<Json<UnknownChargePage>> {
+    let p = billing::subscriptions::unknown_charges(&state.ctx, filter.review, page).await?;
+    Ok(Json(UnknownChargePage {
+        items: p.items,
+        page: p.page,
+        size: p.size,
+        total: p.total,
+    }))
+}

@@ -1,0 +1,352 @@
+//! The billing harness: a fresh database, an in-process pgsim, the real worker runtime on a
+//! `ManualClock`, and helpers to create subscriptions through the engine's own creation
+//! path and to move simulated time forward event by event (`run_until`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing::clock::{Clock, ManualClock};
+use billing::ids::{OrderId, SubscriptionId, UserId};
+use billing::Settings;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{http_client, test_db, test_settings};
+
+pub const SECRET: &str = "pv-billing-secret";
+
+/// 2027-01-01 00:00 in Seoul: simulated time starts here, ahead of the real clock, so a
+/// job enqueued at the database's `now()` is always due in simulated time.
+pub fn sim_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 31, 15, 0, 0).unwrap()
+}
+
+pub struct Billing {
+    pub db: PgPool,
+    pub url: String,
+    pub ctx: billing::Ctx,
+    pub clock: ManualClock,
+    pub pg: pillivery_pgsim::Running,
+    client: reqwest::Client,
+    runtime: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// What a subscription fixture is made of.
+pub struct NewSub {
+    pub user: UserId,
+    pub items: Vec<(i64, i32)>,
+    pub period_days: i32,
+    pub paid_at: DateTime<Utc>,
+}
+
+impl Billing {
+    /// Starts everything with pgsim answering at once; `tune` adjusts the settings.
+    pub async fn start(tune: impl FnOnce(&mut Settings)) -> Billing {
+        let (url, db) = test_db().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pg = pillivery_pgsim::spawn(
+            listener,
+            pillivery_pgsim::Config {
+                secret_key: Some(SECRET.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let clock = ManualClock::new(sim_start());
+        let mut settings = test_settings(&url);
+        settings.database.max_connections = 20;
+        settings.kakaopay.base_url = pg.url.clone();
+        settings.kakaopay.secret_key = SECRET.to_owned().into();
+        settings.worker.poll_interval_ms = 20;
+        settings.worker.reap_interval_ms = 100;
+        settings.worker.concurrency = 32;
+        // Whole seconds at the PG and a manual clock: a small allowance is enough.
+        settings.subscriptions.reconcile_skew_secs = 2;
+        tune(&mut settings);
+        settings.validate().unwrap();
+        let mut ctx = billing::Ctx::new(settings, Arc::new(clock.clone())).unwrap();
+        // Inquiry retries sleep in real time; keep them short under a simulated clock.
+        let mut pg_config = billing::pg::KakaoPayConfig::from_settings(&ctx.settings.kakaopay);
+        pg_config.retry_min_backoff = Duration::from_millis(5);
+        pg_config.retry_max_backoff = Duration::from_millis(20);
+        pg_config.request_timeout = Duration::from_secs(5);
+        ctx.gateway = Arc::new(billing::pg::KakaoPay::new(&pg_config).unwrap());
+        let b = Billing {
+            db,
+            url,
+            ctx,
+            clock,
+            pg,
+            client: http_client(),
+            runtime: None,
+        };
+        b.sync_pg_clock().await;
+        b
+    }
+
+    /// Starts the worker runtime (no periodic tasks: the test drives time).
+    pub fn start_worker(&mut self) {
+        let cfg = worker::runtime::RuntimeConfig::from_settings(&self.ctx.settings.worker);
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(worker::runtime::run(
+            self.ctx.clone(),
+            cfg,
+            Vec::new(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        self.runtime = Some((tx, handle));
+    }
+
+    pub async fn stop_worker(&mut self) {
+        if let Some((tx, handle)) = self.runtime.take() {
+            let _ = tx.send(());
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// pgsim's clock follows simulated time, so `last_approved_at` is comparable.
+    async fn sync_pg_clock(&self) {
+        let resp = self
+            .client
+            .put(format!("{}/__clock", self.pg.url))
+            .json(&json!({ "now": self.clock.now() }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
+    pub async fn set_time(&self, t: DateTime<Utc>) {
+        self.clock.set(t);
+        self.sync_pg_clock().await;
+    }
+
+    pub async fn set_knobs(&self, knobs: Value) {
+        let resp = self
+            .client
+            .put(format!("{}/__knobs", self.pg.url))
+            .json(&knobs)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    pub async fn ledger(&self, kind: &str) -> Vec<Value> {
+        let v: Value = self
+            .client
+            .get(format!("{}/__ledger", self.pg.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn sid_state(&self, sid: &str) -> Value {
+        self.client
+            .get(format!("{}/__sids/{sid}", self.pg.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Jobs due now or running.
+    async fn busy(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM fang_tasks
+             WHERE state = 'in_progress' OR (state IN ('new', 'retried') AND scheduled_at <= $1)",
+        )
+        .bind(self.clock.now())
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until no job is due at the current simulated time or running.
+    pub async fn run_until_idle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut idle_checks = 0;
+        while idle_checks < 2 {
+            if self.busy().await == 0 {
+                idle_checks += 1;
+            } else {
+                idle_checks = 0;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jobs did not settle at {}",
+                self.clock.now()
+            );
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// Moves simulated time to `until`, stopping at every job's scheduled time on the way
+    /// and letting the worker run what fell due.
+    pub async fn run_until(&self, until: DateTime<Utc>) {
+        loop {
+            self.run_until_idle().await;
+            let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT min(scheduled_at) FROM fang_tasks WHERE state IN ('new', 'retried')",
+            )
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+            match next {
+                Some(t) if t <= until => {
+                    if t > self.clock.now() {
+                        self.set_time(t).await;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if until > self.clock.now() {
+            self.set_time(until).await;
+        }
+        self.run_until_idle().await;
+    }
+
+    pub async fn user(&self) -> UserId {
+        let n: u32 = rand::random::<u32>() % 90_000_000 + 10_000_000;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (email, password_hash, display_name, real_name, phone, city,
+                                detail_address)
+             VALUES ($1, 'x', $2, '홍길동', $3, 'Seoul', '1 Sejong-daero') RETURNING id",
+        )
+        .bind(format!("sub{n}@example.com"))
+        .bind(format!("sub{n}"))
+        .bind(format!("010-{:04}-{:04}", n / 10_000, n % 10_000))
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        UserId(id)
+    }
+
+    pub async fn item(&self, price: i64) -> i64 {
+        super::fixtures::item(
+            &self.db,
+            &format!("루테인 {}", rand::random::<u32>()),
+            price,
+            0,
+        )
+        .await
+    }
+
+    /// A subscription as a paid subscription order creates it: the first order (paid),
+    /// then the engine's own `create_from_order` with a SID registered at pgsim.
+    pub async fn subscription(&self, s: NewSub) -> SubscriptionId {
+        let mut tx = self.db.begin().await.unwrap();
+        let order: i64 = sqlx::query_scalar(
+            "INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
+                                 receiver_city, receiver_address, total_amount, item_count,
+                                 period_days, paid_at)
+             VALUES ($1, 'subscription', 'paid', '홍길동', '01012345678', 'Seoul', '1 Road',
+                     0, 0, $2, $3) RETURNING id",
+        )
+        .bind(s.user.0)
+        .bind(s.period_days)
+        .bind(s.paid_at)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        for (item, qty) in &s.items {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, item_id, item_name, unit_price, quantity)
+                 SELECT $1, id, title, real_price, $3 FROM items WHERE id = $2",
+            )
+            .bind(order)
+            .bind(item)
+            .bind(qty)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        let sid = format!("S{:019}", order);
+        let policy = billing::subscriptions::policy(&self.ctx).unwrap();
+        let id = billing::subscriptions::create_from_order(
+            &mut tx,
+            &policy,
+            OrderId(order),
+            &sid,
+            s.paid_at,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        tx.commit().await.unwrap();
+        self.register_sids(&[(sid, s.user)]).await;
+        id
+    }
+
+    pub async fn register_sids(&self, sids: &[(String, UserId)]) {
+        let entries: Vec<Value> = sids
+            .iter()
+            .map(|(sid, user)| {
+                json!({"sid": sid, "cid": "TCSUBSCRIP", "partner_user_id": format!("pv-user-{}", user.0),
+                       "item_name": "정기배송"})
+            })
+            .collect();
+        let resp = self
+            .client
+            .post(format!("{}/__sids", self.pg.url))
+            .json(&json!({ "sids": entries }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    pub async fn sub(&self, id: SubscriptionId) -> billing::subscriptions::Subscription {
+        billing::subscriptions::get(&self.ctx, None, id)
+            .await
+            .unwrap()
+    }
+
+    pub async fn sid_of(&self, id: SubscriptionId) -> String {
+        sqlx::query_scalar("SELECT sid FROM subscriptions WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+impl Billing {
+    /// The real API on this harness's context (and so its clock).
+    pub async fn api(&self) -> super::TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = api::AppState::new(self.ctx.clone());
+        tokio::spawn(api::serve(listener, state, std::future::pending()));
+        super::TestApp {
+            base: format!("http://{addr}"),
+            client: http_client(),
+            db: self.db.clone(),
+            settings: self.ctx.settings.clone(),
+            database_url: self.url.clone(),
+        }
+    }
+}
+
+/// Seoul local time as UTC (Seoul is UTC+9 all year).
+pub fn kst(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap() - chrono::Duration::hours(9)
+}

@@ -1,0 +1,762 @@
+//! Recurring billing against pgsim with the real worker runtime on a simulated clock:
+//! cycles charged on their local dates, the dunning schedule, infrastructure failures that
+//! never count as declines, ambiguous charges reconciled from the SID status, customers'
+//! edits and their schedule rules, and the routes' answers to bad input.
+
+use billing::ids::{SubscriptionId, UserId};
+use billing::subscriptions::{Patch, SubscriptionStatus};
+use chrono::{DateTime, Duration, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::expect_error;
+use crate::helpers::sim::{kst, Billing, NewSub};
+
+/// A 30-day subscription of 2 × a 10,000-won item, paid on 1 January 10:00 in Seoul.
+async fn monthly(b: &Billing) -> (SubscriptionId, UserId, i64) {
+    let user = b.user().await;
+    let item = b.item(10_000).await;
+    let id = b
+        .subscription(NewSub {
+            user,
+            items: vec![(item, 2)],
+            period_days: 30,
+            paid_at: kst(2027, 1, 1, 10, 0),
+        })
+        .await;
+    (id, user, item)
+}
+
+async fn attempts(b: &Billing, id: SubscriptionId) -> Vec<(i32, i32, String, DateTime<Utc>)> {
+    sqlx::query_as(
+        "SELECT cycle, attempt, status, started_at FROM charge_attempts
+         WHERE subscription_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(&b.db)
+    .await
+    .unwrap()
+}
+
+async fn events(b: &Billing, id: SubscriptionId) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT event_type FROM outbox_events
+         WHERE aggregate_type = 'subscription' AND aggregate_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(&b.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_cycle_is_charged_once_at_the_local_charge_time() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, _, item) = monthly(&b).await;
+    let s = b.sub(id).await;
+    assert_eq!(s.status, SubscriptionStatus::Active);
+    assert_eq!(s.next_charge_at, Some(kst(2027, 1, 31, 2, 0)));
+    assert_eq!(
+        s.upcoming,
+        vec![
+            kst(2027, 1, 31, 2, 0),
+            kst(2027, 3, 2, 2, 0),
+            kst(2027, 4, 1, 2, 0)
+        ]
+    );
+    b.start_worker();
+    // A price change before cycle 3 is charged at the new price.
+    b.run_until(kst(2027, 2, 1, 0, 0)).await;
+    sqlx::query("UPDATE items SET origin_price = 12000 WHERE id = $1")
+        .bind(item)
+        .execute(&b.db)
+        .await
+        .unwrap();
+    b.run_until(kst(2027, 3, 10, 0, 0)).await;
+
+    let a = attempts(&b, id).await;
+    assert_eq!(
+        a,
+        vec![
+            (2, 1, "succeeded".into(), kst(2027, 1, 31, 2, 0)),
+            (3, 1, "succeeded".into(), kst(2027, 3, 2, 2, 0)),
+        ]
+    );
+    let charges = b.ledger("charge").await;
+    let amounts: Vec<i64> = charges
+        .iter()
+        .map(|c| c["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, vec![20_000, 24_000]);
+    let orders: Vec<(i32, String, i64)> = sqlx::query_as(
+        "SELECT cycle, status, total_amount FROM orders WHERE subscription_id = $1 ORDER BY cycle",
+    )
+    .bind(id.0)
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        orders,
+        vec![
+            (1, "paid".into(), 0),
+            (2, "paid".into(), 20_000),
+            (3, "paid".into(), 24_000)
+        ]
+    );
+    let s = b.sub(id).await;
+    assert_eq!(s.cycle, 3);
+    assert_eq!(s.next_charge_at, Some(kst(2027, 4, 1, 2, 0)));
+    assert_eq!(
+        events(&b, id).await,
+        vec![
+            "subscription.created",
+            "subscription.charged",
+            "subscription.charged"
+        ]
+    );
+    // Sales were counted for the charged cycles.
+    let sales: i64 = sqlx::query_scalar("SELECT sales::bigint FROM items WHERE id = $1")
+        .bind(item)
+        .fetch_one(&b.db)
+        .await
+        .unwrap();
+    assert_eq!(sales, 4);
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn five_declines_cancel_on_day_three_and_inactivate_the_sid() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, _, _) = monthly(&b).await;
+    b.set_knobs(json!({"decline_rate": 1.0, "endpoints": ["subscription"]}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 2, 10, 0, 0)).await;
+
+    let a = attempts(&b, id).await;
+    let day = |d| kst(2027, 1, d, 2, 0);
+    let got: Vec<(i32, String, DateTime<Utc>)> =
+        a.iter().map(|x| (x.1, x.2.clone(), x.3)).collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    for (i, (n, status, at)) in got.iter().enumerate() {
+        assert_eq!(*n, i as i32 + 1);
+        assert_eq!(status, "declined");
+        let expected = match i {
+            0 | 1 => day(31),
+            k => kst(2027, 2, (k - 1) as u32, 2, 0),
+        };
+        // Immediate retries run a few simulated milliseconds later at most.
+        assert!(
+            (*at - expected).num_seconds().abs() < 2,
+            "attempt {n} at {at}, want {expected}"
+        );
+    }
+    let s = b.sub(id).await;
+    assert_eq!(s.status, SubscriptionStatus::Canceled);
+    assert_eq!(s.cancel_reason.as_deref(), Some("payment_failed"));
+    assert!(s.canceled_at.unwrap() >= kst(2027, 2, 3, 2, 0));
+    assert!(s.canceled_at.unwrap() < kst(2027, 2, 3, 2, 1));
+    assert!(s.upcoming.is_empty());
+    assert_eq!(b.ledger("charge").await.len(), 0);
+    let sid = b.sid_of(id).await;
+    assert_eq!(b.sid_state(&sid).await["status"], "INACTIVE");
+    assert_eq!(
+        events(&b, id).await,
+        vec![
+            "subscription.created",
+            "subscription.past_due",
+            "subscription.canceled"
+        ]
+    );
+    let failure: String = sqlx::query_scalar(
+        "SELECT failure_code FROM charge_attempts WHERE subscription_id = $1 LIMIT 1",
+    )
+    .bind(id.0)
+    .fetch_one(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(failure, "-782");
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn a_success_during_dunning_returns_to_active_on_the_original_grid() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, _, _) = monthly(&b).await;
+    // Declined twice (the first try and the immediate retry), then the next day's works.
+    b.set_knobs(json!({"decline_rate": 1.0, "endpoints": ["subscription"], "max_faults": 2}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 12, 0)).await;
+    let s = b.sub(id).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    assert_eq!(s.next_charge_at, Some(kst(2027, 2, 1, 2, 0)));
+    b.run_until(kst(2027, 2, 5, 0, 0)).await;
+    let s = b.sub(id).await;
+    assert_eq!(s.status, SubscriptionStatus::Active);
+    assert_eq!(s.cycle, 2);
+    // Cycle 3 stays on anchor + 2 × period, not "charged date + period".
+    assert_eq!(s.next_charge_at, Some(kst(2027, 3, 2, 2, 0)));
+    let statuses: Vec<String> = attempts(&b, id).await.into_iter().map(|a| a.2).collect();
+    assert_eq!(statuses, vec!["declined", "declined", "succeeded"]);
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    assert_eq!(
+        events(&b, id).await,
+        vec![
+            "subscription.created",
+            "subscription.past_due",
+            "subscription.charged"
+        ]
+    );
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn server_errors_and_refused_connections_never_count_as_declines() {
+    let mut b = Billing::start(|s| s.subscriptions.reconcile_window_secs = 60).await;
+    let (id, _, _) = monthly(&b).await;
+    // Three 5xx in a row: each sent charge is ambiguous, reconciled as "did not land" and
+    // tried again — the subscription never becomes past_due.
+    b.set_knobs(json!({"server_error_rate": 1.0, "endpoints": ["subscription"], "max_faults": 3}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 3, 0)).await;
+    let a = attempts(&b, id).await;
+    let statuses: Vec<&str> = a.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(
+        statuses,
+        vec!["not_charged", "not_charged", "not_charged", "succeeded"]
+    );
+    assert!(events(&b, id)
+        .await
+        .iter()
+        .all(|e| e != "subscription.past_due"));
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    let s = b.sub(id).await;
+    assert_eq!((s.status, s.cycle), (SubscriptionStatus::Active, 2));
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn a_charge_whose_answer_was_lost_is_found_by_the_sid_status_not_sent_again() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, _, _) = monthly(&b).await;
+    b.set_knobs(
+        json!({"drop_rate": 1.0, "timeout_ms": 10, "endpoints": ["subscription"], "max_faults": 1}),
+    )
+    .await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 3, 0)).await;
+    let a = attempts(&b, id).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].2, "succeeded");
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    let s = b.sub(id).await;
+    assert_eq!(s.cycle, 2);
+    assert_eq!(s.next_charge_at, Some(kst(2027, 3, 2, 2, 0)));
+    // The reconciled cycle's order matches the ledger.
+    let total: i64 = sqlx::query_scalar(
+        "SELECT total_amount FROM orders WHERE subscription_id = $1 AND cycle = 2",
+    )
+    .bind(id.0)
+    .fetch_one(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(total, 20_000);
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts() {
+    let mut b = Billing::start(|s| {
+        s.subscriptions.reconcile_window_secs = 60;
+        s.subscriptions.review_after_secs = 600;
+    })
+    .await;
+    let (id, _, _) = monthly(&b).await;
+    let app = b.api().await;
+    let (_, admin) = app.admin().await;
+    // The charge meets a 5xx (sent, outcome unknown) and the SID status cannot be read
+    // for a while either.
+    b.set_knobs(json!({"server_error_rate": 1.0,
+                       "endpoints": ["subscription", "manage/subscription/status"]}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 2, 20)).await;
+    let list: Value = app
+        .get("/api/admin/charges/unknown?review=true")
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["subscription_id"], id.0);
+    assert_eq!(list["items"][0]["cycle"], 2);
+    // No other attempt was made for the cycle meanwhile.
+    assert_eq!(attempts(&b, id).await.len(), 1);
+    assert_eq!(attempts(&b, id).await[0].2, "unknown");
+    // The PG heals: the status shows no charge since the attempt, so it did not land; the
+    // cycle is charged once, and the list empties.
+    b.set_knobs(json!({"server_error_rate": 0.0})).await;
+    b.run_until(kst(2027, 1, 31, 3, 0)).await;
+    let statuses: Vec<String> = attempts(&b, id).await.into_iter().map(|a| a.2).collect();
+    assert_eq!(statuses, vec!["not_charged", "succeeded"]);
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    let list: Value = app
+        .get("/api/admin/charges/unknown")
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 0);
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn schedule_rules_skip_period_change_pause_and_resume() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, user, _) = monthly(&b).await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 12, 0)).await; // cycle 2 charged at 02:00 on 31 Jan
+    let ctx = &b.ctx.clone();
+
+    // Skip: the next charge moves one period forward.
+    let s = billing::subscriptions::skip(ctx, user, id).await.unwrap();
+    assert_eq!(s.next_charge_at, Some(kst(2027, 4, 1, 2, 0)));
+
+    // A shorter period counts from the last charge (31 Jan + 14 days).
+    let s = billing::subscriptions::update(
+        ctx,
+        user,
+        id,
+        Patch {
+            period_days: Some(14),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.next_charge_at, Some(kst(2027, 2, 14, 2, 0)));
+    assert_eq!(
+        s.upcoming,
+        vec![
+            kst(2027, 2, 14, 2, 0),
+            kst(2027, 2, 28, 2, 0),
+            kst(2027, 3, 14, 2, 0)
+        ]
+    );
+
+    // Pause: nothing is charged however long it lasts.
+    let s = billing::subscriptions::pause(ctx, user, id).await.unwrap();
+    assert_eq!(s.status, SubscriptionStatus::Paused);
+    assert_eq!(s.next_charge_at, None);
+    b.run_until(kst(2027, 3, 20, 15, 0)).await;
+    assert_eq!(attempts(&b, id).await.len(), 1);
+
+    // Resume late in the day: last + period is long past, so the charge runs now.
+    let s = billing::subscriptions::resume(ctx, user, id).await.unwrap();
+    assert_eq!(s.next_charge_at, Some(kst(2027, 3, 20, 15, 0)));
+    b.run_until(kst(2027, 3, 21, 0, 0)).await;
+    let a = attempts(&b, id).await;
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[1].0, a[1].2.as_str(), a[1].3),
+        (3, "succeeded", kst(2027, 3, 20, 15, 0))
+    );
+    // The grid restarts from that charge's date.
+    let s = b.sub(id).await;
+    assert_eq!(s.next_charge_at, Some(kst(2027, 4, 3, 2, 0)));
+
+    // A period change whose date already passed → the next run, but never a second
+    // charge on the same local day (the guard): tomorrow's slot.
+    let s = billing::subscriptions::update(
+        ctx,
+        user,
+        id,
+        Patch {
+            period_days: Some(7),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.next_charge_at, Some(kst(2027, 3, 27, 2, 0)));
+    b.set_time(kst(2027, 4, 10, 9, 0)).await; // (jobs not run: simulate a missed run)
+    b.stop_worker().await;
+    let s = billing::subscriptions::update(
+        ctx,
+        user,
+        id,
+        Patch {
+            period_days: Some(10),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.next_charge_at, Some(kst(2027, 4, 10, 9, 0)));
+    // Only one live charge job exists, at the new time.
+    let jobs: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT scheduled_at FROM fang_tasks WHERE metadata->>'type' = 'subscription.charge'
+         AND state IN ('new', 'retried')",
+    )
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(jobs, vec![kst(2027, 4, 10, 9, 0)]);
+}
+
+#[tokio::test]
+async fn cancel_while_a_charge_is_in_flight_allows_that_charge_and_nothing_after() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, user, _) = monthly(&b).await;
+    b.set_knobs(json!({"latency_ms": 700})).await;
+    b.set_time(kst(2027, 1, 31, 2, 0)).await;
+    b.start_worker();
+    // Wait until the charge is at KakaoPay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while attempts(&b, id).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Rescheduling edits wait for the outcome; cancel does not.
+    let err = billing::subscriptions::skip(&b.ctx, user, id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, billing::Error::ChargeInProgress), "{err:?}");
+    let s = billing::subscriptions::cancel(&b.ctx, user, id)
+        .await
+        .unwrap();
+    assert_eq!(s.status, SubscriptionStatus::Canceled);
+    b.run_until(kst(2027, 6, 1, 0, 0)).await;
+    let a = attempts(&b, id).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].2, "succeeded");
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    let s = b.sub(id).await;
+    assert_eq!((s.status, s.cycle), (SubscriptionStatus::Canceled, 2));
+    assert_eq!(s.next_charge_at, None);
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE subscription_id = $1 AND cycle = 2")
+            .bind(id.0)
+            .fetch_one(&b.db)
+            .await
+            .unwrap();
+    assert_eq!(orders, 1, "the charged cycle ships");
+    assert_eq!(b.sid_state(&b.sid_of(id).await).await["status"], "INACTIVE");
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn the_sweep_enqueues_due_subscriptions_that_lack_a_job() {
+    let mut b = Billing::start(|_| {}).await;
+    let (id, _, _) = monthly(&b).await;
+    // A job lost to an operator's cleanup.
+    sqlx::query("DELETE FROM fang_tasks")
+        .execute(&b.db)
+        .await
+        .unwrap();
+    b.start_worker();
+    b.run_until(kst(2027, 2, 2, 0, 0)).await;
+    assert!(attempts(&b, id).await.is_empty());
+    let n = billing::subscriptions::charge::sweep(&b.ctx, 100)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // Idempotent: the job is queued already.
+    assert_eq!(
+        billing::subscriptions::charge::sweep(&b.ctx, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    b.run_until(kst(2027, 2, 2, 1, 0)).await;
+    let a = attempts(&b, id).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].2, "succeeded");
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn the_routes_show_subscriptions_and_refuse_bad_edits() {
+    let b = Billing::start(|_| {}).await;
+    let app = b.api().await;
+    let owner = app.signup().await;
+    let tokens = app.login(&owner).await;
+    let item = b.item(15_000).await;
+    let id = b
+        .subscription(NewSub {
+            user: UserId(owner.id),
+            items: vec![(item, 1)],
+            period_days: 30,
+            paid_at: kst(2027, 1, 1, 10, 0),
+        })
+        .await;
+    let path = format!("/api/subscriptions/{}", id.0);
+
+    let list: Value = app
+        .get("/api/subscriptions")
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["id"], id.0);
+    assert!(list["items"][0].get("attempts").is_none());
+    let one: Value = app
+        .get(&path)
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["status"], "active");
+    assert_eq!(one["next_amount"], 15_000);
+    assert_eq!(one["next_charge_at"], "2027-01-30T17:00:00Z");
+    assert_eq!(one["upcoming"].as_array().unwrap().len(), 3);
+    assert_eq!(one["attempts"], json!([]));
+    assert_eq!(one["lines"][0]["item_id"], item);
+
+    let patch = |body: Value| {
+        app.request(Method::PATCH, &path)
+            .bearer_auth(&tokens.access)
+            .json(&body)
+    };
+    for bad in [
+        json!({"period_days": 0}),
+        json!({"period_days": 366}),
+        json!({"quantity": 0}),
+        json!({"items": [{"item_id": 999999, "quantity": 1}]}),
+        json!({}),
+    ] {
+        expect_error(
+            patch(bad.clone()).send().await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    let body = expect_error(
+        patch(json!({"period": 7})).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(crate::helpers::error_fields(&body), vec!["period"]);
+    // Nothing changed.
+    let after: Value = app
+        .get(&path)
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["period_days"], 30);
+    assert_eq!(after["lines"][0]["quantity"], 1);
+    assert_eq!(after["next_charge_at"], one["next_charge_at"]);
+
+    // Someone else's subscription does not exist for them.
+    let other = app.signup().await;
+    let other = app.login(&other).await;
+    for (m, p) in [
+        (Method::GET, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::POST, format!("{path}/pause")),
+    ] {
+        expect_error(
+            app.request(m, &p)
+                .bearer_auth(&other.access)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+    expect_error(
+        app.request(Method::PATCH, &path)
+            .bearer_auth(&other.access)
+            .json(&json!({"quantity": 2}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    // A good edit, then states that refuse operations.
+    let ok: Value = patch(json!({"quantity": 3, "period_days": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["lines"][0]["quantity"], 3);
+    assert_eq!(ok["next_amount"], 45_000);
+    assert_eq!(ok["next_charge_at"], "2027-03-01T17:00:00Z");
+    expect_error(
+        app.request(Method::POST, &format!("{path}/resume"))
+            .bearer_auth(&tokens.access)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "subscription_not_paused",
+    )
+    .await;
+    expect_error(
+        app.request(Method::POST, &format!("{path}/rewind"))
+            .bearer_auth(&tokens.access)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let canceled: Value = app
+        .request(Method::DELETE, &path)
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(canceled["cancel_reason"], "customer");
+    for (m, p, body) in [
+        (Method::DELETE, path.clone(), None),
+        (Method::POST, format!("{path}/skip"), None),
+        (Method::POST, format!("{path}/resume"), None),
+        (Method::PATCH, path.clone(), Some(json!({"quantity": 1}))),
+    ] {
+        let mut r = app.request(m, &p).bearer_auth(&tokens.access);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        expect_error(
+            r.send().await.unwrap(),
+            StatusCode::CONFLICT,
+            "subscription_canceled",
+        )
+        .await;
+    }
+    let after: Value = app
+        .get(&path)
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["lines"][0]["quantity"], 3);
+    assert_eq!(after["status"], "canceled");
+}
+
+#[tokio::test]
+async fn the_what_if_preview_follows_the_dunning_policy() {
+    let b = Billing::start(|_| {}).await;
+    let (id, _, _) = monthly(&b).await;
+    let app = b.api().await;
+    let (_, admin) = app.admin().await;
+    let preview = |body: Value| {
+        app.post_json(&format!("/api/admin/subscriptions/{}/preview", id.0), &body)
+            .bearer_auth(&admin.access)
+    };
+    let resp =
+        preview(json!({"outcomes": ["declined", "declined", "declined", "declined", "declined"]}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    let t = body["timeline"].as_array().unwrap();
+    let attempts: Vec<(&str, i64)> = t
+        .iter()
+        .filter(|e| e["event"] == "attempt")
+        .map(|e| (e["at"].as_str().unwrap(), e["attempt"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            ("2027-01-30T17:00:00Z", 1),
+            ("2027-01-30T17:00:00Z", 2),
+            ("2027-01-31T17:00:00Z", 3),
+            ("2027-02-01T17:00:00Z", 4),
+            ("2027-02-02T17:00:00Z", 5),
+        ]
+    );
+    let canceled = t.iter().find(|e| e["event"] == "canceled").unwrap();
+    assert_eq!(canceled["reason"], "payment_failed");
+    assert_eq!(canceled["at"], "2027-02-02T17:00:00Z");
+    assert!(t.iter().any(|e| e["event"] == "past_due"));
+
+    let body: Value = preview(json!({"outcomes": ["declined", "approved"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        vec!["attempt", "past_due", "attempt", "active", "next_attempt"]
+    );
+
+    expect_error(
+        preview(json!({"outcomes": ["maybe"]}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_error(
+        preview(json!({"outcomes": []})).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let user = app.signup().await;
+    let user = app.login(&user).await;
+    expect_error(
+        app.post_json(
+            &format!("/api/admin/subscriptions/{}/preview", id.0),
+            &json!({"outcomes": ["approved"]}),
+        )
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // The preview changed nothing.
+    assert_eq!(b.sub(id).await.status, SubscriptionStatus::Active);
+}
