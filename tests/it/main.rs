@@ -9,6 +9,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod auth;
+mod billing_sim;
 mod binaries;
 mod carts;
 mod health;

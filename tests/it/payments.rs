@@ -581,3 +581,85 @@ async fn the_buyer_quitting_or_failing_at_kakaopay_ends_the_order() {
     assert_eq!(stack.pg_requests("approve").await, 0);
     assert!(stack.ledger().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_paid_subscription_order_creates_the_subscription_and_schedules_cycle_two() {
+    let stack = Stack::start(&["--auto-approve"]).await;
+    let token = stack.signup_and_login().await;
+    let item = fixtures::item(&stack.db, "밀크씨슬", 30_000, 0).await;
+    let body = json!({
+        "kind": "subscription",
+        "period_days": 30,
+        "lines": [{"item_id": item, "quantity": 2}],
+        "receiver": {"name": "홍길동", "phone": "010-1234-5678", "city": "Seoul",
+                     "detail_address": "1 Sejong-daero"},
+    });
+    let resp = stack
+        .post_json("/api/orders", &body)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let placed: Value = resp.json().await.unwrap();
+    let id = id_of(&placed);
+    let ready = stack
+        .order_until(&token, id, "payment_ready", PATIENCE)
+        .await;
+    stack.follow_redirect(redirect_of(&ready)).await;
+    let paid = stack.order_until(&token, id, "paid", PATIENCE).await;
+    let sub_id = paid["subscription_id"]
+        .as_i64()
+        .expect("linked to its subscription");
+    assert_eq!(paid["cycle"], 1);
+
+    let subs: Value = stack
+        .get("/api/subscriptions")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(subs["total"], 1, "{subs}");
+    let sub = &subs["items"][0];
+    assert_eq!(sub["id"], sub_id);
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["period_days"], 30);
+    assert_eq!(sub["cycle"], 1);
+    assert_eq!(sub["first_order_id"], id);
+    assert_eq!(sub["lines"][0]["quantity"], 2);
+    // Cycle 2 is due 30 local days after the first payment, at 02:00 in Seoul (17:00 UTC).
+    let next = sub["next_charge_at"].as_str().unwrap();
+    assert!(next.ends_with("T17:00:00Z"), "{next}");
+    let paid_at = chrono::DateTime::parse_from_rfc3339(paid["paid_at"].as_str().unwrap()).unwrap();
+    let next_at = chrono::DateTime::parse_from_rfc3339(next).unwrap();
+    let days = (next_at - paid_at).num_hours() as f64 / 24.0;
+    assert!((29.0..=30.0).contains(&days), "{days} days");
+
+    // The SID from the approval is the subscription's, and its charge job is queued.
+    let (sid, job_at): (Option<String>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT s.sid, t.scheduled_at FROM subscriptions s
+         JOIN fang_tasks t ON t.metadata->>'type' = 'subscription.charge'
+                          AND (t.metadata->>'subscription_id')::bigint = s.id
+                          AND (t.metadata->>'cycle')::int = 2
+         WHERE s.id = $1",
+    )
+    .bind(sub_id)
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
+    let ledger = stack.ledger_of("approve").await;
+    assert_eq!(ledger[0]["sid"].as_str(), sid.as_deref());
+    assert_eq!(job_at, next_at);
+    let created = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM outbox_events WHERE event_type = 'subscription.created'
+         AND aggregate_id = $1",
+    )
+    .bind(sub_id)
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
+    assert_eq!(created, 1);
+}

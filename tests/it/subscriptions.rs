@@ -5,7 +5,7 @@
 
 use billing::ids::{SubscriptionId, UserId};
 use billing::subscriptions::{Patch, SubscriptionStatus};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

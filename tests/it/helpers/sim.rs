@@ -30,6 +30,9 @@ pub struct Billing {
     pub ctx: billing::Ctx,
     pub clock: ManualClock,
     pub pg: pillivery_pgsim::Running,
+    /// `run_until` never steps by less than this (after the first stop): follow-up jobs
+    /// due close together run together. Zero = stop at every scheduled time exactly.
+    pub granularity: chrono::Duration,
     client: reqwest::Client,
     runtime: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -80,6 +83,7 @@ impl Billing {
             ctx,
             clock,
             pg,
+            granularity: chrono::Duration::zero(),
             client: http_client(),
             runtime: None,
         };
@@ -194,7 +198,7 @@ impl Billing {
                 "jobs did not settle at {}",
                 self.clock.now()
             );
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -211,8 +215,10 @@ impl Billing {
             .unwrap();
             match next {
                 Some(t) if t <= until => {
-                    if t > self.clock.now() {
-                        self.set_time(t).await;
+                    let now = self.clock.now();
+                    if t > now {
+                        self.set_time(t.max(now + self.granularity).min(until))
+                            .await;
                     }
                 }
                 _ => break,
@@ -253,6 +259,14 @@ impl Billing {
     /// A subscription as a paid subscription order creates it: the first order (paid),
     /// then the engine's own `create_from_order` with a SID registered at pgsim.
     pub async fn subscription(&self, s: NewSub) -> SubscriptionId {
+        let user = s.user;
+        let (id, sid) = self.subscription_unregistered(s).await;
+        self.register_sids(&[(sid, user)]).await;
+        id
+    }
+
+    /// [`Billing::subscription`] without registering its SID at pgsim (for batches).
+    pub async fn subscription_unregistered(&self, s: NewSub) -> (SubscriptionId, String) {
         let mut tx = self.db.begin().await.unwrap();
         let order: i64 = sqlx::query_scalar(
             "INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
@@ -292,8 +306,7 @@ impl Billing {
         .unwrap()
         .unwrap();
         tx.commit().await.unwrap();
-        self.register_sids(&[(sid, s.user)]).await;
-        id
+        (id, sid)
     }
 
     pub async fn register_sids(&self, sids: &[(String, UserId)]) {
