@@ -27,6 +27,21 @@ async fn monthly(b: &Billing) -> (SubscriptionId, UserId, i64) {
     (id, user, item)
 }
 
+async fn set_period(
+    ctx: &billing::Ctx,
+    user: UserId,
+    id: SubscriptionId,
+    days: i32,
+) -> billing::subscriptions::Subscription {
+    let patch = Patch {
+        period_days: Some(days),
+        ..Default::default()
+    };
+    billing::subscriptions::update(ctx, user, id, patch)
+        .await
+        .unwrap()
+}
+
 async fn attempts(b: &Billing, id: SubscriptionId) -> Vec<(i32, i32, String, DateTime<Utc>)> {
     sqlx::query_as(
         "SELECT cycle, attempt, status, started_at FROM charge_attempts
@@ -331,17 +346,7 @@ async fn schedule_rules_skip_period_change_pause_and_resume() {
     assert_eq!(s.next_charge_at, Some(kst(2027, 4, 1, 2, 0)));
 
     // A shorter period counts from the last charge (31 Jan + 14 days).
-    let s = billing::subscriptions::update(
-        ctx,
-        user,
-        id,
-        Patch {
-            period_days: Some(14),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = set_period(ctx, user, id, 14).await;
     assert_eq!(s.next_charge_at, Some(kst(2027, 2, 14, 2, 0)));
     assert_eq!(
         s.upcoming,
@@ -373,33 +378,14 @@ async fn schedule_rules_skip_period_change_pause_and_resume() {
     let s = b.sub(id).await;
     assert_eq!(s.next_charge_at, Some(kst(2027, 4, 3, 2, 0)));
 
-    // A period change whose date already passed → the next run, but never a second
-    // charge on the same local day (the guard): tomorrow's slot.
-    let s = billing::subscriptions::update(
-        ctx,
-        user,
-        id,
-        Patch {
-            period_days: Some(7),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    // A period change counts from the last charge (20 Mar + 7 days)…
+    let s = set_period(ctx, user, id, 7).await;
     assert_eq!(s.next_charge_at, Some(kst(2027, 3, 27, 2, 0)));
-    b.set_time(kst(2027, 4, 10, 9, 0)).await; // (jobs not run: simulate a missed run)
+    // …and when that date has already passed, the charge runs at once (the worker is
+    // stopped so the 27 Mar run is missed).
     b.stop_worker().await;
-    let s = billing::subscriptions::update(
-        ctx,
-        user,
-        id,
-        Patch {
-            period_days: Some(10),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    b.set_time(kst(2027, 4, 10, 9, 0)).await;
+    let s = set_period(ctx, user, id, 10).await;
     assert_eq!(s.next_charge_at, Some(kst(2027, 4, 10, 9, 0)));
     // Only one live charge job exists, at the new time.
     let jobs: Vec<DateTime<Utc>> = sqlx::query_scalar(

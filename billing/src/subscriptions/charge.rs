@@ -76,7 +76,7 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
                 "the worker stopped before the answer was recorded",
             )
             .await?;
-            enqueue_reconcile(ctx, &mut tx, open, 1, now).await?;
+            enqueue_reconcile(ctx, &mut tx, open, 1, now, None).await?;
             tx.commit().await?;
         }
         return Ok(());
@@ -290,12 +290,15 @@ async fn mark_not_charged(
     Ok(n == 1)
 }
 
+/// Schedules inquiry `round` about an attempt after the growing reconcile backoff (but
+/// not after `not_after`, when given).
 async fn enqueue_reconcile(
     ctx: &Ctx,
     conn: &mut PgConnection,
     attempt: i64,
     round: i32,
     now: DateTime<Utc>,
+    not_after: Option<DateTime<Utc>>,
 ) -> Result<()> {
     let p = &ctx.settings.payments;
     let delay = crate::payments::reconcile_delay(
@@ -304,13 +307,17 @@ async fn enqueue_reconcile(
         std::time::Duration::from_millis(p.reconcile_max_backoff_ms),
         rand::random::<f64>(),
     );
+    let mut at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    if let Some(cap) = not_after {
+        at = at.min(cap);
+    }
     jobs::enqueue_at(
         conn,
         &tasks::SubscriptionReconcile {
             attempt_id: attempt,
             round,
         },
-        now + chrono::Duration::from_std(delay).unwrap_or_default(),
+        at,
     )
     .await?;
     Ok(())
@@ -517,7 +524,7 @@ async fn apply_failure(
                 "charge outcome unknown; reconciling from the SID status");
             let mut tx = ctx.db.begin().await?;
             mark_unknown(&mut tx, a.id, &e.message).await?;
-            enqueue_reconcile(ctx, &mut tx, a.id, 1, ctx.clock.now()).await?;
+            enqueue_reconcile(ctx, &mut tx, a.id, 1, ctx.clock.now(), None).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -690,26 +697,8 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
             )
             .execute(&mut *tx)
             .await?;
-            let p = &ctx.settings.payments;
-            let delay = crate::payments::reconcile_delay(
-                round + 1,
-                std::time::Duration::from_millis(p.reconcile_min_backoff_ms),
-                std::time::Duration::from_millis(p.reconcile_max_backoff_ms),
-                rand::random::<f64>(),
-            );
-            let mut at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-            if now < window_end {
-                at = at.min(window_end);
-            }
-            jobs::enqueue_at(
-                &mut tx,
-                &tasks::SubscriptionReconcile {
-                    attempt_id: a.id,
-                    round: round + 1,
-                },
-                at,
-            )
-            .await?;
+            let cap = (now < window_end).then_some(window_end);
+            enqueue_reconcile(ctx, &mut tx, a.id, round + 1, now, cap).await?;
             tx.commit().await?;
             Ok(())
         }

@@ -420,6 +420,16 @@ async fn lock_editable(conn: &mut PgConnection, user: UserId, id: SubscriptionId
     Ok(s)
 }
 
+/// Locks an active subscription with no charge at KakaoPay, for skip and pause.
+async fn lock_active(conn: &mut PgConnection, user: UserId, id: SubscriptionId) -> Result<Row> {
+    let s = lock_editable(conn, user, id).await?;
+    if s.status != SubscriptionStatus::Active {
+        return Err(Error::SubscriptionNotActive);
+    }
+    refuse_if_charging(conn, id).await?;
+    Ok(s)
+}
+
 /// Refuses a rescheduling edit while a charge may be in KakaoPay's hands: its outcome
 /// decides the next date.
 async fn refuse_if_charging(conn: &mut PgConnection, id: SubscriptionId) -> Result<()> {
@@ -523,11 +533,7 @@ pub async fn skip(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscri
     let policy = policy(ctx)?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_editable(&mut tx, user, id).await?;
-    if s.status != SubscriptionStatus::Active {
-        return Err(Error::SubscriptionNotActive);
-    }
-    refuse_if_charging(&mut tx, id).await?;
+    let s = lock_active(&mut tx, user, id).await?;
     let pending = s
         .next(&policy)
         .ok_or_else(|| Error::Internal(format!("active subscription {id} has no next charge")))?;
@@ -543,11 +549,7 @@ pub async fn skip(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscri
 pub async fn pause(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscription> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_editable(&mut tx, user, id).await?;
-    if s.status != SubscriptionStatus::Active {
-        return Err(Error::SubscriptionNotActive);
-    }
-    refuse_if_charging(&mut tx, id).await?;
+    let s = lock_active(&mut tx, user, id).await?;
     reschedule(&mut tx, &s, None, s.current_cycle + 1).await?;
     sqlx::query!(
         "UPDATE subscriptions SET status = 'paused', paused_at = $2 WHERE id = $1",
