@@ -74,7 +74,8 @@ pub fn next_cron(pattern: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Enqueues on the caller's connection or transaction: a rolled-back transaction leaves
-/// no task, and workers are woken when it commits. A task's own `cron()` decides when it
+/// no task, and workers are woken when it commits (if the task is due now; a later one
+/// is found by their sleep until the next due task). A task's own `cron()` decides when it
 /// first runs (now if none).
 pub async fn enqueue(conn: &mut PgConnection, task: &dyn AsyncRunnable) -> Result<Enqueued> {
     let when = match task.cron() {
@@ -110,7 +111,12 @@ async fn insert(
                  DO NOTHING
              RETURNING id
            )
-           SELECT id AS "id!", pg_notify($6, $2) IS NOT NULL AS "notified!" FROM ins"#,
+           SELECT id AS "id!",
+                  -- A job due later is found by the workers' timed sleep; waking every
+                  -- worker for it would only cost each a transaction.
+                  CASE WHEN COALESCE($4, now()) <= now() THEN pg_notify($6, $2) IS NOT NULL
+                       ELSE false END AS "notified!"
+           FROM ins"#,
         t.metadata,
         t.task_type,
         t.uniq_hash,
@@ -122,7 +128,6 @@ async fn insert(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = inserted {
-        debug_assert!(row.notified);
         return Ok(Enqueued::Inserted(row.id));
     }
     let existing = sqlx::query_scalar!(

@@ -139,7 +139,7 @@ pub struct OrderLine {
 }
 
 impl OrderLine {
-    fn new(
+    pub fn new(
         item_id: i64,
         item_name: String,
         unit_price: i64,

@@ -323,10 +323,11 @@ async fn enqueue_reconcile(
     Ok(())
 }
 
-/// The cycle was charged: the attempt `succeeded`, the cycle's order (paid, from the
-/// attempt's priced lines) with its payment row, `order.paid` and `subscription.charged`,
+/// The cycle was charged: the cycle's order (paid, from the attempt's priced lines) with
+/// its payment row, the attempt `succeeded`, `order.paid` and `subscription.charged`,
 /// sales counted by a job, and — unless the subscription was paused or canceled
-/// meanwhile — the next cycle scheduled. One transaction.
+/// meanwhile — the next cycle scheduled. One transaction, under the subscription's lock
+/// (every decider of an attempt holds it, so the attempt cannot be decided meanwhile).
 async fn apply_success(
     ctx: &Ctx,
     policy: &Policy,
@@ -341,59 +342,81 @@ async fn apply_success(
             a.id
         )));
     };
+    let order = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
     let decided = sqlx::query_scalar!(
-        "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4
+        "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4,
+                order_id = $5
          WHERE id = $1 AND status IN ('in_flight', 'unknown') RETURNING id",
         a.id,
         approval.tid,
         approval.aid,
         charged_at,
+        order.0,
     )
     .fetch_optional(&mut *tx)
     .await?;
     if decided.is_none() {
+        // Decided already (a duplicate run): the order written above is rolled back.
         return Ok(());
     }
-    let order = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
-    sqlx::query!(
-        "UPDATE charge_attempts SET order_id = $2 WHERE id = $1",
-        a.id,
-        order.0
-    )
-    .execute(&mut *tx)
-    .await?;
     let recovered = s.status == SubscriptionStatus::PastDue;
-    let next = s
-        .status
-        .is_billable()
-        .then(|| {
-            s.next(policy)
-                .map(|n| policy.after_success(n.due_on, s.period_days, charged_at))
-        })
-        .flatten();
-    sqlx::query!(
-        "UPDATE subscriptions SET current_cycle = $2, last_charged_at = $3,
-                status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END
-         WHERE id = $1",
+    let next = if s.status.is_billable() {
+        s.next(policy)
+            .map(|n| policy.after_success(n.due_on, s.period_days, charged_at))
+    } else {
+        None
+    };
+    // The running job is this cycle's; the next cycle gets a new sequence and job.
+    let updated = sqlx::query!(
+        r#"UPDATE subscriptions SET current_cycle = $2, last_charged_at = $3,
+                status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END,
+                due_on = COALESCE($4, due_on),
+                next_charge_at = CASE WHEN $5::timestamptz IS NULL THEN next_charge_at ELSE $5 END,
+                schedule_seq = schedule_seq + 1, version = version + 1
+           WHERE id = $1
+           RETURNING schedule_seq, version, status AS "status: SubscriptionStatus""#,
         s.id.0,
         a.cycle,
-        charged_at
+        charged_at,
+        next.map(|n| n.due_on),
+        next.map(|n| n.at),
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    if s.status.is_billable() {
-        reschedule(&mut tx, &s, next, a.cycle + 1).await?;
-    } else {
-        super::bump_version(&mut tx, s.id).await?;
+    if let Some(next) = next {
+        jobs::enqueue_at(
+            &mut tx,
+            &tasks::SubscriptionCharge {
+                subscription_id: s.id.0,
+                cycle: a.cycle + 1,
+                seq: updated.schedule_seq,
+            },
+            next.at,
+        )
+        .await?;
     }
-    record_event(
+    let data = super::SubscriptionEventData {
+        subscription_id: s.id.0,
+        user_id: s.user_id.0,
+        status: updated.status,
+        period_days: s.period_days,
+        cycle: a.cycle,
+        next_charge_at: next
+            .map(|n| n.at)
+            .or(s.next_charge_at.filter(|_| s.status.is_billable())),
+        order_id: Some(order.0),
+        amount: Some(a.amount),
+        reason: None,
+        failure_code: None,
+    };
+    crate::outbox::record(
         &mut tx,
-        s.id,
-        "subscription.charged",
-        EventExtra {
-            order_id: Some(order),
-            amount: Some(a.amount),
-            ..Default::default()
+        crate::outbox::Event {
+            event_type: "subscription.charged",
+            aggregate_type: "subscription",
+            aggregate_id: s.id.0,
+            aggregate_version: updated.version,
+            data: &data,
         },
     )
     .await?;
@@ -411,7 +434,8 @@ async fn apply_success(
     Ok(())
 }
 
-/// The cycle's order, paid, with its lines and payment row; `order.paid`.
+/// The cycle's order, paid, with its lines and payment row, and `order.paid` — written
+/// from what the attempt holds, without reading anything back.
 async fn write_cycle_order(
     conn: &mut PgConnection,
     s: &Row,
@@ -450,25 +474,24 @@ async fn write_cycle_order(
     let prices: Vec<i64> = a.lines.iter().map(|l| l.unit_price).collect();
     let discounts: Vec<i64> = a.lines.iter().map(|l| l.unit_discount).collect();
     let quantities: Vec<i32> = a.lines.iter().map(|l| l.quantity).collect();
+    // The payment row in the same statement: one round trip for both.
     sqlx::query!(
-        r#"INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount, quantity)
-           SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::int[])"#,
+        r#"WITH lines AS (
+             INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount,
+                                      quantity)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                                      $6::int[])
+           )
+           INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
+                                 amount, status, tid, sid, aid, approved_at, response_digest)
+           VALUES ($1, 'subscription', $7, $8, $9, $10, 'approved', $11, $12, $13, $14, $15)"#,
         order,
         &ids,
         &names,
         &prices,
         &discounts,
         &quantities,
-    )
-    .execute(&mut *conn)
-    .await?;
-    let token = crate::payments::new_token();
-    sqlx::query!(
-        r#"INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
-                                 amount, status, tid, sid, aid, approved_at, response_digest)
-           VALUES ($1, 'subscription', $2, $3, $4, $5, 'approved', $6, $7, $8, $9, $10)"#,
-        order,
-        token,
+        crate::payments::new_token(),
         a.partner_order_id,
         partner_user_id(s),
         a.amount.0,
@@ -480,7 +503,40 @@ async fn write_cycle_order(
     )
     .execute(&mut *conn)
     .await?;
-    orders::record_event(conn, OrderId(order), 1, "order.paid", None).await?;
+    let data = orders::OrderEventData {
+        order_id: order,
+        user_id: s.user_id.0,
+        kind: orders::OrderKind::Subscription,
+        status: orders::OrderStatus::Paid,
+        total_amount: a.amount,
+        period_days: Some(s.period_days),
+        lines: a
+            .lines
+            .iter()
+            .map(|l| {
+                orders::OrderLine::new(
+                    l.item_id,
+                    l.name.clone(),
+                    l.unit_price,
+                    l.unit_discount,
+                    l.quantity,
+                )
+            })
+            .collect(),
+        failure_code: None,
+        failure_message: None,
+    };
+    crate::outbox::record(
+        conn,
+        crate::outbox::Event {
+            event_type: "order.paid",
+            aggregate_type: "order",
+            aggregate_id: order,
+            aggregate_version: 1,
+            data: &data,
+        },
+    )
+    .await?;
     Ok(OrderId(order))
 }
 

@@ -55,7 +55,7 @@ pub async fn wait_drained(db: &PgPool, within: Duration) {
         count(
             db,
             "SELECT count(*) FROM fang_tasks WHERE state <> 'failed'
-             AND metadata->>'type' <> 'items.flush_views'",
+             AND metadata->>'type' NOT IN ('items.flush_views', 'subscriptions.sweep')",
         )
         .await
             == 0
