@@ -125,7 +125,7 @@ async fn cancel_subscription(
     Ok(Json(s))
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionAction {
     /// The next charge moves one period forward.
@@ -138,7 +138,7 @@ pub enum SubscriptionAction {
 
 /// Skip the next charge, pause or resume.
 #[utoipa::path(post, path = "/api/subscriptions/{id}/{action}", tag = "subscriptions", security(("bearer" = [])),
-    params(("id" = i64, Path), ("action" = SubscriptionAction, Path)),
+    params(("id" = i64, Path), ("action" = String, Path, description = "`skip`, `pause` or `resume`")),
     responses(
         (status = 200, body = Subscription),
         (status = 401, body = ErrorBody),
