@@ -126,18 +126,17 @@ fn payment_backoff(attempt: u32) -> u32 {
 /// the 60 s cap this is over a day of a PG outage.
 const PAYMENT_RETRIES: i32 = 1_500;
 
-/// The `AsyncRunnable` of a payment step: one `payments` call with the payment id, unique,
-/// in the PG pool, with the payment steps' retry budget and backoff.
-macro_rules! payment_step {
-    ($task:ident, $name:literal, $step:path) => {
+/// The `AsyncRunnable` of a step that calls the PG: one `billing` call, unique, in the PG
+/// pool, with the PG steps' retry budget and backoff.
+macro_rules! pg_step {
+    ($task:ident, $name:literal, |$self:ident, $ctx:ident| $call:expr) => {
         #[typetag::serde(name = $name)]
         #[async_trait]
         impl AsyncRunnable for $task {
             async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-                let ctx = context()?;
-                $step(&ctx, PaymentId(self.payment_id))
-                    .await
-                    .map_err(task_error)
+                let $ctx = context()?;
+                let $self = self;
+                $call.await.map_err(task_error)
             }
 
             fn uniq(&self) -> bool {
@@ -156,6 +155,13 @@ macro_rules! payment_step {
                 payment_backoff(attempt)
             }
         }
+    };
+}
+
+/// A payment step: [`pg_step`] with the payment id.
+macro_rules! payment_step {
+    ($task:ident, $name:literal, $step:path) => {
+        pg_step!($task, $name, |t, ctx| $step(&ctx, PaymentId(t.payment_id)));
     };
 }
 
@@ -242,38 +248,6 @@ impl AsyncRunnable for OrderClearCart {
     fn uniq(&self) -> bool {
         true
     }
-}
-
-/// The `AsyncRunnable` of a PG step that is not a payment's: unique, in the PG pool,
-/// with the payment steps' retry budget and backoff.
-macro_rules! pg_step {
-    ($task:ident, $name:literal, |$self:ident, $ctx:ident| $call:expr) => {
-        #[typetag::serde(name = $name)]
-        #[async_trait]
-        impl AsyncRunnable for $task {
-            async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-                let $ctx = context()?;
-                let $self = self;
-                $call.await.map_err(task_error)
-            }
-
-            fn uniq(&self) -> bool {
-                true
-            }
-
-            fn task_type(&self) -> String {
-                PG_TASK_TYPE.into()
-            }
-
-            fn max_retries(&self) -> i32 {
-                PAYMENT_RETRIES
-            }
-
-            fn backoff(&self, attempt: u32) -> u32 {
-                payment_backoff(attempt)
-            }
-        }
-    };
 }
 
 /// `subscription.charge`: charges a subscription's cycle if it is still due. `seq` is

@@ -299,14 +299,8 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     b.start_worker();
     b.run_until(kst(2027, 1, 31, 2, 20)).await;
     let list: Value = app
-        .get("/api/admin/charges/unknown?review=true")
-        .bearer_auth(&admin.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/admin/charges/unknown?review=true", &admin.access)
+        .await;
     assert_eq!(list["total"], 1, "{list}");
     assert_eq!(list["items"][0]["subscription_id"], id.0);
     assert_eq!(list["items"][0]["cycle"], 2);
@@ -321,14 +315,8 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     assert_eq!(statuses, vec!["not_charged", "succeeded"]);
     assert_eq!(b.ledger("charge").await.len(), 1);
     let list: Value = app
-        .get("/api/admin/charges/unknown")
-        .bearer_auth(&admin.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/admin/charges/unknown", &admin.access)
+        .await;
     assert_eq!(list["total"], 0);
     b.stop_worker().await;
 }
@@ -486,27 +474,11 @@ async fn the_routes_show_subscriptions_and_refuse_bad_edits() {
         .await;
     let path = format!("/api/subscriptions/{}", id.0);
 
-    let list: Value = app
-        .get("/api/subscriptions")
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/subscriptions", &tokens.access).await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["items"][0]["id"], id.0);
     assert!(list["items"][0].get("attempts").is_none());
-    let one: Value = app
-        .get(&path)
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = app.get_json(&path, &tokens.access).await;
     assert_eq!(one["status"], "active");
     assert_eq!(one["next_amount"], 15_000);
     assert_eq!(one["next_charge_at"], "2027-01-30T17:00:00Z");
@@ -541,15 +513,7 @@ async fn the_routes_show_subscriptions_and_refuse_bad_edits() {
     .await;
     assert_eq!(crate::helpers::error_fields(&body), vec!["period"]);
     // Nothing changed.
-    let after: Value = app
-        .get(&path)
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.get_json(&path, &tokens.access).await;
     assert_eq!(after["period_days"], 30);
     assert_eq!(after["lines"][0]["quantity"], 1);
     assert_eq!(after["next_charge_at"], one["next_charge_at"]);
@@ -644,15 +608,7 @@ async fn the_routes_show_subscriptions_and_refuse_bad_edits() {
         )
         .await;
     }
-    let after: Value = app
-        .get(&path)
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.get_json(&path, &tokens.access).await;
     assert_eq!(after["lines"][0]["quantity"], 3);
     assert_eq!(after["status"], "canceled");
 }

@@ -192,6 +192,13 @@ impl TestApp {
         self.request(Method::GET, path)
     }
 
+    /// `GET path` as the holder of `token`, expecting 200 and JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let resp = self.get(path).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> RequestBuilder {
         self.request(Method::POST, path).json(body)
     }
