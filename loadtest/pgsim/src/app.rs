@@ -37,8 +37,14 @@ pub struct Sim {
     faults: Mutex<Faults>,
     store: Mutex<Store>,
     requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// KakaoPay API requests per real-time second (unix seconds), the last hour: what a
+    /// rate cap or an open circuit breaker on the caller's side must show.
+    per_second: Mutex<BTreeMap<i64, u64>>,
     clock: Clock,
 }
+
+/// How many seconds of per-second counts are kept.
+const PER_SECOND_KEPT: i64 = 3_600;
 
 impl Sim {
     /// `public_url` is the base of the buyer page URLs handed out by `ready`.
@@ -56,6 +62,7 @@ impl Sim {
             config,
             store: Mutex::new(Store::default()),
             requests: Mutex::new(BTreeMap::new()),
+            per_second: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -74,6 +81,17 @@ impl Sim {
 
     fn count(&self, what: &'static str) {
         *lock(&self.requests).entry(what).or_insert(0) += 1;
+    }
+
+    /// Counts an API request in its arrival second. Real time, not the `/__clock` time:
+    /// quotas are about the wall clock.
+    fn count_second(&self) {
+        let now = Utc::now().timestamp();
+        let mut m = lock(&self.per_second);
+        *m.entry(now).or_insert(0) += 1;
+        if m.len() as i64 > PER_SECOND_KEPT {
+            m.retain(|s, _| *s > now - PER_SECOND_KEPT);
+        }
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -199,6 +217,7 @@ async fn api(sim: Arc<Sim>, ep: Endpoint, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let conn = parts.extensions.get::<ConnHandle>().cloned();
     sim.count(ep.name());
+    sim.count_second();
     let (delay, legacy) = {
         let mut f = lock(&sim.faults);
         (f.delay(), f.knobs().legacy_errors)
@@ -488,6 +507,11 @@ async fn get_sid(State(sim): State<Arc<Sim>>, Path(sid): Path<String>) -> Respon
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let requests = lock(&sim.requests).clone();
+    let per_second: Vec<Value> = lock(&sim.per_second)
+        .iter()
+        .map(|(at, n)| json!({"at": at, "requests": n}))
+        .collect();
+    let max_per_second = lock(&sim.per_second).values().copied().max().unwrap_or(0);
     let (injected, faults_left) = {
         let f = lock(&sim.faults);
         (f.injected().clone(), f.faults_left())
@@ -499,6 +523,8 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
     };
     Json(json!({
         "requests": requests,
+        "per_second": per_second,
+        "max_per_second": max_per_second,
         "faults_injected": injected,
         "faults_left": faults_left,
         "payments": payments,

@@ -860,6 +860,29 @@ async fn server_error_knob_and_fault_budget() {
 }
 
 #[tokio::test]
+async fn api_requests_are_counted_per_second() {
+    let sim = start(Knobs::default()).await;
+    let before = chrono::Utc::now().timestamp();
+    for i in 0..5 {
+        sim.call("order", json!({"cid": ONE, "tid": format!("t{i}")}))
+            .await;
+    }
+    // the buyer page and the admin routes are not KakaoPay API requests
+    sim.get(&sim.url("/__ledger")).await;
+    let after = chrono::Utc::now().timestamp();
+    let stats: Value = sim.get(&sim.url("/__stats")).await.json().await.unwrap();
+    let seconds = stats["per_second"].as_array().unwrap();
+    let total: u64 = seconds.iter().map(|s| s["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 5, "{stats}");
+    for s in seconds {
+        let at = s["at"].as_i64().unwrap();
+        assert!((before..=after).contains(&at), "{s} outside {before}..={after}");
+    }
+    let max = seconds.iter().map(|s| s["requests"].as_u64().unwrap()).max();
+    assert_eq!(stats["max_per_second"].as_u64(), max);
+}
+
+#[tokio::test]
 async fn drop_after_success_then_reconcile_by_inquiry() {
     let sim = start(Knobs::default()).await;
     let r = sim.ready(ONE, "order-11", 4_400).await;
