@@ -68,8 +68,9 @@ pub enum Error {
     SubscriptionNotPaused,
     #[error("a charge of this subscription is being processed; try again shortly")]
     ChargeInProgress,
+    /// Boxed: the PG's error is large and every `Result` here would carry its size.
     #[error(transparent)]
-    Gateway(#[from] crate::pg::GatewayError),
+    Gateway(Box<crate::pg::GatewayError>),
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this account has been withdrawn")]
@@ -99,6 +100,12 @@ pub enum Error {
     Database(#[source] sqlx::Error),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<crate::pg::GatewayError> for Error {
+    fn from(e: crate::pg::GatewayError) -> Self {
+        Error::Gateway(Box::new(e))
+    }
 }
 
 impl Error {

@@ -338,6 +338,30 @@ pub async fn retry_at(
     Ok(done.rows_affected() == 1)
 }
 
+/// Work that could not start (the PG guard refused it) runs again at `at`; no retry is
+/// counted. False if the claim was lost.
+pub async fn defer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    token: Uuid,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE fang_tasks SET state = 'retried', scheduled_at = $3, error_message = $4,
+                  updated_at = now(),
+                  lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
+           WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
+        id,
+        token,
+        at,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// A task that will not be tried again; kept with its error for operators.
 pub async fn fail(conn: &mut PgConnection, id: Uuid, token: Uuid, error: &str) -> Result<bool> {
     let done = sqlx::query!(
@@ -644,11 +668,20 @@ pub async fn retry_failed(ctx: &Ctx, id: Uuid) -> Result<JobView> {
 
 tokio::task_local! {
     static CONTEXT: Ctx;
+    /// Set by [`task_error`] when the task's work was refused before it reached the PG
+    /// (open breaker, no permit): run it again after this long, without counting a retry.
+    static DEFERRAL: std::cell::Cell<Option<std::time::Duration>>;
 }
 
-/// Runs `fut` (a task's `run`) with `ctx` available to it through `context()`.
-pub async fn scope<F: Future>(ctx: Ctx, fut: F) -> F::Output {
-    CONTEXT.scope(ctx, fut).await
+/// Runs `fut` (a task's `run`) with `ctx` available to it through `context()`; also
+/// returns the deferral the task asked for, if any.
+pub async fn scope<F: Future>(ctx: Ctx, fut: F) -> (F::Output, Option<std::time::Duration>) {
+    DEFERRAL
+        .scope(std::cell::Cell::new(None), async move {
+            let out = CONTEXT.scope(ctx, fut).await;
+            (out, DEFERRAL.with(std::cell::Cell::get))
+        })
+        .await
 }
 
 /// The handles of the worker running the current task.
@@ -658,8 +691,14 @@ pub fn context() -> Result<Ctx, FangError> {
     })
 }
 
-/// Maps a billing error into fang's error type, for tasks.
+/// Maps a billing error into fang's error type, for tasks. A PG call the local guard did
+/// not send (`Unavailable` with `retry_after`) also tells the runtime to defer the task.
 pub fn task_error(err: Error) -> FangError {
+    if let Error::Gateway(e) = &err {
+        if let Some(after) = e.retry_after() {
+            let _ = DEFERRAL.try_with(|d| d.set(Some(after)));
+        }
+    }
     FangError {
         description: err.to_string(),
     }

@@ -45,8 +45,10 @@ pub struct Ctx {
     pub clock: clock::SharedClock,
     /// For calls to outside parties (OAuth providers); its own pool and timeouts.
     pub http: reqwest::Client,
-    /// The payment gateway (KakaoPay); only workers call it.
+    /// The payment gateway (KakaoPay); only workers call it, each call through `pg_guard`.
     pub gateway: pg::SharedGateway,
+    /// This process's circuit breaker, bulkhead and rate cap around the gateway.
+    pub pg_guard: Arc<pg::PgGuard>,
 }
 
 impl Ctx {
@@ -64,6 +66,7 @@ impl Ctx {
         let gateway: pg::SharedGateway = Arc::new(pg::KakaoPay::new(
             &pg::KakaoPayConfig::from_settings(&settings.kakaopay),
         )?);
+        let pg_guard = Arc::new(pg::PgGuard::new(&settings.pg_guard));
         Ok(Self {
             db,
             kv,
@@ -71,6 +74,7 @@ impl Ctx {
             clock,
             http,
             gateway,
+            pg_guard,
         })
     }
 }

@@ -213,7 +213,7 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
         cancel_url: url("cancel"),
         fail_url: url("fail"),
     };
-    match ctx.gateway.ready(&req).await {
+    match ctx.pg_guard.run("ready", ctx.gateway.ready(&req)).await {
         Ok(res) => {
             let mut tx = ctx.db.begin().await?;
             orders::lock(&mut tx, p.order_id).await?;
@@ -438,7 +438,7 @@ pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
         pg_token,
         expected_total: p.amount,
     };
-    match ctx.gateway.approve(&req).await {
+    match ctx.pg_guard.run("approve", ctx.gateway.approve(&req)).await {
         Ok(res) => {
             let mut tx = ctx.db.begin().await?;
             mark_paid(ctx, &mut tx, &p, &Approval::from(&res), digest(&res)).await?;
@@ -458,7 +458,7 @@ pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 .await?;
                 Ok(())
             }
-            ErrorKind::Transient => Err(e.into()),
+            ErrorKind::Transient | ErrorKind::Unavailable => Err(e.into()),
             ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "approval outcome unknown; reconciling");
                 reconcile_later(ctx, id).await?;
@@ -693,7 +693,7 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
         cancel_vat_amount: None,
         cancel_available_amount: Some(left),
     };
-    match ctx.gateway.cancel(&req).await {
+    match ctx.pg_guard.run("cancel", ctx.gateway.cancel(&req)).await {
         Ok(res) => {
             let refunded = res.canceled_amount.map(|a| a.total).unwrap_or(left);
             if refunded != p.amount {
@@ -709,7 +709,7 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
             Ok(())
         }
         Err(e) => match e.kind {
-            ErrorKind::Transient => Err(e.into()),
+            ErrorKind::Transient | ErrorKind::Unavailable => Err(e.into()),
             ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "refund outcome unknown; reconciling");
                 reconcile_later(ctx, id).await?;
@@ -833,7 +833,10 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
             id.0
         )));
     };
-    let res = ctx.gateway.order(p.kind, &tid).await?;
+    let res = ctx
+        .pg_guard
+        .run("order", ctx.gateway.order(p.kind, &tid))
+        .await?;
     if let Some(total) = res.amount.map(|a| a.total) {
         if total != p.amount {
             return Err(Error::Internal(format!(

@@ -57,6 +57,7 @@ pub struct Settings {
     pub kakaopay: KakaoPaySettings,
     pub payments: PaymentsSettings,
     pub subscriptions: SubscriptionsSettings,
+    pub pg_guard: PgGuardSettings,
     pub auth: AuthSettings,
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -272,6 +273,53 @@ impl Default for SubscriptionsSettings {
             reconcile_window_secs: 300,
             review_after_secs: 3_600,
             upcoming: 3,
+        }
+    }
+}
+
+/// How each worker process protects the PG and itself (DESIGN §8): the circuit breaker,
+/// the bulkhead (concurrent calls) and the rate cap (calls per second).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgGuardSettings {
+    /// The breaker judges the last this-many calls…
+    pub breaker_window: usize,
+    /// …once at least this many are in the window…
+    pub breaker_min_calls: usize,
+    /// …and opens when this share of them failed (timeouts, connection errors, 5xx, 429;
+    /// declines and other answers are not failures).
+    pub breaker_failure_rate: f64,
+    /// How long an open breaker refuses calls before it lets trial calls through.
+    pub breaker_open_ms: u64,
+    /// Trial calls let through half-open; all must succeed to close the breaker again.
+    pub breaker_half_open_calls: u32,
+    /// Work refused by the breaker is rescheduled after the open window plus a random
+    /// share of this, so a backlog does not return all at once.
+    pub defer_jitter_ms: u64,
+    /// Most PG calls in flight at once per process (the bulkhead).
+    pub max_concurrent: usize,
+    /// Most PG calls started per second per process (spread evenly: at most
+    /// `rate_burst` at once).
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Longest a call waits for its bulkhead slot or rate permit; after that it is
+    /// deferred like an open-breaker refusal (nothing was sent).
+    pub max_wait_ms: u64,
+}
+
+impl Default for PgGuardSettings {
+    fn default() -> Self {
+        Self {
+            breaker_window: 40,
+            breaker_min_calls: 20,
+            breaker_failure_rate: 0.75,
+            breaker_open_ms: 10_000,
+            breaker_half_open_calls: 3,
+            defer_jitter_ms: 5_000,
+            max_concurrent: 256,
+            rate_per_sec: 1_000,
+            rate_burst: 1,
+            max_wait_ms: 30_000,
         }
     }
 }
@@ -534,6 +582,34 @@ impl Settings {
             return Err(invalid(
                 "subscriptions.upcoming",
                 "must be between 1 and 24",
+            ));
+        }
+        let g = &self.pg_guard;
+        if g.breaker_window == 0
+            || g.breaker_min_calls == 0
+            || g.breaker_min_calls > g.breaker_window
+        {
+            return Err(invalid(
+                "pg_guard.breaker_min_calls",
+                "window and minimum calls must be positive and min_calls ≤ window",
+            ));
+        }
+        if !(g.breaker_failure_rate > 0.0 && g.breaker_failure_rate <= 1.0) {
+            return Err(invalid(
+                "pg_guard.breaker_failure_rate",
+                "must be in (0, 1]",
+            ));
+        }
+        if g.breaker_open_ms == 0 || g.breaker_half_open_calls == 0 {
+            return Err(invalid(
+                "pg_guard.breaker_open_ms",
+                "the open time and the half-open trial calls must be positive",
+            ));
+        }
+        if g.max_concurrent == 0 || g.rate_per_sec == 0 || g.rate_burst == 0 || g.max_wait_ms == 0 {
+            return Err(invalid(
+                "pg_guard.rate_per_sec",
+                "max_concurrent, rate_per_sec, rate_burst and max_wait_ms must be positive",
             ));
         }
         if self.api.body_limit_bytes < 1024 {

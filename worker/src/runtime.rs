@@ -119,6 +119,13 @@ enum Finish {
         token: Uuid,
         error: String,
     },
+    /// Refused before it could start (the PG guard): run again at `at`, no retry counted.
+    Deferred {
+        id: Uuid,
+        token: Uuid,
+        at: chrono::DateTime<Utc>,
+        reason: String,
+    },
     /// A periodic task: finalize and schedule its next occurrence in one transaction.
     Periodic {
         id: Uuid,
@@ -137,6 +144,7 @@ impl Finish {
             Finish::Succeeded { token, .. }
             | Finish::Retry { token, .. }
             | Finish::Failed { token, .. }
+            | Finish::Deferred { token, .. }
             | Finish::Periodic { token, .. } => Some(*token),
             Finish::Shutdown => None,
         }
@@ -488,9 +496,13 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
     ));
     let abort = run.abort_handle();
     let _guard = AbortOnDrop(run.abort_handle());
+    let mut deferral = None;
     let outcome = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(("failed", e.description)),
+        Ok(Ok((Ok(()), _))) => Ok(()),
+        Ok(Ok((Err(e), deferred))) => {
+            deferral = deferred;
+            Err(("failed", e.description))
+        }
         Ok(Err(join)) if join.is_panic() => Err(("panicked", "task panicked".to_owned())),
         Ok(Err(_)) => Err(("failed", "task was cancelled".to_owned())),
         Err(_) => {
@@ -525,6 +537,17 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
                 next,
             };
         }
+    }
+    if let (Some(after), Err((_, reason))) = (deferral, &outcome) {
+        record_outcome(&name, "deferred");
+        tracing::debug!(job_id = %claimed.id, task = %name, %reason,
+            retry_in_ms = after.as_millis() as u64, "task deferred");
+        return Finish::Deferred {
+            id: claimed.id,
+            token: claimed.lease_token,
+            at: now + chrono::Duration::from_std(after).unwrap_or_default(),
+            reason: reason.clone(),
+        };
     }
     decide(inner, &claimed, &name, outcome, task.as_ref(), now)
 }
@@ -660,6 +683,12 @@ async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
             Finish::Failed { id, token, error } => {
                 jobs::fail(&mut conn, *id, *token, error).await?
             }
+            Finish::Deferred {
+                id,
+                token,
+                at,
+                reason,
+            } => jobs::defer(&mut conn, *id, *token, *at, reason).await?,
             Finish::Periodic {
                 id,
                 token,

@@ -26,6 +26,10 @@ pub enum ErrorKind {
     /// The PG answered success but about something else (tid, order id, amount, sid):
     /// treat like `Ambiguous` and alert.
     Mismatch,
+    /// Not sent: this process's circuit breaker is open, or no bulkhead slot or rate permit
+    /// came in time. Nothing happened at the PG; the work is deferred (`retry_after`),
+    /// which uses up neither a dunning attempt nor a job retry.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -39,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Ambiguous => "ambiguous",
             ErrorKind::Mismatch => "mismatch",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -64,6 +69,10 @@ pub struct GatewayError {
     pub http_status: Option<u16>,
     /// Which endpoint failed (`approve`, `order`, …).
     pub endpoint: &'static str,
+    /// Run the work again after this many milliseconds (set when the call was never sent
+    /// because of the local guard: an open breaker, or no permit in time). Milliseconds
+    /// in a u32 keep the error small.
+    pub retry_after_ms: Option<u32>,
 }
 
 fn code_suffix(code: Option<i64>) -> String {
@@ -80,7 +89,27 @@ impl GatewayError {
             method_result_message: None,
             http_status: None,
             endpoint,
+            retry_after_ms: None,
         }
+    }
+
+    /// A call the local guard did not send; the work should run again after `retry_after`.
+    pub fn unavailable(
+        endpoint: &'static str,
+        message: impl Into<String>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let ms = u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX);
+        Self {
+            retry_after_ms: Some(ms),
+            ..Self::new(endpoint, ErrorKind::Unavailable, message)
+        }
+    }
+
+    /// When the work should run again, if the local guard refused to send it.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after_ms
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
     }
 
     pub fn mismatch(endpoint: &'static str, message: impl Into<String>) -> Self {
@@ -103,7 +132,20 @@ impl GatewayError {
 
     /// Safe to call again later (with backoff) without risking a second effect.
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        matches!(self.kind, ErrorKind::Transient | ErrorKind::Unavailable)
+    }
+
+    /// Whether this failure says the PG is in trouble (for the circuit breaker): no answer
+    /// (timeout, connection error), a 5xx, or a 408/429 refusal. Declines and other
+    /// answers show a working PG.
+    pub fn is_pg_failure(&self) -> bool {
+        match self.kind {
+            ErrorKind::Unavailable => false,
+            _ => match self.http_status {
+                None => true,
+                Some(s) => s >= 500 || s == 408 || s == 429,
+            },
+        }
     }
 
     /// The SID can no longer charge (−750 no such SID, −751 inactive SID): the subscription
@@ -240,6 +282,7 @@ pub fn from_status(
             method_result_message: p.method_result_message,
             http_status: Some(status),
             endpoint,
+            retry_after_ms: None,
         },
         None => {
             let text = excerpt(body);

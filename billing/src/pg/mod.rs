@@ -7,6 +7,7 @@
 //! reports it as [`ErrorKind::Ambiguous`] rather than guessing.
 
 mod error;
+pub mod guard;
 mod kakaopay;
 mod types;
 
@@ -19,6 +20,7 @@ pub use error::{
     classify_code, from_status, parse_error_body, transport_kind, ErrorKind, GatewayError,
     PgErrorBody, Transport,
 };
+pub use guard::{BreakerState, Permit, PgGuard};
 pub use kakaopay::{KakaoPay, KakaoPayConfig};
 pub use types::{
     Amount, ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, ChargeRequest, CidKind,

@@ -58,6 +58,9 @@ struct Approval {
 /// and committed before KakaoPay is called, so a crash at any point leaves evidence.
 pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Result<()> {
     let policy = policy(ctx)?;
+    // Before anything is recorded: while the breaker is open the charge is deferred
+    // untouched, and no attempt (dunning or otherwise) is used up.
+    let permit = ctx.pg_guard.admit("subscription").await?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let Some(s) = lock(&mut tx, id, None).await? else {
@@ -131,7 +134,7 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
         tax_free_amount: Money::ZERO,
         vat_amount: None,
     };
-    match ctx.gateway.subscription_charge(&req).await {
+    match permit.call(ctx.gateway.subscription_charge(&req)).await {
         Ok(res) => {
             let approval = Approval {
                 tid: Some(res.tid.clone()),
@@ -565,12 +568,15 @@ async fn apply_failure(
             tx.commit().await?;
             Ok(())
         }
-        ErrorKind::Transient | ErrorKind::Permanent | ErrorKind::Expired => {
+        ErrorKind::Transient
+        | ErrorKind::Unavailable
+        | ErrorKind::Permanent
+        | ErrorKind::Expired => {
             let mut conn = ctx.db.acquire().await?;
             mark_not_charged(&mut conn, a.id, &code, &e.message).await?;
             metrics::counter!("subscription_charges_total", "outcome" => "not_charged")
                 .increment(1);
-            if e.kind != ErrorKind::Transient {
+            if !e.is_retryable() {
                 tracing::error!(subscription_id = s.id.0, error = %e, "KakaoPay refused the charge request itself");
             }
             Err(e.into())
@@ -695,7 +701,11 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
     .ok_or_else(|| Error::Internal(format!("subscription {} has no SID", a.subscription_id.0)))?;
     let now = ctx.clock.now();
     let review_at = a.started_at + chrono::Duration::seconds(cfg.review_after_secs as i64);
-    let verdict = match ctx.gateway.sid_status(&sid).await {
+    let verdict = match ctx
+        .pg_guard
+        .run("sid_status", ctx.gateway.sid_status(&sid))
+        .await
+    {
         Ok(status) => {
             let since = a.started_at - chrono::Duration::seconds(cfg.reconcile_skew_secs as i64);
             status.approved_since(since)
@@ -804,7 +814,11 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
     else {
         return Ok(());
     };
-    match ctx.gateway.sid_inactivate(&sid).await {
+    match ctx
+        .pg_guard
+        .run("sid_inactivate", ctx.gateway.sid_inactivate(&sid))
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.sid_unusable() => {
             tracing::info!(subscription_id = id.0, error = %e, "SID already unusable at KakaoPay");
