@@ -29,6 +29,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod users;
 pub mod validate;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub struct Ctx {
     pub http: reqwest::Client,
     /// The payment gateway (KakaoPay); only workers call it.
     pub gateway: pg::SharedGateway,
+    /// For webhook deliveries: its own pool and timeouts, and no redirects (a receiver
+    /// answers for itself; a redirect is a failed attempt).
+    pub webhook_http: reqwest::Client,
 }
 
 impl Ctx {
@@ -61,6 +65,12 @@ impl Ctx {
             .connect_timeout(Duration::from_millis(settings.oauth.timeout_ms.min(3_000)))
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        let webhook_http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.webhooks.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.webhooks.connect_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Internal(format!("webhook http client: {e}")))?;
         let gateway: pg::SharedGateway = Arc::new(pg::KakaoPay::new(
             &pg::KakaoPayConfig::from_settings(&settings.kakaopay),
         )?);
@@ -71,6 +81,7 @@ impl Ctx {
             clock,
             http,
             gateway,
+            webhook_http,
         })
     }
 }
