@@ -266,7 +266,7 @@ async fn webhook_retried_on_schedule_then_delivered_signed() {
     let endpoint = create_endpoint(&s.app, &s.admin, &receiver.url, &["order.paid"]).await;
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"), "{endpoint}");
-    let _worker = s.worker(&[("PILLIVERY__WEBHOOKS__RETRY_SCHEDULE_SECS", "[0, 1, 1, 1]")]);
+    let worker = s.worker(&[("PILLIVERY__WEBHOOKS__RETRY_SCHEDULE_SECS", "[0, 1, 1, 1]")]);
 
     let event = record(&s.app, "order.paid", 101).await;
     // not subscribed: no delivery
@@ -368,6 +368,27 @@ async fn webhook_retried_on_schedule_then_delivered_signed() {
         one["failing_since"].is_null(),
         "a success ends the failure run: {one}"
     );
+
+    // the worker's metrics: outcomes, durations and the backlog gauges
+    let metrics = s
+        .app
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", worker.port))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "webhook_deliveries_total{outcome=\"delivered\"} 1",
+        "webhook_deliveries_total{outcome=\"failed\"} 3",
+        "webhook_delivery_duration_seconds_count 4",
+        "webhook_deliveries_dead 0",
+        "outbox_oldest_undelivered_seconds ",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 }
 
 #[tokio::test]
