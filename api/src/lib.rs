@@ -89,6 +89,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::orders::router())
         .merge(routes::reviews::router())
         .merge(routes::subscriptions::router())
+        .merge(routes::webhooks::router())
 }
 
 /// The OpenAPI document of every route (served at `/api-docs/openapi.json`).

@@ -46,3 +46,13 @@ id_type!(
     /// A row of `subscriptions`.
     SubscriptionId
 );
+
+id_type!(
+    /// A row of `webhook_endpoints`: where an operator wants events delivered.
+    WebhookEndpointId
+);
+
+id_type!(
+    /// A row of `webhook_deliveries`: one event owed to one endpoint.
+    DeliveryId
+);

@@ -29,6 +29,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod users;
 pub mod validate;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub struct Ctx {
     pub gateway: pg::SharedGateway,
     /// This process's circuit breaker, bulkhead and rate cap around the gateway.
     pub pg_guard: Arc<pg::PgGuard>,
+    /// For webhook deliveries: its own pool and timeouts, and no redirects (a receiver
+    /// answers for itself; a redirect is a failed attempt).
+    pub webhook_http: reqwest::Client,
 }
 
 impl Ctx {
@@ -63,6 +67,12 @@ impl Ctx {
             .connect_timeout(Duration::from_millis(settings.oauth.timeout_ms.min(3_000)))
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        let webhook_http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.webhooks.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.webhooks.connect_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Internal(format!("webhook http client: {e}")))?;
         let gateway: pg::SharedGateway = Arc::new(pg::KakaoPay::new(
             &pg::KakaoPayConfig::from_settings(&settings.kakaopay),
         )?);
@@ -75,6 +85,7 @@ impl Ctx {
             http,
             gateway,
             pg_guard,
+            webhook_http,
         })
     }
 }

@@ -58,6 +58,7 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     pub subscriptions: SubscriptionsSettings,
     pub pg_guard: PgGuardSettings,
+    pub webhooks: WebhooksSettings,
     pub auth: AuthSettings,
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -320,6 +321,41 @@ impl Default for PgGuardSettings {
             rate_per_sec: 1_000,
             rate_burst: 1,
             max_wait_ms: 30_000,
+        }
+    }
+}
+
+/// Outbox delivery to webhook endpoints: the retry schedule, the HTTP client's limits, when
+/// a failing endpoint is disabled, and the dispatcher's pace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Delays (seconds) of a delivery's attempts: attempt n waits the n-th delay after
+    /// the previous attempt failed (the first, after the event was dispatched). After a
+    /// failed last attempt the delivery is `dead`; so the list's length is the number of
+    /// attempts. Default DESIGN §7: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Whole-request timeout of one attempt; no 2xx within it is a failed attempt.
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// An endpoint whose attempts have all failed for this long is disabled.
+    pub disable_after_secs: u64,
+    /// How often each worker looks for undispatched outbox events (again at once while
+    /// batches come back full).
+    pub dispatch_interval_ms: u64,
+    /// Most events dispatched per transaction.
+    pub dispatch_batch: i64,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            retry_schedule_secs: vec![0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
+            timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            disable_after_secs: 5 * 86_400,
+            dispatch_interval_ms: 500,
+            dispatch_batch: 500,
         }
     }
 }
@@ -612,6 +648,37 @@ impl Settings {
                 "max_concurrent, rate_per_sec, rate_burst and max_wait_ms must be positive",
             ));
         }
+        let wh = &self.webhooks;
+        if wh.retry_schedule_secs.is_empty() || wh.retry_schedule_secs.len() > 30 {
+            return Err(invalid(
+                "webhooks.retry_schedule_secs",
+                "between 1 and 30 attempts",
+            ));
+        }
+        if wh.retry_schedule_secs.iter().any(|d| *d > 7 * 86_400) {
+            return Err(invalid(
+                "webhooks.retry_schedule_secs",
+                "no delay above 7 days",
+            ));
+        }
+        if wh.timeout_ms == 0 || wh.connect_timeout_ms == 0 {
+            return Err(invalid("webhooks.timeout_ms", "timeouts must be positive"));
+        }
+        if wh.disable_after_secs == 0 {
+            return Err(invalid("webhooks.disable_after_secs", "must be positive"));
+        }
+        if !(1..=60_000).contains(&wh.dispatch_interval_ms) {
+            return Err(invalid(
+                "webhooks.dispatch_interval_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if !(1..=10_000).contains(&wh.dispatch_batch) {
+            return Err(invalid(
+                "webhooks.dispatch_batch",
+                "must be between 1 and 10000",
+            ));
+        }
         if self.api.body_limit_bytes < 1024 {
             return Err(invalid("api.body_limit_bytes", "must be at least 1024"));
         }
@@ -801,6 +868,18 @@ mod tests {
             (
                 "rate_limit.login_per_min",
                 Box::new(|s| s.rate_limit.login_per_min = 0),
+            ),
+            (
+                "webhooks.retry_schedule_secs",
+                Box::new(|s| s.webhooks.retry_schedule_secs.clear()),
+            ),
+            (
+                "webhooks.timeout_ms",
+                Box::new(|s| s.webhooks.connect_timeout_ms = 0),
+            ),
+            (
+                "webhooks.dispatch_batch",
+                Box::new(|s| s.webhooks.dispatch_batch = 0),
             ),
             (
                 "oauth.providers",

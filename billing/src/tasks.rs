@@ -7,12 +7,16 @@ use fang::typetag;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{OrderId, PaymentId, SubscriptionId};
+use crate::ids::{DeliveryId, OrderId, PaymentId, SubscriptionId};
 use crate::jobs::{context, task_error};
 
 /// The task type (worker pool key) of every task that calls the payment gateway, so
 /// operators can give PG calls their own pool and concurrency.
 pub const PG_TASK_TYPE: &str = "pg";
+
+/// The task type of webhook deliveries, so operators can give calls to receivers their
+/// own pool (a slow receiver then never holds up payments).
+pub const WEBHOOK_TASK_TYPE: &str = "webhook";
 
 /// Records that it ran (in `job_probe_runs`), optionally after sleeping and optionally
 /// failing its first runs: operators' end-to-end check of the fleet, and the runtime's
@@ -323,5 +327,53 @@ impl AsyncRunnable for SubscriptionsSweep {
 
     fn max_retries(&self) -> i32 {
         0
+    }
+}
+
+/// `webhooks.deliver`: attempt `attempt` (1-based) of round `round` of a delivery. The
+/// retry schedule is the delivery's own (each failed attempt queues the next one), so the
+/// runtime's retries only cover database errors and crashed workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookDeliver {
+    pub delivery_id: i64,
+    pub round: i32,
+    pub attempt: i32,
+}
+
+impl WebhookDeliver {
+    /// The first attempt of a new delivery.
+    pub fn first(id: DeliveryId) -> Self {
+        Self {
+            delivery_id: id.0,
+            round: 1,
+            attempt: 1,
+        }
+    }
+}
+
+#[typetag::serde(name = "webhooks.deliver")]
+#[async_trait]
+impl AsyncRunnable for WebhookDeliver {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = context()?;
+        crate::webhooks::deliver(&ctx, DeliveryId(self.delivery_id), self.round, self.attempt)
+            .await
+            .map_err(task_error)
+    }
+
+    fn uniq(&self) -> bool {
+        true
+    }
+
+    fn task_type(&self) -> String {
+        WEBHOOK_TASK_TYPE.into()
+    }
+
+    fn max_retries(&self) -> i32 {
+        20
+    }
+
+    fn backoff(&self, attempt: u32) -> u32 {
+        2u32.saturating_pow(attempt).min(60)
     }
 }

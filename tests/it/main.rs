@@ -25,3 +25,4 @@ mod redis_down;
 mod reviews;
 mod runtime;
 mod subscriptions;
+mod webhooks;

@@ -53,6 +53,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/subscriptions/{id}/{action}"),
     ("post", "/api/admin/subscriptions/{id}/preview"),
     ("get", "/api/admin/charges/unknown"),
+    ("post", "/api/admin/webhooks"),
+    ("get", "/api/admin/webhooks"),
+    ("get", "/api/admin/webhooks/{id}"),
+    ("patch", "/api/admin/webhooks/{id}"),
+    ("delete", "/api/admin/webhooks/{id}"),
+    ("post", "/api/admin/webhooks/{id}/rotate-secret"),
+    ("get", "/api/admin/webhooks/{id}/deliveries"),
+    ("get", "/api/admin/deliveries"),
+    ("get", "/api/admin/deliveries/{id}"),
+    ("post", "/api/admin/deliveries/{id}/redeliver"),
+    ("post", "/api/admin/deliveries/redeliver"),
 ];
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! Pillivery's worker: the job runtime over fang's task model, and the process around
-//! it (health/metrics server, periodic tasks, clean stop).
+//! Pillivery's worker: the job runtime over fang's task model, the outbox dispatcher, and
+//! the process around them (health/metrics server, periodic tasks, clean stop).
 
+pub mod outbox;
 pub mod queue;
 pub mod runtime;
 
@@ -84,10 +85,12 @@ pub async fn run(
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
+    let dispatcher = tokio::spawn(outbox::run(ctx.clone(), stopped(stop_rx.clone())));
     let cfg = runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
     let jobs = tokio::spawn(runtime::run(ctx, cfg, periodic_tasks(), stopped(stop_rx)));
     shutdown.await;
     let _ = stop_tx.send(true);
+    dispatcher.await?;
     jobs.await??;
     server.await??;
     Ok(())

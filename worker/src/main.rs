@@ -19,6 +19,30 @@ enum Command {
     /// Inspect and re-queue jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Inspect and redeliver webhook deliveries.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries (optionally in one state: pending, delivered, dead), newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Redeliver one delivery now, with a fresh retry schedule.
+    Redeliver { id: i64 },
+    /// Redeliver every dead delivery that died since a time (RFC 3339).
+    RedeliverDead {
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Only this endpoint's.
+        #[arg(long)]
+        endpoint: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(ctx).await,
         Command::Jobs(cmd) => jobs(ctx, cmd).await,
+        Command::Deliveries(cmd) => deliveries(ctx, cmd).await,
     }
 }
 
@@ -96,6 +121,63 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
                 billing::jobs::enqueue(&mut conn, &probe).await?;
             }
             println!("enqueued {count} probe(s); see job_probe_runs");
+        }
+    }
+    Ok(())
+}
+
+async fn deliveries(ctx: billing::Ctx, cmd: DeliveriesCommand) -> anyhow::Result<()> {
+    use billing::webhooks::{Delivery, DeliveryFilter, DeliveryState, RedeliverDead};
+    let line = |d: &Delivery| {
+        format!(
+            "{:>8}  {:<9} endpoint={} {:<24} event={} attempts={} (round {})  {}",
+            d.id,
+            format!("{:?}", d.state).to_lowercase(),
+            d.endpoint_id,
+            d.event_type,
+            d.event_id,
+            d.attempts,
+            d.round,
+            d.last_error.as_deref().unwrap_or_default()
+        )
+    };
+    match cmd {
+        DeliveriesCommand::List { state, limit } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some("pending") => Some(DeliveryState::Pending),
+                Some("delivered") => Some(DeliveryState::Delivered),
+                Some("dead") => Some(DeliveryState::Dead),
+                Some(other) => anyhow::bail!("unknown state `{other}` (pending, delivered, dead)"),
+            };
+            let filter = DeliveryFilter {
+                state,
+                ..DeliveryFilter::default()
+            };
+            let page = billing::page::PageRequest {
+                page: 1,
+                size: limit.clamp(1, 100),
+            };
+            let list = billing::webhooks::list_deliveries(&ctx, filter, page).await?;
+            println!("{} delivery(ies)", list.total);
+            for d in &list.items {
+                println!("{}", line(d));
+            }
+        }
+        DeliveriesCommand::Redeliver { id } => {
+            let d = billing::webhooks::redeliver(&ctx, billing::ids::DeliveryId(id)).await?;
+            println!("redelivering {}", line(&d));
+        }
+        DeliveriesCommand::RedeliverDead { since, endpoint } => {
+            let n = billing::webhooks::redeliver_dead(
+                &ctx,
+                RedeliverDead {
+                    since,
+                    endpoint_id: endpoint.map(billing::ids::WebhookEndpointId),
+                },
+            )
+            .await?;
+            println!("redelivering {n} dead delivery(ies)");
         }
     }
     Ok(())

@@ -10,3 +10,4 @@ pub mod orders;
 pub mod reviews;
 pub mod subscriptions;
 pub mod users;
+pub mod webhooks;

@@ -872,13 +872,22 @@ async fn api_requests_are_counted_per_second() {
     let after = chrono::Utc::now().timestamp();
     let stats: Value = sim.get(&sim.url("/__stats")).await.json().await.unwrap();
     let seconds = stats["per_second"].as_array().unwrap();
-    let total: u64 = seconds.iter().map(|s| s["requests"].as_u64().unwrap()).sum();
+    let total: u64 = seconds
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, 5, "{stats}");
     for s in seconds {
         let at = s["at"].as_i64().unwrap();
-        assert!((before..=after).contains(&at), "{s} outside {before}..={after}");
+        assert!(
+            (before..=after).contains(&at),
+            "{s} outside {before}..={after}"
+        );
     }
-    let max = seconds.iter().map(|s| s["requests"].as_u64().unwrap()).max();
+    let max = seconds
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .max();
     assert_eq!(stats["max_per_second"].as_u64(), max);
 }
 
