@@ -347,35 +347,7 @@ async fn billing_crash() {
         v
     };
     let item = b.item(19_900).await;
-    sqlx::query(
-        "WITH o AS (
-           INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
-                               receiver_city, receiver_address, total_amount, item_count,
-                               period_days, cycle, paid_at)
-           SELECT ($1::bigint[])[1 + g % 50], 'subscription', 'paid', '홍길동', '01012345678',
-                  'Seoul', '1 Road', 19900, 1, 30, 1, now() - interval '30 days'
-           FROM generate_series(1, $2) g RETURNING id, user_id
-         ),
-         s AS (
-           INSERT INTO subscriptions (user_id, period_days, sid, first_order_id, anchor_at,
-                                      next_charge_at, last_charged_at, due_on)
-           SELECT user_id, 30, 'S' || lpad(id::text, 19, '0'), id, now() - interval '30 days',
-                  now(), now() - interval '30 days', (now() AT TIME ZONE 'Asia/Seoul')::date
-           FROM o RETURNING id
-         )
-         INSERT INTO subscription_items (subscription_id, item_id, quantity)
-         SELECT id, $3, 1 FROM s",
-    )
-    .bind(&users)
-    .bind(CRASH_SUBS)
-    .bind(item)
-    .execute(&b.db)
-    .await
-    .unwrap();
-    let sids: Vec<(String, i64)> = sqlx::query_as("SELECT sid, user_id FROM subscriptions")
-        .fetch_all(&b.db)
-        .await
-        .unwrap();
+    let sids = crate::helpers::fixtures::due_subscriptions(&b.db, &users, item, CRASH_SUBS).await;
     let sids: Vec<(String, UserId)> = sids.into_iter().map(|(s, u)| (s, UserId(u))).collect();
     b.register_sids(&sids).await;
 

@@ -20,6 +20,7 @@ mod oauth;
 mod openapi;
 mod orders;
 mod payments;
+mod pg_resilience;
 mod rate_limit;
 mod redis_down;
 mod reviews;

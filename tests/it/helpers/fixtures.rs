@@ -1,6 +1,7 @@
 //! Rows the flows under test need but do not create themselves (items before the admin
 //! routes are exercised, paid orders before the payment flow exists).
 
+use serde_json::{json, Value};
 use sqlx::PgPool;
 
 /// An item for sale: returns its id.
@@ -43,4 +44,75 @@ pub async fn paid_order(db: &PgPool, user_id: i64, item_id: i64, quantity: i32) 
     .await
     .unwrap();
     order
+}
+
+/// A customer row (no password: these customers never log in): returns the id.
+pub async fn user(db: &PgPool) -> i64 {
+    let n: u32 = rand::random::<u32>() % 90_000_000 + 10_000_000;
+    sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, display_name, real_name, phone, city,
+                            detail_address)
+         VALUES ($1, 'x', $2, '홍길동', $3, 'Seoul', '1 Sejong-daero') RETURNING id",
+    )
+    .bind(format!("sub{n}@example.com"))
+    .bind(format!("sub{n}"))
+    .bind(format!("010-{:04}-{:04}", n / 10_000, n % 10_000))
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// `n` monthly subscriptions of one `item` (19,900 won) spread over `users`, first paid 30
+/// days ago and due now (database time): the billing run's input. Returns each one's
+/// `(sid, user_id)` for registration at pgsim.
+pub async fn due_subscriptions(db: &PgPool, users: &[i64], item: i64, n: i64) -> Vec<(String, i64)> {
+    sqlx::query(
+        "WITH o AS (
+           INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
+                               receiver_city, receiver_address, total_amount, item_count,
+                               period_days, cycle, paid_at)
+           SELECT ($1::bigint[])[1 + g % cardinality($1::bigint[])], 'subscription', 'paid',
+                  '홍길동', '01012345678', 'Seoul', '1 Road', 19900, 1, 30, 1,
+                  now() - interval '30 days'
+           FROM generate_series(1, $2) g RETURNING id, user_id
+         ),
+         s AS (
+           INSERT INTO subscriptions (user_id, period_days, sid, first_order_id, anchor_at,
+                                      next_charge_at, last_charged_at, due_on)
+           SELECT user_id, 30, 'S' || lpad(id::text, 19, '0'), id, now() - interval '30 days',
+                  now(), now() - interval '30 days', (now() AT TIME ZONE 'Asia/Seoul')::date
+           FROM o RETURNING id
+         )
+         INSERT INTO subscription_items (subscription_id, item_id, quantity)
+         SELECT id, $3, 1 FROM s",
+    )
+    .bind(users)
+    .bind(n)
+    .bind(item)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query_as("SELECT sid, user_id FROM subscriptions ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap()
+}
+
+/// Registers SIDs at pgsim (`POST /__sids`) as KakaoPay would have issued them to
+/// `pv-user-<id>`.
+pub async fn register_sids(client: &reqwest::Client, pg_url: &str, sids: &[(String, i64)]) {
+    let entries: Vec<Value> = sids
+        .iter()
+        .map(|(sid, user)| {
+            json!({"sid": sid, "cid": "TCSUBSCRIP", "partner_user_id": format!("pv-user-{user}"),
+                   "item_name": "정기배송"})
+        })
+        .collect();
+    let resp = client
+        .post(format!("{pg_url}/__sids"))
+        .json(&json!({ "sids": entries }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 }

@@ -231,19 +231,7 @@ impl Billing {
     }
 
     pub async fn user(&self) -> UserId {
-        let n: u32 = rand::random::<u32>() % 90_000_000 + 10_000_000;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (email, password_hash, display_name, real_name, phone, city,
-                                detail_address)
-             VALUES ($1, 'x', $2, '홍길동', $3, 'Seoul', '1 Sejong-daero') RETURNING id",
-        )
-        .bind(format!("sub{n}@example.com"))
-        .bind(format!("sub{n}"))
-        .bind(format!("010-{:04}-{:04}", n / 10_000, n % 10_000))
-        .fetch_one(&self.db)
-        .await
-        .unwrap();
-        UserId(id)
+        UserId(super::fixtures::user(&self.db).await)
     }
 
     pub async fn item(&self, price: i64) -> i64 {
@@ -310,21 +298,8 @@ impl Billing {
     }
 
     pub async fn register_sids(&self, sids: &[(String, UserId)]) {
-        let entries: Vec<Value> = sids
-            .iter()
-            .map(|(sid, user)| {
-                json!({"sid": sid, "cid": "TCSUBSCRIP", "partner_user_id": format!("pv-user-{}", user.0),
-                       "item_name": "정기배송"})
-            })
-            .collect();
-        let resp = self
-            .client
-            .post(format!("{}/__sids", self.pg.url))
-            .json(&json!({ "sids": entries }))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let sids: Vec<(String, i64)> = sids.iter().map(|(s, u)| (s.clone(), u.0)).collect();
+        super::fixtures::register_sids(&self.client, &self.pg.url, &sids).await;
     }
 
     pub async fn sub(&self, id: SubscriptionId) -> billing::subscriptions::Subscription {

@@ -56,6 +56,11 @@ impl Stack {
     /// own address (its `public_url`, so KakaoPay's redirects reach it) and one worker
     /// pointed at the simulator; returns once each answers its health check.
     pub async fn start(pgsim_args: &[&str]) -> Stack {
+        Self::start_with(pgsim_args, &[]).await
+    }
+
+    /// [`Stack::start`] with extra settings for the worker (`PILLIVERY__…` pairs).
+    pub async fn start_with(pgsim_args: &[&str], worker_settings: &[(&str, &str)]) -> Stack {
         let pg_port = free_port();
         let pg_url = format!("http://127.0.0.1:{pg_port}");
         let listen = format!("127.0.0.1:{pg_port}");
@@ -93,6 +98,7 @@ impl Stack {
             // finished jobs stay as rows, so tests can count what ran
             ("PILLIVERY__WORKER__KEEP_FINISHED", "true"),
         ]);
+        worker_env.extend_from_slice(worker_settings);
         let mut worker = WorkerProcess::spawn(&database_url, &worker_env);
 
         pgsim
@@ -325,6 +331,37 @@ impl Stack {
             .unwrap_or(0)
     }
 
+    /// KakaoPay API requests the simulator received in each second: `(unix second, n)`.
+    pub async fn pg_per_second(&self) -> Vec<(i64, u64)> {
+        self.pg_stats().await["per_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["at"].as_i64().unwrap(), s["requests"].as_u64().unwrap()))
+            .collect()
+    }
+
+    // ---- the worker's metrics -------------------------------------------------------------
+
+    /// The worker's `/metrics` page (Prometheus text).
+    pub async fn worker_metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.worker.port);
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The sum of a worker metric's samples matching `series`: a name with optional
+    /// labels, e.g. `jobs_finished_total{outcome="deferred"}` (see [`metric_sum`]).
+    pub async fn worker_metric(&self, series: &str) -> f64 {
+        metric_sum(&self.worker_metrics().await, series)
+    }
+
     async fn pg_admin_get(&self, path: &str) -> Value {
         let resp = self
             .client
@@ -335,4 +372,24 @@ impl Stack {
         assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
         resp.json().await.unwrap()
     }
+}
+
+/// The sum of the samples in a Prometheus text page whose series matches: the name, then
+/// (if given) every `label="value"` pair in `labels`.
+pub fn metric_sum(page: &str, series: &str) -> f64 {
+    let (name, labels) = match series.split_once('{') {
+        Some((n, l)) => (n, l.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (n, rest) = key.split_once('{').unwrap_or((key, ""));
+            (n == name && wanted.iter().all(|w| rest.contains(w)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }

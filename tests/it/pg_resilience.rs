@@ -1,0 +1,305 @@
+//! The worker's protection of and from the PG, with real binaries and pgsim: the circuit
+//! breaker through an outage, the seed's 20 %-5xx experiment, and the rate cap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::fixtures;
+use crate::helpers::stack::Stack;
+
+/// A `Ctx` on the stack's database (for the billing run's sweep), on real time.
+fn ctx(s: &Stack) -> billing::Ctx {
+    billing::Ctx::new(
+        (*s.settings).clone(),
+        Arc::new(billing::clock::SystemClock),
+    )
+    .unwrap()
+}
+
+/// `n` subscriptions due now, their SIDs registered at pgsim and their charges enqueued.
+async fn billing_run(s: &Stack, n: i64) -> Vec<(String, i64)> {
+    let mut users = Vec::new();
+    for _ in 0..10 {
+        users.push(fixtures::user(&s.db).await);
+    }
+    let item = fixtures::item(&s.db, "루테인 정기", 19_900, 0).await;
+    let sids = fixtures::due_subscriptions(&s.db, &users, item, n).await;
+    fixtures::register_sids(&s.client, &s.pg_url, &sids).await;
+    let enqueued = billing::subscriptions::charge::sweep(&ctx(s), 100_000)
+        .await
+        .unwrap();
+    assert_eq!(enqueued, n as u64);
+    sids
+}
+
+/// Subscriptions charged for cycle 2 with nothing left in KakaoPay's hands.
+async fn charged(s: &Stack) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions WHERE current_cycle = 2
+         AND NOT EXISTS (SELECT 1 FROM charge_attempts a WHERE a.subscription_id = subscriptions.id
+                         AND a.status IN ('in_flight', 'unknown'))",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap()
+}
+
+async fn wait_charged(s: &Stack, n: i64, within: Duration) {
+    let began = Instant::now();
+    while charged(s).await < n {
+        assert!(
+            began.elapsed() < within,
+            "only {} of {n} charged after {within:?}",
+            charged(s).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Exactly one charge per SID at pgsim, for all of `sids`.
+async fn one_charge_each(s: &Stack, sids: &[(String, i64)]) {
+    let mut per_sid: HashMap<String, usize> = HashMap::new();
+    for c in s.ledger_of("charge").await {
+        *per_sid
+            .entry(c["sid"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let doubled: Vec<_> = per_sid.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "charged twice: {doubled:?}");
+    assert_eq!(per_sid.len(), sids.len(), "every subscription charged once");
+}
+
+async fn breaker_state(s: &Stack) -> f64 {
+    s.worker_metric("pg_breaker_state").await
+}
+
+async fn wait_breaker(s: &Stack, want: f64, within: Duration) -> Instant {
+    let began = Instant::now();
+    loop {
+        if breaker_state(s).await == want {
+            return Instant::now();
+        }
+        assert!(
+            began.elapsed() < within,
+            "breaker never reached state {want} (0 closed, 1 half-open, 2 open)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals() {
+    const SUBS: i64 = 60;
+    const ORDERS: usize = 8;
+    let s = Stack::start_with(
+        &["--auto-approve"],
+        &[
+            // the seed's functional test: open at 50 % while the PG ramps to 75 %
+            ("PILLIVERY__PG_GUARD__BREAKER_FAILURE_RATE", "0.5"),
+            ("PILLIVERY__PG_GUARD__BREAKER_OPEN_MS", "6000"),
+            ("PILLIVERY__PG_GUARD__DEFER_JITTER_MS", "1000"),
+            ("PILLIVERY__WORKER__CONCURRENCY", "100"),
+            ("PILLIVERY__SUBSCRIPTIONS__RECONCILE_SKEW_SECS", "1"),
+            ("PILLIVERY__SUBSCRIPTIONS__RECONCILE_WINDOW_SECS", "3"),
+        ],
+    )
+    .await;
+    // The outage: every answer takes 5 s, and 5xx ramp up to 75 % within 2 s.
+    s.set_knobs(json!({"latency_ms": 5000, "ramp_kind": "server_error", "ramp_to": 0.75,
+                       "ramp_secs": 2.0, "server_error_status": 500}))
+        .await;
+    let token = s.signup_and_login().await;
+    let item = fixtures::item(&s.db, "오메가3", 25_000, 0).await;
+    let mut orders = Vec::new();
+    for _ in 0..ORDERS {
+        orders.push(s.place_order(&token, &[(item, 1)]).await["id"].as_i64().unwrap());
+    }
+    let sids = billing_run(&s, SUBS).await;
+
+    let opened = wait_breaker(&s, 2.0, Duration::from_secs(60)).await;
+    let opened_unix = chrono::Utc::now().timestamp();
+    // While open nothing reaches the PG: the whole seconds after the one it opened in,
+    // up to just before the 6 s are over.
+    tokio::time::sleep(Duration::from_millis(4_800).saturating_sub(opened.elapsed())).await;
+    let quiet: Vec<(i64, u64)> = s
+        .pg_per_second()
+        .await
+        .into_iter()
+        .filter(|(at, n)| *at > opened_unix && *at < opened_unix + 4 && *n > 0)
+        .collect();
+    assert!(quiet.is_empty(), "requests reached pgsim while the breaker was open: {quiet:?}");
+    let page = s.worker_metrics().await;
+    let refused = crate::helpers::stack::metric_sum(&page, "pg_calls_refused_total");
+    let deferred =
+        crate::helpers::stack::metric_sum(&page, r#"jobs_finished_total{outcome="deferred"}"#);
+    assert!(refused > 0.0 && deferred > 0.0, "calls fail fast and work is deferred:\n{page}");
+
+    // The PG heals: trial calls close the breaker and the deferred work completes.
+    s.set_knobs(json!({"latency_ms": 0, "ramp_to": 0.0, "server_error_rate": 0.0}))
+        .await;
+    wait_breaker(&s, 0.0, Duration::from_secs(60)).await;
+    let page = s.worker_metrics().await;
+    for to in ["open", "half_open", "closed"] {
+        let n = crate::helpers::stack::metric_sum(
+            &page,
+            &format!(r#"pg_breaker_transitions_total{{to="{to}"}}"#),
+        );
+        assert!(n >= 1.0, "no transition to {to}:\n{page}");
+    }
+    wait_charged(&s, SUBS, Duration::from_secs(90)).await;
+    one_charge_each(&s, &sids).await;
+    for id in orders {
+        let ready = s
+            .order_until(&token, id, "payment_ready", Duration::from_secs(60))
+            .await;
+        s.follow_redirect(ready["payment"]["redirect_url"].as_str().unwrap())
+            .await;
+        s.order_until(&token, id, "paid", Duration::from_secs(60))
+            .await;
+    }
+
+    // Nobody paid for the outage: no decline recorded, no subscription ever past due or
+    // canceled (their events would be in the outbox), no order failed.
+    let declined: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM charge_attempts WHERE status = 'declined'")
+            .fetch_one(&s.db)
+            .await
+            .unwrap();
+    let bad_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox_events
+         WHERE event_type IN ('subscription.past_due', 'subscription.canceled',
+                              'order.payment_failed')",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    let not_active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE status <> 'active'")
+            .fetch_one(&s.db)
+            .await
+            .unwrap();
+    assert_eq!((declined, bad_events, not_active), (0, 0, 0));
+    println!(
+        "breaker: {refused} calls refused, {deferred} jobs deferred; {SUBS} charges and {ORDERS} orders completed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_percent_5xx_100_concurrent_approvals_all_end_paid_once() {
+    const ORDERS: usize = 100;
+    let s = Stack::start_with(
+        &["--auto-approve"],
+        &[("PILLIVERY__WORKER__CONCURRENCY", "100")],
+    )
+    .await;
+    let item = fixtures::item(&s.db, "비타민C", 12_000, 0).await;
+    let mut tokens = Vec::new();
+    for _ in 0..10 {
+        tokens.push(s.signup_and_login().await);
+    }
+    // Orders get their KakaoPay page first; then the PG turns flaky for the approvals.
+    let mut ready = Vec::new();
+    for i in 0..ORDERS {
+        let token = &tokens[i % tokens.len()];
+        let order = s.ready_order(token, &[(item, 1 + (i % 3) as i32)]).await;
+        ready.push((token.clone(), order));
+    }
+    s.set_knobs(json!({"server_error_rate": 0.2, "server_error_status": 500}))
+        .await;
+    let before: Value = s.pg_stats().await;
+    let began = Instant::now();
+    let approvals = ready.iter().map(|(token, order)| {
+        let s = &s;
+        async move {
+            let id = order["id"].as_i64().unwrap();
+            s.follow_redirect(order["payment"]["redirect_url"].as_str().unwrap())
+                .await;
+            let paid = s
+                .order_until(token, id, "paid", Duration::from_secs(120))
+                .await;
+            (id, paid["total_amount"].as_i64().unwrap())
+        }
+    });
+    let paid = futures::future::join_all(approvals).await;
+    let elapsed = began.elapsed();
+    let after: Value = s.pg_stats().await;
+
+    // One approval per order at KakaoPay, for its amount.
+    let approved = s.ledger_of("approve").await;
+    assert_eq!(approved.len(), ORDERS, "one approval per order");
+    let mut by_partner: HashMap<String, i64> = HashMap::new();
+    for a in &approved {
+        let prev = by_partner.insert(
+            a["partner_order_id"].as_str().unwrap().to_owned(),
+            a["amount"].as_i64().unwrap(),
+        );
+        assert!(prev.is_none(), "approved twice: {a}");
+    }
+    let ledger_total: i64 = by_partner.values().sum();
+    let order_total: i64 = paid.iter().map(|(_, amount)| amount).sum();
+    assert_eq!(ledger_total, order_total);
+
+    let count = |v: &Value, ep: &str| v["requests"][ep].as_i64().unwrap_or(0);
+    let calls: i64 = ["approve", "order"]
+        .iter()
+        .map(|ep| count(&after, ep) - count(&before, ep))
+        .sum();
+    let failed = after["faults_injected"]["server_error"].as_i64().unwrap_or(0)
+        - before["faults_injected"]["server_error"]
+            .as_i64()
+            .unwrap_or(0);
+    let approves = count(&after, "approve") - count(&before, "approve");
+    let reconciled: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT metadata->>'payment_id') FROM fang_tasks
+         WHERE metadata->>'type' = 'payment.reconcile'",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    assert!(failed > 0, "the PG failed some calls");
+    println!(
+        "seed experiment: {ORDERS} concurrent approvals in {:.1} s; {calls} PG calls (approve + \
+         inquiry), {failed} answered 5xx ({:.1} %); {approves} approve calls; {reconciled} orders \
+         ({:.1} %) went through reconciliation; 0 orders ({:.1} %) ended unpaid \
+         (seed: 4.16 % of operations failed all 3 retries, 0.6 % of all calls)",
+        elapsed.as_secs_f64(),
+        100.0 * failed as f64 / calls as f64,
+        100.0 * reconciled as f64 / ORDERS as f64,
+        0.0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
+    const SUBS: i64 = 1_000;
+    const CAP: u64 = 50;
+    let s = Stack::start_with(
+        &[],
+        &[
+            ("PILLIVERY__PG_GUARD__RATE_PER_SEC", "50"),
+            ("PILLIVERY__WORKER__CONCURRENCY", "200"),
+        ],
+    )
+    .await;
+    let sids = billing_run(&s, SUBS).await;
+    let began = Instant::now();
+    wait_charged(&s, SUBS, Duration::from_secs(120)).await;
+    let elapsed = began.elapsed();
+    one_charge_each(&s, &sids).await;
+    let seconds = s.pg_per_second().await;
+    let max = seconds.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let over: Vec<_> = seconds.iter().filter(|(_, n)| *n > CAP).collect();
+    assert!(over.is_empty(), "more than {CAP} calls/s reached pgsim: {over:?}");
+    // the cap was what limited the run (not an idle worker)
+    assert!(max >= CAP * 8 / 10, "busiest second only {max}");
+    let waited = s
+        .worker_metric(r#"pg_permit_wait_seconds_count{permit="rate"}"#)
+        .await;
+    println!(
+        "rate cap: {SUBS} charges in {:.1} s at ≤ {CAP}/s (busiest second {max}); {waited} rate waits",
+        elapsed.as_secs_f64()
+    );
+}
