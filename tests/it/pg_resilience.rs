@@ -12,11 +12,7 @@ use crate::helpers::stack::Stack;
 
 /// A `Ctx` on the stack's database (for the billing run's sweep), on real time.
 fn ctx(s: &Stack) -> billing::Ctx {
-    billing::Ctx::new(
-        (*s.settings).clone(),
-        Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap()
+    billing::Ctx::new((*s.settings).clone(), Arc::new(billing::clock::SystemClock)).unwrap()
 }
 
 /// `n` subscriptions due now, their SIDs registered at pgsim and their charges enqueued.
@@ -108,14 +104,20 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
     )
     .await;
     // The outage: every answer takes 5 s, and 5xx ramp up to 75 % within 2 s.
-    s.set_knobs(json!({"latency_ms": 5000, "ramp_kind": "server_error", "ramp_to": 0.75,
-                       "ramp_secs": 2.0, "server_error_status": 500}))
-        .await;
+    s.set_knobs(
+        json!({"latency_ms": 5000, "ramp_kind": "server_error", "ramp_to": 0.75,
+                       "ramp_secs": 2.0, "server_error_status": 500}),
+    )
+    .await;
     let token = s.signup_and_login().await;
     let item = fixtures::item(&s.db, "오메가3", 25_000, 0).await;
     let mut orders = Vec::new();
     for _ in 0..ORDERS {
-        orders.push(s.place_order(&token, &[(item, 1)]).await["id"].as_i64().unwrap());
+        orders.push(
+            s.place_order(&token, &[(item, 1)]).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     let sids = billing_run(&s, SUBS).await;
 
@@ -130,12 +132,18 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
         .into_iter()
         .filter(|(at, n)| *at > opened_unix && *at < opened_unix + 4 && *n > 0)
         .collect();
-    assert!(quiet.is_empty(), "requests reached pgsim while the breaker was open: {quiet:?}");
+    assert!(
+        quiet.is_empty(),
+        "requests reached pgsim while the breaker was open: {quiet:?}"
+    );
     let page = s.worker_metrics().await;
     let refused = crate::helpers::stack::metric_sum(&page, "pg_calls_refused_total");
     let deferred =
         crate::helpers::stack::metric_sum(&page, r#"jobs_finished_total{outcome="deferred"}"#);
-    assert!(refused > 0.0 && deferred > 0.0, "calls fail fast and work is deferred:\n{page}");
+    assert!(
+        refused > 0.0 && deferred > 0.0,
+        "calls fail fast and work is deferred:\n{page}"
+    );
 
     // The PG heals: trial calls close the breaker and the deferred work completes.
     s.set_knobs(json!({"latency_ms": 0, "ramp_to": 0.0, "server_error_rate": 0.0}))
@@ -247,7 +255,9 @@ async fn twenty_percent_5xx_100_concurrent_approvals_all_end_paid_once() {
         .iter()
         .map(|ep| count(&after, ep) - count(&before, ep))
         .sum();
-    let failed = after["faults_injected"]["server_error"].as_i64().unwrap_or(0)
+    let failed = after["faults_injected"]["server_error"]
+        .as_i64()
+        .unwrap_or(0)
         - before["faults_injected"]["server_error"]
             .as_i64()
             .unwrap_or(0);
@@ -292,7 +302,10 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
     let seconds = s.pg_per_second().await;
     let max = seconds.iter().map(|(_, n)| *n).max().unwrap_or(0);
     let over: Vec<_> = seconds.iter().filter(|(_, n)| *n > CAP).collect();
-    assert!(over.is_empty(), "more than {CAP} calls/s reached pgsim: {over:?}");
+    assert!(
+        over.is_empty(),
+        "more than {CAP} calls/s reached pgsim: {over:?}"
+    );
     // the cap was what limited the run (not an idle worker)
     assert!(max >= CAP * 8 / 10, "busiest second only {max}");
     let waited = s

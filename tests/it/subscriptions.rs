@@ -304,6 +304,21 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     assert_eq!(list["total"], 1, "{list}");
     assert_eq!(list["items"][0]["subscription_id"], id.0);
     assert_eq!(list["items"][0]["cycle"], 2);
+    // Operators see it from the command line too.
+    let cli = std::process::Command::new(crate::helpers::bin_path("pillivery-worker"))
+        .args(["charges", "unknown", "--review"])
+        .env("PILLIVERY__DATABASE__URL", &b.url)
+        .env("PILLIVERY__REDIS__URL", crate::helpers::test_redis_url())
+        .env("PILLIVERY__ENVIRONMENT", "test")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{out}");
+    assert!(out.contains("1 unknown charge(s)"), "{out}");
+    assert!(
+        out.contains(&format!("subscription={} ", id.0)) && out.contains("review since"),
+        "{out}"
+    );
     // No other attempt was made for the cycle meanwhile.
     assert_eq!(attempts(&b, id).await.len(), 1);
     assert_eq!(attempts(&b, id).await[0].2, "unknown");

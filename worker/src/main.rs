@@ -22,6 +22,21 @@ enum Command {
     /// Inspect and redeliver webhook deliveries.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Subscription charges awaiting a decision.
+    #[command(subcommand)]
+    Charges(ChargesCommand),
+}
+
+#[derive(Subcommand)]
+enum ChargesCommand {
+    /// Charges sent with no answer yet (oldest first); `--review`: only those undecided
+    /// past `subscriptions.review_after_secs`, which need an operator.
+    Unknown {
+        #[arg(long)]
+        review: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => run(ctx).await,
         Command::Jobs(cmd) => jobs(ctx, cmd).await,
         Command::Deliveries(cmd) => deliveries(ctx, cmd).await,
+        Command::Charges(cmd) => charges(ctx, cmd).await,
     }
 }
 
@@ -178,6 +194,36 @@ async fn deliveries(ctx: billing::Ctx, cmd: DeliveriesCommand) -> anyhow::Result
             )
             .await?;
             println!("redelivering {n} dead delivery(ies)");
+        }
+    }
+    Ok(())
+}
+
+async fn charges(ctx: billing::Ctx, cmd: ChargesCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChargesCommand::Unknown { review, limit } => {
+            let page = billing::page::PageRequest {
+                page: 1,
+                size: limit.clamp(1, 100),
+            };
+            let list = billing::subscriptions::unknown_charges(&ctx, review, page).await?;
+            println!("{} unknown charge(s)", list.total);
+            for c in &list.items {
+                println!(
+                    "subscription={} user={} cycle={} attempt={} {} {} started={} rounds={}{}",
+                    c.subscription_id.0,
+                    c.user_id.0,
+                    c.cycle,
+                    c.attempt,
+                    c.partner_order_id,
+                    c.amount,
+                    c.started_at.to_rfc3339(),
+                    c.reconcile_rounds,
+                    c.review_required_at
+                        .map(|t| format!(" review since {}", t.to_rfc3339()))
+                        .unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())

@@ -65,7 +65,12 @@ pub async fn user(db: &PgPool) -> i64 {
 /// `n` monthly subscriptions of one `item` (19,900 won) spread over `users`, first paid 30
 /// days ago and due now (database time): the billing run's input. Returns each one's
 /// `(sid, user_id)` for registration at pgsim.
-pub async fn due_subscriptions(db: &PgPool, users: &[i64], item: i64, n: i64) -> Vec<(String, i64)> {
+pub async fn due_subscriptions(
+    db: &PgPool,
+    users: &[i64],
+    item: i64,
+    n: i64,
+) -> Vec<(String, i64)> {
     sqlx::query(
         "WITH o AS (
            INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
