@@ -93,8 +93,7 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
     let s = Stack::start_with(
         &["--auto-approve"],
         &[
-            // the seed's functional test: open at 50 % while the PG ramps to 75 %
-            ("PILLIVERY__PG_GUARD__BREAKER_FAILURE_RATE", "0.5"),
+            // the default breaker (40 calls, ≥ 20 judged, opens at 75 %), open 6 s
             ("PILLIVERY__PG_GUARD__BREAKER_OPEN_MS", "6000"),
             ("PILLIVERY__PG_GUARD__DEFER_JITTER_MS", "1000"),
             ("PILLIVERY__WORKER__CONCURRENCY", "100"),
@@ -106,7 +105,7 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
     // The outage: every answer takes 5 s, and 5xx ramp up to 75 % within 2 s.
     s.set_knobs(
         json!({"latency_ms": 5000, "ramp_kind": "server_error", "ramp_to": 0.75,
-                       "ramp_secs": 2.0, "server_error_status": 500}),
+                       "ramp_secs": 2.0, "server_error_status": 500, "seed": 7}),
     )
     .await;
     let token = s.signup_and_login().await;
@@ -121,7 +120,9 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
     }
     let sids = billing_run(&s, SUBS).await;
 
+    let began = Instant::now();
     let opened = wait_breaker(&s, 2.0, Duration::from_secs(60)).await;
+    let open_after = opened - began;
     let opened_unix = chrono::Utc::now().timestamp();
     // While open nothing reaches the PG: the whole seconds after the one it opened in,
     // up to just before the 6 s are over.
@@ -190,8 +191,18 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
             .await
             .unwrap();
     assert_eq!((declined, bad_events, not_active), (0, 0, 0));
+    // Deferring is not failing: no charge job used up a retry while the breaker refused it.
+    let charge_retries: i32 = sqlx::query_scalar(
+        "SELECT coalesce(max(retries), 0) FROM fang_tasks
+         WHERE metadata->>'type' = 'subscription.charge'",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    assert_eq!(charge_retries, 0);
     println!(
-        "breaker: {refused} calls refused, {deferred} jobs deferred; {SUBS} charges and {ORDERS} orders completed"
+        "breaker: opened {:.1} s into the outage; {refused} calls refused, {deferred} jobs deferred; {SUBS} charges and {ORDERS} orders completed",
+        open_after.as_secs_f64()
     );
 }
 
