@@ -17,14 +17,21 @@ pub struct Event<'a, T: Serialize> {
     pub data: &'a T,
 }
 
-/// Writes the event on the caller's transaction; returns its id.
+/// Writes the event on the caller's transaction, queued for the webhook dispatcher
+/// (`outbox_pending`) in the same statement; returns its id.
 pub async fn record<T: Serialize>(conn: &mut PgConnection, e: Event<'_, T>) -> Result<uuid::Uuid> {
     let data = serde_json::to_value(e.data)
         .map_err(|err| Error::Internal(format!("outbox event does not serialize: {err}")))?;
     let id = sqlx::query_scalar!(
-        r#"INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id, aggregate_version, data)
-           VALUES ($1, $2, $3, $4, $5)
-           RETURNING event_id"#,
+        r#"WITH ev AS (
+             INSERT INTO outbox_events (event_type, aggregate_type, aggregate_id,
+                                        aggregate_version, data)
+             VALUES ($1, $2, $3, $4, $5)
+             RETURNING id, event_id
+           ), queued AS (
+             INSERT INTO outbox_pending (event_id) SELECT id FROM ev
+           )
+           SELECT event_id AS "event_id!" FROM ev"#,
         e.event_type,
         e.aggregate_type,
         e.aggregate_id,

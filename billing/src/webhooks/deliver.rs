@@ -84,8 +84,10 @@ pub async fn dispatch(ctx: &Ctx, limit: i64) -> Result<usize> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let events = sqlx::query_scalar!(
-        r#"SELECT id FROM outbox_events WHERE dispatched_at IS NULL
-           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        r#"DELETE FROM outbox_pending WHERE event_id IN (
+             SELECT event_id FROM outbox_pending ORDER BY event_id LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+           RETURNING event_id"#,
         limit
     )
     .fetch_all(&mut *tx)
@@ -112,13 +114,6 @@ pub async fn dispatch(ctx: &Ctx, limit: i64) -> Result<usize> {
         ALL_EVENTS
     )
     .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query!(
-        "UPDATE outbox_events SET dispatched_at = $2 WHERE id = ANY($1)",
-        &events,
-        now
-    )
-    .execute(&mut *tx)
     .await?;
     let tasks: Vec<tasks::WebhookDeliver> = deliveries
         .iter()
@@ -537,8 +532,8 @@ pub async fn refresh_gauges(ctx: &Ctx) -> Result<()> {
         r#"SELECT
              (SELECT min(created_at) FROM webhook_deliveries WHERE state = 'pending')
                  AS oldest_delivery,
-             (SELECT created_at FROM outbox_events WHERE dispatched_at IS NULL
-              ORDER BY id LIMIT 1) AS oldest_event,
+             (SELECT created_at FROM outbox_events
+              WHERE id = (SELECT min(event_id) FROM outbox_pending)) AS oldest_event,
              (SELECT count(*) FROM webhook_deliveries WHERE state = 'dead') AS "dead!""#
     )
     .fetch_one(&ctx.db)
