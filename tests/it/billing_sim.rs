@@ -381,16 +381,7 @@ async fn billing_crash() {
         .unwrap();
     assert_eq!(enqueued, CRASH_SUBS as u64);
 
-    let charged = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM subscriptions WHERE current_cycle = 2
-             AND NOT EXISTS (SELECT 1 FROM charge_attempts a WHERE a.subscription_id = subscriptions.id
-                             AND a.status IN ('in_flight', 'unknown'))",
-        )
-        .fetch_one(&b.db)
-        .await
-        .unwrap()
-    };
+    let charged = || crate::helpers::fixtures::charged_for_cycle_two(&b.db);
     let began = Instant::now();
     let mut kills = 0;
     let mut victim = 0;

@@ -31,25 +31,13 @@ async fn billing_run(s: &Stack, n: i64) -> Vec<(String, i64)> {
     sids
 }
 
-/// Subscriptions charged for cycle 2 with nothing left in KakaoPay's hands.
-async fn charged(s: &Stack) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM subscriptions WHERE current_cycle = 2
-         AND NOT EXISTS (SELECT 1 FROM charge_attempts a WHERE a.subscription_id = subscriptions.id
-                         AND a.status IN ('in_flight', 'unknown'))",
-    )
-    .fetch_one(&s.db)
-    .await
-    .unwrap()
-}
-
 async fn wait_charged(s: &Stack, n: i64, within: Duration) {
     let began = Instant::now();
-    while charged(s).await < n {
+    while fixtures::charged_for_cycle_two(&s.db).await < n {
         assert!(
             began.elapsed() < within,
             "only {} of {n} charged after {within:?}",
-            charged(s).await
+            fixtures::charged_for_cycle_two(&s.db).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

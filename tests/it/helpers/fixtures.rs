@@ -103,6 +103,19 @@ pub async fn due_subscriptions(
         .unwrap()
 }
 
+/// Subscriptions charged for cycle 2 with nothing left in KakaoPay's hands (no attempt
+/// `in_flight` or `unknown`): how far a billing run has got.
+pub async fn charged_for_cycle_two(db: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions WHERE current_cycle = 2
+         AND NOT EXISTS (SELECT 1 FROM charge_attempts a WHERE a.subscription_id = subscriptions.id
+                         AND a.status IN ('in_flight', 'unknown'))",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
 /// Registers SIDs at pgsim (`POST /__sids`) as KakaoPay would have issued them to
 /// `pv-user-<id>`.
 pub async fn register_sids(client: &reqwest::Client, pg_url: &str, sids: &[(String, i64)]) {
