@@ -93,6 +93,7 @@ impl ApiError {
                 B::Unavailable { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable")
                 }
+                B::MigrationsDiverged(_) => (StatusCode::CONFLICT, "migrations_diverged"),
                 B::Database(_) | B::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }

@@ -50,12 +50,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = billing::Settings::load()?;
     billing::telemetry::init_tracing(&settings.log);
+    // Before anything records a metric (the PG guard sets its gauge when built).
+    billing::telemetry::metrics_handle();
     let ctx = billing::Ctx::new(settings, Arc::new(billing::clock::SystemClock))?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(ctx).await,
         Command::Migrate => {
-            billing::db::migrate(&ctx.db).await.context("migrate")?;
-            tracing::info!("migrations applied");
+            let report = billing::db::apply_migrations(&ctx.db)
+                .await
+                .context("migrate")?;
+            tracing::info!(migrations = report.migrations.len(), "migrations applied");
             Ok(())
         }
         Command::CreateAdmin {
@@ -122,23 +126,19 @@ async fn create_admin(
     display_name: String,
     phone: String,
 ) -> anyhow::Result<()> {
-    use billing::users::{Role, SignupInput};
-    if billing::users::promote_to_admin(&ctx, &email).await? {
-        println!("{email} is an admin");
-        return Ok(());
-    }
-    let input = SignupInput {
-        email: email.clone(),
-        password,
+    let input = billing::users::AdminInput {
+        email,
+        password: Some(password),
         display_name,
-        real_name: "admin".into(),
         phone,
-        city: "-".into(),
-        detail_address: "-".into(),
     };
-    match billing::users::signup_with_role(&ctx, input, Role::Admin).await {
-        Ok(user) => {
+    match billing::users::create_admin(&ctx, input).await {
+        Ok((user, true)) => {
             println!("created admin {} (id {})", user.email, user.id);
+            Ok(())
+        }
+        Ok((user, false)) => {
+            println!("{} is an admin", user.email);
             Ok(())
         }
         Err(billing::Error::Validation(fields)) | Err(billing::Error::AlreadyExists(fields)) => {

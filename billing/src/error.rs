@@ -96,6 +96,10 @@ pub enum Error {
         dependency: Dependency,
         detail: String,
     },
+    /// The database's applied migrations are not a prefix of this binary's (a newer binary
+    /// migrated it, or an applied migration was edited): migrating here would be unsafe.
+    #[error("migrations diverged: {0}")]
+    MigrationsDiverged(String),
     #[error("database: {0}")]
     Database(#[source] sqlx::Error),
     #[error("internal: {0}")]

@@ -433,17 +433,44 @@ pub async fn next_due(
     .await?)
 }
 
-/// Queue depth by task type and state, for metrics.
-pub async fn depth(conn: &mut PgConnection) -> Result<Vec<(String, String, i64)>> {
+/// One line of the queue's figures: how many tasks of a type are in a state and, for the
+/// waiting states, how long the oldest due one has been waiting.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueStat {
+    pub task_type: String,
+    /// `new`, `in_progress`, `retried`, `failed` or `finished`.
+    pub state: String,
+    pub count: i64,
+    /// The oldest `scheduled_at` that is already due (waiting states only).
+    pub oldest_due_at: Option<DateTime<Utc>>,
+    /// Seconds since `oldest_due_at`: how far the workers are behind (0 when none is due).
+    pub lag_seconds: f64,
+}
+
+/// The queue by task type and state, with the lag of the waiting tasks: the metrics'
+/// `job_queue_depth` / `job_queue_lag_seconds` and the operators' `jobs stats`. One scan.
+pub async fn stats(ctx: &Ctx) -> Result<Vec<QueueStat>> {
     let rows = sqlx::query!(
-        r#"SELECT task_type, state::text AS "state!", count(*) AS "n!"
-           FROM fang_tasks GROUP BY task_type, state"#
+        r#"SELECT task_type, state::text AS "state!", count(*) AS "count!",
+                  min(scheduled_at) FILTER (WHERE state IN ('new', 'retried')
+                                              AND scheduled_at <= now()) AS oldest_due_at,
+                  now() AS "now!"
+           FROM fang_tasks GROUP BY task_type, state ORDER BY task_type, state"#
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&ctx.db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| (r.task_type, r.state, r.n))
+        .map(|r| QueueStat {
+            lag_seconds: r
+                .oldest_due_at
+                .map(|at| ((r.now - at).num_milliseconds().max(0)) as f64 / 1000.0)
+                .unwrap_or(0.0),
+            task_type: r.task_type,
+            state: r.state,
+            count: r.count,
+            oldest_due_at: r.oldest_due_at,
+        })
         .collect())
 }
 
@@ -620,6 +647,48 @@ pub async fn list(ctx: &Ctx, state: Option<&str>, page: PageRequest) -> Result<P
         page: page.page,
         size: page.size,
         total,
+    })
+}
+
+/// What [`run_now`] found: waiting tasks moved to now, and tasks running at this moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunNow {
+    pub moved: u64,
+    pub running: u64,
+}
+
+/// An operator's "do it now": the waiting tasks named `name` whose metadata holds `key`
+/// (e.g. `{"attempt_id": 7}`) become due at `now` and the workers are woken. Running ones
+/// are only counted, so the caller can tell "already under way" from "nothing queued".
+pub async fn run_now(
+    conn: &mut PgConnection,
+    name: &str,
+    key: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<RunNow> {
+    let row = sqlx::query!(
+        r#"WITH hits AS (
+             SELECT id, state FROM fang_tasks
+             WHERE metadata @> (jsonb_build_object('type', $1::text) || $2::jsonb)
+               AND state IN ('new', 'retried', 'in_progress')
+           ), moved AS (
+             UPDATE fang_tasks t SET scheduled_at = LEAST(t.scheduled_at, $4), updated_at = $4
+             FROM hits WHERE t.id = hits.id AND hits.state IN ('new', 'retried')
+             RETURNING t.task_type
+           )
+           SELECT (SELECT count(*) FROM moved) AS "moved!",
+                  (SELECT count(*) FROM hits WHERE state = 'in_progress') AS "running!",
+                  (SELECT pg_notify($3, task_type) FROM moved LIMIT 1) IS NOT NULL AS "notified!""#,
+        name,
+        key,
+        NOTIFY_CHANNEL,
+        now,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(RunNow {
+        moved: row.moved as u64,
+        running: row.running as u64,
     })
 }
 

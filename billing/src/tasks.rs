@@ -277,6 +277,9 @@ pub struct SubscriptionReconcile {
     pub round: i32,
 }
 
+/// The pinned name of [`SubscriptionReconcile`] (operators bring its jobs forward by it).
+pub const SUBSCRIPTION_RECONCILE: &str = "subscription.reconcile";
+
 pg_step!(SubscriptionReconcile, "subscription.reconcile", |t, ctx| {
     crate::subscriptions::charge::reconcile(&ctx, t.attempt_id, t.round)
 });
@@ -375,5 +378,21 @@ impl AsyncRunnable for WebhookDeliver {
 
     fn backoff(&self, attempt: u32) -> u32 {
         2u32.saturating_pow(attempt).min(60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconcile_name_constant_is_the_pinned_name() {
+        let task: &dyn AsyncRunnable = &SubscriptionReconcile {
+            attempt_id: 7,
+            round: 2,
+        };
+        let encoded = serde_json::to_value(task).unwrap();
+        assert_eq!(encoded["type"], SUBSCRIPTION_RECONCILE);
+        assert_eq!(encoded["attempt_id"], 7);
     }
 }

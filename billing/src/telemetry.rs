@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -16,7 +16,9 @@ pub fn init_tracing(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(LogEventCounter);
     // try_init: a second call (tests) keeps the first subscriber.
     let _ = match settings.format {
         LogFormat::Json => registry
@@ -35,6 +37,36 @@ pub fn init_tracing(settings: &LogSettings) {
             )
             .try_init(),
     };
+}
+
+/// Counts the warnings and errors that pass the filter into `log_events_total{level}`, so
+/// the alert rules can watch the log rate of every process without a log pipeline.
+struct LogEventCounter;
+
+impl<S: tracing::Subscriber> Layer<S> for LogEventCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warn",
+            _ => return,
+        };
+        metrics::counter!("log_events_total", "level" => level).increment(1);
+    }
+}
+
+/// The `/metrics` body: the process's own figures (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, …, read from `/proc` at scrape time) and every metric
+/// the code recorded.
+pub fn render_metrics(handle: &PrometheusHandle) -> String {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+    handle.render()
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade is global by design).
@@ -73,4 +105,45 @@ pub async fn with_request_id<F: std::future::Future>(id: Option<String>, fut: F)
 /// The request id of the API request or job being served, if any.
 pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_and_errors_are_counted_by_level_and_the_rest_is_not() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(LogEventCounter);
+        metrics::with_local_recorder(&recorder, || {
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::error!("one");
+                tracing::warn!("two");
+                tracing::warn!("three");
+                tracing::info!("not counted");
+                tracing::debug!("filtered out");
+            });
+        });
+        let page = handle.render();
+        assert!(
+            page.contains(r#"log_events_total{level="error"} 1"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"log_events_total{level="warn"} 2"#),
+            "{page}"
+        );
+        assert!(!page.contains(r#"level="info""#), "{page}");
+    }
+
+    #[test]
+    fn the_metrics_page_carries_the_process_figures() {
+        let page = render_metrics(&metrics_handle());
+        for name in ["process_cpu_seconds_total", "process_resident_memory_bytes"] {
+            assert!(page.contains(name), "{name} missing:\n{page}");
+        }
+    }
 }

@@ -446,14 +446,61 @@ pub(crate) async fn email_in_use(conn: &mut PgConnection, email: &str) -> Result
 }
 
 /// For `create-admin`: promotes an existing active account or reports none.
-pub async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<bool> {
-    let done = sqlx::query!(
-        "UPDATE users SET role = 'admin' WHERE email = $1 AND status = 'active'",
+async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<Option<UserId>> {
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE users SET role = 'admin' WHERE email = $1 AND status = 'active'
+           RETURNING id AS "id: UserId""#,
         validate::normalize_email(email)
     )
-    .execute(&ctx.db)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    .fetch_optional(&ctx.db)
+    .await?)
+}
+
+/// An operator account to create (or an existing account to promote).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminInput {
+    #[schema(example = "ops@example.com")]
+    pub email: String,
+    /// Required when the account does not exist yet; an existing account keeps its own.
+    pub password: Option<String>,
+    #[serde(default = "default_admin_name")]
+    pub display_name: String,
+    /// Accounts need a unique mobile number; admins rarely use theirs.
+    #[serde(default = "default_admin_phone")]
+    pub phone: String,
+}
+
+fn default_admin_name() -> String {
+    "admin".into()
+}
+
+fn default_admin_phone() -> String {
+    "010-0000-0000".into()
+}
+
+/// `create-admin`: the active account with this e-mail becomes an admin (`false`), or a new
+/// admin account is created (`true`).
+pub async fn create_admin(ctx: &Ctx, input: AdminInput) -> Result<(User, bool)> {
+    if let Some(id) = promote_to_admin(ctx, &input.email).await? {
+        return Ok((get(ctx, id).await?, false));
+    }
+    let Some(password) = input.password else {
+        return Err(Error::validation(
+            "password",
+            "required to create a new admin account",
+        ));
+    };
+    let signup = SignupInput {
+        email: input.email,
+        password,
+        display_name: input.display_name,
+        real_name: "admin".into(),
+        phone: input.phone,
+        city: "-".into(),
+        detail_address: "-".into(),
+    };
+    Ok((signup_with_role(ctx, signup, Role::Admin).await?, true))
 }
 
 /// Admin search over accounts, newest first.

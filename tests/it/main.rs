@@ -18,6 +18,7 @@ mod jobs;
 mod kakaopay_client;
 mod oauth;
 mod openapi;
+mod operations;
 mod orders;
 mod payments;
 mod pg_resilience;

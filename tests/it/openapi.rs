@@ -64,6 +64,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/deliveries/{id}"),
     ("post", "/api/admin/deliveries/{id}/redeliver"),
     ("post", "/api/admin/deliveries/redeliver"),
+    ("get", "/api/admin/jobs/stats"),
+    ("get", "/api/admin/migrations"),
+    ("post", "/api/admin/migrations"),
+    ("post", "/api/admin/admins"),
+    ("post", "/api/admin/charges/{attempt_id}/reconcile"),
 ];
 
 #[tokio::test]
@@ -103,6 +108,7 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
             .replace("{item_id}", "1")
             .replace("{action}", "approve")
             .replace("{payment_token}", "no-such-token")
+            .replace("{attempt_id}", "1")
             .replace("{id}", "00000000-0000-0000-0000-000000000000");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = app.request(m, &concrete).send().await.unwrap();

@@ -192,6 +192,11 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
         "breaker: opened {:.1} s into the outage; {refused} calls refused, {deferred} jobs deferred; {SUBS} charges and {ORDERS} orders completed",
         open_after.as_secs_f64()
     );
+    // For `loadtest/record` and loadtest/REPORT.md (DESIGN §11's RESULT line).
+    println!(
+        "RESULT name=breaker open_after_s={:.1} refused={refused} deferred={deferred} charges={SUBS} orders={ORDERS} charge_retries={charge_retries}",
+        open_after.as_secs_f64()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -279,6 +284,14 @@ async fn twenty_percent_5xx_100_concurrent_approvals_all_end_paid_once() {
         100.0 * reconciled as f64 / ORDERS as f64,
         0.0,
     );
+    println!(
+        "RESULT name=seed_experiment orders={ORDERS} seconds={:.1} pg_calls={calls} failed_5xx={failed} \
+         failed_5xx_pct={:.1} reconciled_pct={:.1} unpaid_pct=0.0 double_approvals=0 \
+         seed_retry_failure_pct=4.16 seed_overall_failure_pct=0.6",
+        elapsed.as_secs_f64(),
+        100.0 * failed as f64 / calls as f64,
+        100.0 * reconciled as f64 / ORDERS as f64,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -312,6 +325,10 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
         .await;
     println!(
         "rate cap: {SUBS} charges in {:.1} s at ≤ {CAP}/s (busiest second {max}); {waited} rate waits",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "RESULT name=rate_cap charges={SUBS} cap_per_sec={CAP} busiest_second={max} seconds={:.1}",
         elapsed.as_secs_f64()
     );
 }

@@ -305,15 +305,7 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     assert_eq!(list["items"][0]["subscription_id"], id.0);
     assert_eq!(list["items"][0]["cycle"], 2);
     // Operators see it from the command line too.
-    let cli = std::process::Command::new(crate::helpers::bin_path("pillivery-worker"))
-        .args(["charges", "unknown", "--review"])
-        .env("PILLIVERY__DATABASE__URL", &b.url)
-        .env("PILLIVERY__REDIS__URL", crate::helpers::test_redis_url())
-        .env("PILLIVERY__ENVIRONMENT", "test")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&cli.stdout);
-    assert!(cli.status.success(), "{out}");
+    let out = crate::helpers::worker_cli(&b.url, &["charges", "unknown", "--review"]);
     assert!(out.contains("1 unknown charge(s)"), "{out}");
     assert!(
         out.contains(&format!("subscription={} ", id.0)) && out.contains("review since"),
@@ -333,6 +325,109 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
         .get_json("/api/admin/charges/unknown", &admin.access)
         .await;
     assert_eq!(list["total"], 0);
+    b.stop_worker().await;
+}
+
+#[tokio::test]
+async fn an_operator_has_an_unknown_charge_decided_now_rather_than_after_its_backoff() {
+    let mut b = Billing::start(|s| {
+        s.subscriptions.reconcile_window_secs = 60;
+        // The first inquiry would wait 30–60 minutes.
+        s.payments.reconcile_min_backoff_ms = 3_600_000;
+        s.payments.reconcile_max_backoff_ms = 3_600_000;
+    })
+    .await;
+    let (id, _, _) = monthly(&b).await;
+    let app = b.api().await;
+    let (_, admin) = app.admin().await;
+    let customer = app.signup().await;
+    let customer = app.login(&customer).await;
+    // The cycle's charge meets one 5xx: sent, outcome unknown.
+    b.set_knobs(json!({"server_error_rate": 1.0, "endpoints": ["subscription"], "max_faults": 1}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 2, 5)).await;
+    b.stop_worker().await;
+    assert_eq!(attempts(&b, id).await[0].2, "unknown");
+    let list: Value = app
+        .get_json("/api/admin/charges/unknown", &admin.access)
+        .await;
+    let attempt_id = list["items"][0]["attempt_id"].as_i64().unwrap();
+    let db = b.db.clone();
+    let inquiries = || async {
+        sqlx::query_as::<_, (DateTime<Utc>, i32)>(
+            "SELECT scheduled_at, (metadata->>'round')::int FROM fang_tasks
+             WHERE metadata->>'type' = 'subscription.reconcile' AND state = 'new'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let waiting = inquiries().await;
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].0 >= kst(2027, 1, 31, 2, 30), "{waiting:?}");
+    let reconcile = |token: &str, attempt: i64| {
+        app.request(
+            Method::POST,
+            &format!("/api/admin/charges/{attempt}/reconcile"),
+        )
+        .bearer_auth(token)
+        .send()
+    };
+
+    // Customers cannot; an unknown id is a 404.
+    expect_error(
+        reconcile(&customer.access, attempt_id).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    expect_error(
+        reconcile(&admin.access, attempt_id + 1000).await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    // With its inquiry gone (say, purged by hand), the command line queues a new one...
+    sqlx::query("DELETE FROM fang_tasks WHERE metadata->>'type' = 'subscription.reconcile'")
+        .execute(&b.db)
+        .await
+        .unwrap();
+    let out =
+        crate::helpers::worker_cli(&b.url, &["charges", "reconcile", &attempt_id.to_string()]);
+    assert!(out.contains("queued"), "{out}");
+    // ...and the route brings a waiting one forward instead of adding a second.
+    let resp = reconcile(&admin.access, attempt_id).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["action"], "brought_forward", "{body}");
+    let waiting = inquiries().await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0].0 <= billing::clock::Clock::now(&b.clock),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        waiting[0].1, 1,
+        "the next round of this attempt's inquiries"
+    );
+
+    // The fleet decides it within the same simulated minute: it did not land, so the
+    // cycle is charged again, once.
+    b.start_worker();
+    b.run_until(kst(2027, 1, 31, 2, 6)).await;
+    let statuses: Vec<String> = attempts(&b, id).await.into_iter().map(|a| a.2).collect();
+    assert_eq!(statuses, vec!["not_charged", "succeeded"]);
+    assert_eq!(b.ledger("charge").await.len(), 1);
+    // Decided: nothing left to reconcile, and the request changes nothing.
+    expect_error(
+        reconcile(&admin.access, attempt_id).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(inquiries().await.is_empty());
     b.stop_worker().await;
 }
 

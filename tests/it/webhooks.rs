@@ -19,7 +19,7 @@ use crate::helpers::jobs::wait_until;
 use crate::helpers::stack::Stack;
 use crate::helpers::worker_proc::WorkerProcess;
 use crate::helpers::{
-    bin_path, error_fields, expect_error, fixtures, free_port, spawn_app, test_redis_url, TestApp,
+    error_fields, expect_error, fixtures, free_port, spawn_app, worker_cli, TestApp,
 };
 
 // ---- the receiver ----------------------------------------------------------------------
@@ -436,15 +436,10 @@ async fn webhook_dead_when_the_receiver_is_down_then_redelivered() {
         .await;
     assert_eq!(mine["total"], 1, "{mine}");
     assert_eq!(mine["items"][0]["event_id"], first.to_string());
-    let cli = std::process::Command::new(bin_path("pillivery-worker"))
-        .args(["deliveries", "list", "--state", "dead"])
-        .env("PILLIVERY__DATABASE__URL", &s.app.database_url)
-        .env("PILLIVERY__REDIS__URL", test_redis_url())
-        .env("PILLIVERY__ENVIRONMENT", "test")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&cli.stdout);
-    assert!(cli.status.success(), "{out}");
+    let out = worker_cli(
+        &s.app.database_url,
+        &["deliveries", "list", "--state", "dead"],
+    );
     assert!(out.contains("2 delivery(ies)"), "{out}");
     assert!(out.contains(&first.to_string()), "{out}");
 

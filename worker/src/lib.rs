@@ -54,7 +54,7 @@ async fn ready(State(state): State<WorkerState>) -> impl IntoResponse {
 async fn metrics(State(state): State<WorkerState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        billing::telemetry::render_metrics(&state.metrics),
     )
 }
 

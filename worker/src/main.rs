@@ -37,6 +37,9 @@ enum ChargesCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Ask KakaoPay about an unknown charge now instead of after its backoff (the id is
+    /// `attempt_id` in `charges unknown`); the worker fleet decides it.
+    Reconcile { attempt_id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -71,6 +74,8 @@ enum JobsCommand {
     },
     /// Re-queue a failed job to run now.
     Retry { id: uuid::Uuid },
+    /// The queue per task type and state, with how long the oldest due job has waited.
+    Stats,
     /// Enqueue N `diag.probe` tasks (an end-to-end check of the fleet).
     Probe {
         #[arg(long, default_value_t = 1)]
@@ -85,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = billing::Settings::load()?;
     billing::telemetry::init_tracing(&settings.log);
+    // Before anything records a metric (the PG guard sets its gauge when built).
+    billing::telemetry::metrics_handle();
     let ctx = billing::Ctx::new(settings, Arc::new(billing::clock::SystemClock))?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(ctx).await,
@@ -123,6 +130,23 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
                     j.max_retries,
                     j.updated_at.to_rfc3339(),
                     j.error_message.unwrap_or_default()
+                );
+            }
+        }
+        JobsCommand::Stats => {
+            let stats = billing::jobs::stats(&ctx).await?;
+            println!(
+                "{:<12} {:<12} {:>10}  {:>9}  oldest due",
+                "task_type", "state", "count", "lag (s)"
+            );
+            for s in stats {
+                println!(
+                    "{:<12} {:<12} {:>10}  {:>9.1}  {}",
+                    s.task_type,
+                    s.state,
+                    s.count,
+                    s.lag_seconds,
+                    s.oldest_due_at.map(|t| t.to_rfc3339()).unwrap_or_default()
                 );
             }
         }
@@ -210,7 +234,8 @@ async fn charges(ctx: billing::Ctx, cmd: ChargesCommand) -> anyhow::Result<()> {
             println!("{} unknown charge(s)", list.total);
             for c in &list.items {
                 println!(
-                    "subscription={} user={} cycle={} attempt={} {} {} started={} rounds={}{}",
+                    "attempt_id={} subscription={} user={} cycle={} attempt={} {} {} started={} rounds={}{}",
+                    c.attempt_id,
                     c.subscription_id.0,
                     c.user_id.0,
                     c.cycle,
@@ -224,6 +249,10 @@ async fn charges(ctx: billing::Ctx, cmd: ChargesCommand) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 );
             }
+        }
+        ChargesCommand::Reconcile { attempt_id } => {
+            let action = billing::subscriptions::charge::reconcile_now(&ctx, attempt_id).await?;
+            println!("attempt {attempt_id}: {}", action.as_str());
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The outbox dispatcher every worker runs beside the job runtime: turns new outbox events
-//! into webhook deliveries (and their jobs) and keeps the backlog gauges fresh. It is a
+//! into webhook deliveries (and their jobs) and keeps the backlog and unknown-charge
+//! gauges fresh. It is a
 //! loop, not a job, so events are picked up within `dispatch_interval_ms` without a job
 //! per tick; several workers running it at once share the work (`SKIP LOCKED`).
 
@@ -29,6 +30,9 @@ pub async fn run(ctx: billing::Ctx, stop: impl Future<Output = ()>) {
         if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
             if let Err(e) = billing::webhooks::refresh_gauges(&ctx).await {
                 tracing::warn!(error = %e, "webhook gauges not refreshed");
+            }
+            if let Err(e) = billing::subscriptions::refresh_gauges(&ctx).await {
+                tracing::warn!(error = %e, "unknown-charge gauges not refreshed");
             }
             gauges_at = Some(Instant::now());
         }

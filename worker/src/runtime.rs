@@ -868,24 +868,28 @@ async fn reaper(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 async fn depth_metrics(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let mut seen: Vec<(String, String)> = Vec::new();
     loop {
-        let result = async {
-            let mut conn = inner.ctx.db.acquire().await?;
-            jobs::depth(&mut conn).await
-        }
-        .await;
-        if let Ok(rows) = result {
+        if let Ok(rows) = jobs::stats(&inner.ctx).await {
             // Zero what disappeared, so a drained queue reads 0 rather than its last value.
             for (t, s) in &seen {
-                if !rows.iter().any(|(rt, rs, _)| rt == t && rs == s) {
+                if !rows.iter().any(|r| &r.task_type == t && &r.state == s) {
                     metrics::gauge!("job_queue_depth", "task_type" => t.clone(), "state" => s.clone()).set(0.0);
                 }
             }
+            let mut lag: Vec<(String, f64)> = seen.iter().map(|(t, _)| (t.clone(), 0.0)).collect();
             seen = rows
                 .iter()
-                .map(|(t, s, _)| (t.clone(), s.clone()))
+                .map(|r| (r.task_type.clone(), r.state.clone()))
                 .collect();
-            for (t, s, n) in rows {
-                metrics::gauge!("job_queue_depth", "task_type" => t, "state" => s).set(n as f64);
+            for r in rows {
+                lag.push((r.task_type.clone(), r.lag_seconds));
+                metrics::gauge!("job_queue_depth", "task_type" => r.task_type, "state" => r.state)
+                    .set(r.count as f64);
+            }
+            // Per task type, the longest wait over its waiting states (0 when none is due).
+            lag.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            lag.dedup_by(|later, first| later.0 == first.0);
+            for (t, secs) in lag {
+                metrics::gauge!("job_queue_lag_seconds", "task_type" => t).set(secs);
             }
         }
         metrics::gauge!("jobs_in_flight").set(inner.running() as f64);

@@ -13,7 +13,12 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AdminUser, ApiPath, ApiQuery};
 use crate::routes::users::UserResponse;
 use crate::AppState;
-use billing::jobs::JobView;
+use axum::http::StatusCode;
+use billing::db::MigrationReport;
+use billing::jobs::{JobView, QueueStat};
+use billing::users::AdminInput;
+
+use crate::extract::ApiJson;
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +26,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users))
         .routes(routes!(list_jobs))
         .routes(routes!(retry_job))
+        .routes(routes!(job_stats))
+        .routes(routes!(migration_status, apply_migrations))
+        .routes(routes!(create_admin))
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -121,4 +129,86 @@ async fn list_users(
 ) -> ApiResult<Json<UserPage>> {
     let users = billing::users::list(&state.ctx, filter, page).await?;
     Ok(Json(users.into()))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueStats {
+    pub items: Vec<QueueStat>,
+}
+
+/// The job queue per task type and state, with how long the oldest due job has waited
+/// (`lag_seconds`): what `pillivery-worker jobs stats` prints.
+#[utoipa::path(get, path = "/api/admin/jobs/stats", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, body = QueueStats),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+    ))]
+async fn job_stats(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<QueueStats>> {
+    let items = billing::jobs::stats(&state.ctx).await?;
+    Ok(Json(QueueStats { items }))
+}
+
+/// This binary's migrations against the database: applied, pending, or diverged
+/// (`modified`, `failed`, `unknown`).
+#[utoipa::path(get, path = "/api/admin/migrations", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, body = MigrationReport),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+    ))]
+async fn migration_status(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<MigrationReport>> {
+    Ok(Json(billing::db::migration_status(&state.ctx.db).await?))
+}
+
+/// Apply the pending migrations (what `pillivery-api migrate` does; concurrent callers take
+/// turns under sqlx's advisory lock). Refuses with 409, changing nothing, when the database
+/// has diverged from this binary's migrations.
+#[utoipa::path(post, path = "/api/admin/migrations", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, body = MigrationReport),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+        (status = 409, body = ErrorBody, description = "migrations_diverged"),
+    ))]
+async fn apply_migrations(
+    State(state): State<AppState>,
+    admin: AdminUser,
+) -> ApiResult<Json<MigrationReport>> {
+    let report = billing::db::apply_migrations(&state.ctx.db).await?;
+    tracing::info!(admin = %admin.0.user_id, "migrations applied by admin");
+    Ok(Json(report))
+}
+
+/// Create an admin account, or make the active account with that e-mail an admin (its
+/// password unchanged): 201 when created, 200 when promoted.
+#[utoipa::path(post, path = "/api/admin/admins", tag = "admin", security(("bearer" = [])),
+    request_body = AdminInput,
+    responses(
+        (status = 201, body = UserResponse, description = "created"),
+        (status = 200, body = UserResponse, description = "an existing account promoted"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+        (status = 409, body = ErrorBody, description = "already_exists (e.g. the phone number)"),
+        (status = 422, body = ErrorBody, description = "validation_failed"),
+    ))]
+async fn create_admin(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiJson(input): ApiJson<AdminInput>,
+) -> ApiResult<(StatusCode, Json<UserResponse>)> {
+    let (user, created) = billing::users::create_admin(&state.ctx, input).await?;
+    tracing::info!(admin = %admin.0.user_id, user_id = %user.id, created, "admin granted");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(user.into())))
 }

@@ -87,6 +87,6 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        billing::telemetry::render_metrics(&state.metrics),
     )
 }

@@ -1,10 +1,13 @@
 //! Subscriptions: the customer's view and edits (period, quantity, skip, pause, resume,
-//! cancel), and the operators' what-if preview and ambiguous-charge review list.
+//! cancel), and the operators' what-if preview, ambiguous-charge review list and
+//! "reconcile now".
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use billing::ids::SubscriptionId;
 use billing::page::{Page, PageRequest};
+use billing::subscriptions::charge::ReconcileAction;
 use billing::subscriptions::{Outcome, Patch, Subscription, TimelineEvent, UnknownCharge};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -26,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(subscription_action))
         .routes(routes!(preview_subscription))
         .routes(routes!(list_unknown_charges))
+        .routes(routes!(reconcile_charge))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -236,4 +240,38 @@ async fn list_unknown_charges(
         size: p.size,
         total: p.total,
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconcileResponse {
+    pub attempt_id: i64,
+    pub action: ReconcileAction,
+}
+
+/// Ask KakaoPay about an unknown charge now rather than after its backoff: the waiting
+/// inquiry is brought forward (or queued when none waits); a worker decides the charge
+/// from the SID's status, as for any inquiry. Answers 202: the verdict comes later, on
+/// the unknown-charge list and in the subscription.
+#[utoipa::path(post, path = "/api/admin/charges/{attempt_id}/reconcile", tag = "admin",
+    security(("bearer" = [])),
+    params(("attempt_id" = i64, Path, description = "`attempt_id` from the unknown-charge list")),
+    responses(
+        (status = 202, body = ReconcileResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 422, body = ErrorBody, description = "validation_failed: the charge's outcome is not unknown"),
+    ))]
+async fn reconcile_charge(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(attempt_id): ApiPath<i64>,
+) -> ApiResult<(StatusCode, Json<ReconcileResponse>)> {
+    let action = billing::subscriptions::charge::reconcile_now(&state.ctx, attempt_id).await?;
+    tracing::info!(admin = %admin.0.user_id, attempt_id, action = action.as_str(),
+        "charge reconciliation requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReconcileResponse { attempt_id, action }),
+    ))
 }

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 
 use super::{
     cancel_locked, lock, policy, record_event, reschedule, EventExtra, Policy, Row,
@@ -769,6 +770,80 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How an operator's "reconcile now" was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileAction {
+    /// The inquiry that was waiting for its backoff runs at once.
+    BroughtForward,
+    /// No inquiry was waiting (e.g. the attempt was left on the review list): one was queued.
+    Queued,
+    /// An inquiry is running right now; its verdict comes without another.
+    AlreadyRunning,
+}
+
+impl ReconcileAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BroughtForward => "brought_forward",
+            Self::Queued => "queued",
+            Self::AlreadyRunning => "already_running",
+        }
+    }
+}
+
+/// Operators' "reconcile now" for a charge whose outcome is unknown: the next inquiry at
+/// KakaoPay (task `subscription.reconcile`) runs at once instead of after its backoff. The
+/// verdict is the task's, as for any inquiry; the API never calls the PG itself.
+pub async fn reconcile_now(ctx: &Ctx, attempt_id: i64) -> Result<ReconcileAction> {
+    let mut tx = ctx.db.begin().await?;
+    // The row lock orders this against an inquiry bumping `reconcile_rounds` meanwhile.
+    let row = sqlx::query!(
+        r#"SELECT status AS "status: super::AttemptStatus", reconcile_rounds
+           FROM charge_attempts WHERE id = $1 FOR UPDATE"#,
+        attempt_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    if row.status != super::AttemptStatus::Unknown {
+        return Err(Error::validation(
+            "attempt_id",
+            "only a charge whose outcome is unknown can be reconciled",
+        ));
+    }
+    let found = jobs::run_now(
+        &mut tx,
+        tasks::SUBSCRIPTION_RECONCILE,
+        serde_json::json!({ "attempt_id": attempt_id }),
+        ctx.clock.now(),
+    )
+    .await?;
+    let action = if found.moved > 0 {
+        ReconcileAction::BroughtForward
+    } else if found.running > 0 {
+        ReconcileAction::AlreadyRunning
+    } else {
+        jobs::enqueue_at(
+            &mut tx,
+            &tasks::SubscriptionReconcile {
+                attempt_id,
+                round: row.reconcile_rounds + 1,
+            },
+            ctx.clock.now(),
+        )
+        .await?;
+        ReconcileAction::Queued
+    };
+    tx.commit().await?;
+    tracing::info!(
+        attempt_id,
+        ?action,
+        "charge reconciliation requested by an operator"
+    );
+    Ok(action)
 }
 
 /// Past the review window and still undecided: on the operators' list, once.

@@ -823,9 +823,27 @@ pub async fn preview(
     Ok(policy.preview(&start, outcomes))
 }
 
+/// Sets `subscription_charges_unknown` (charges sent with no answer yet) and
+/// `subscription_charges_review_required` (those past the review window), which the
+/// alert rules watch.
+pub async fn refresh_gauges(ctx: &Ctx) -> Result<()> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "unknown!",
+                  count(*) FILTER (WHERE review_required_at IS NOT NULL) AS "review!"
+           FROM charge_attempts WHERE status = 'unknown'"#
+    )
+    .fetch_one(&ctx.db)
+    .await?;
+    metrics::gauge!("subscription_charges_unknown").set(row.unknown as f64);
+    metrics::gauge!("subscription_charges_review_required").set(row.review as f64);
+    Ok(())
+}
+
 /// An ambiguous charge on the operators' review list.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UnknownCharge {
+    /// The attempt's id: what `POST /api/admin/charges/{attempt_id}/reconcile` takes.
+    pub attempt_id: i64,
     pub subscription_id: SubscriptionId,
     pub user_id: UserId,
     pub cycle: i32,
@@ -856,7 +874,7 @@ pub async fn unknown_charges(
     .await?;
     let items = sqlx::query_as!(
         UnknownCharge,
-        r#"SELECT a.subscription_id AS "subscription_id: SubscriptionId",
+        r#"SELECT a.id AS attempt_id, a.subscription_id AS "subscription_id: SubscriptionId",
                   s.user_id AS "user_id: UserId", a.cycle, a.attempt, a.partner_order_id,
                   a.amount AS "amount: Money", a.started_at, a.reconcile_rounds,
                   a.review_required_at

@@ -93,3 +93,14 @@ pub async fn fresh_database() -> String {
     conn.close().await.ok();
     url_for(&name)
 }
+
+/// Creates an empty `pillivery_test_<uuid>` (no migrations) and returns its URL.
+pub async fn fresh_empty_database() -> String {
+    let mut conn = admin_conn().await;
+    let name = format!("pillivery_test_{}", Uuid::new_v4().simple());
+    conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    url_for(&name)
+}

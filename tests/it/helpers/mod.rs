@@ -301,3 +301,22 @@ pub fn bin_path(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Runs an operator command of `pillivery-worker` against a test database and returns
+/// what it printed; panics (with its output) if it fails.
+pub fn worker_cli(database_url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin_path("pillivery-worker"))
+        .args(args)
+        .env("PILLIVERY__DATABASE__URL", database_url)
+        .env("PILLIVERY__REDIS__URL", test_redis_url())
+        .env("PILLIVERY__ENVIRONMENT", "test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pillivery-worker {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
