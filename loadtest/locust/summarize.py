@@ -1,4 +1,4 @@
-"""summarize.py DIR META_JSON — turns one locust run (DIR/locust_*.csv, DIR/timeline.csv,
+"""summarize.py DIR META_JSON (or summarize.py --chart DIR: the chart again) — turns one locust run (DIR/locust_*.csv, DIR/timeline.csv,
 DIR/.pv_overall.json, DIR/.pv_burst.json) and what loadtest/locust/run recorded around it
 (META_JSON: scenario, command, date, commit, machine, data set, pgsim knobs, the ledger
 file and its size before the run, the database figures of a billing burst) into
@@ -11,6 +11,7 @@ import sys
 from collections import Counter, defaultdict
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -168,6 +169,9 @@ def chart(path, scenario, timeline, extra, title):
         ys = [max(r[key], 0.1) for r in timeline if r[key] is not None]
         ax2.plot(xs, ys, color=color, lw=1.1, label=key.replace("_ms", ""))
     ax2.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax2.yaxis.set_major_formatter(plain)
+    ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax2.set_ylabel("latency, ms (log)")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(loc="upper left", fontsize=8)
@@ -193,13 +197,7 @@ def chart(path, scenario, timeline, extra, title):
     plt.close(fig)
 
 
-def main():
-    out_dir, meta_path = sys.argv[1], sys.argv[2]
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    scenario = meta["scenario"]
-    stats = read_csv(os.path.join(out_dir, "locust_stats.csv"))
-    failures = read_csv(os.path.join(out_dir, "locust_failures.csv"))
+def read_timeline(out_dir):
     timeline = []
     for r in read_csv(os.path.join(out_dir, "timeline.csv")):
         timeline.append({"t": int(r["t"]), "users": int(r["users"]), "requests": int(r["requests"]),
@@ -209,6 +207,33 @@ def main():
     # drop the idle seconds after the last user stopped
     while timeline and timeline[-1]["users"] == 0 and timeline[-1]["requests"] == 0:
         timeline.pop()
+    return timeline
+
+
+def chart_title(summary):
+    return (f"{summary['scenario']}: {summary['users']} users peak, {summary['data_set']} data set, "
+            f"{summary['date']}, {summary['commit']}")
+
+
+def redraw(out_dir):
+    """summarize.py --chart DIR: draws DIR/chart.png again from timeline.csv and summary.json."""
+    with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    chart(os.path.join(out_dir, "chart.png"), summary["scenario"], read_timeline(out_dir),
+          summary["extra"], chart_title(summary))
+
+
+def main():
+    if sys.argv[1] == "--chart":
+        redraw(sys.argv[2])
+        return
+    out_dir, meta_path = sys.argv[1], sys.argv[2]
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    scenario = meta["scenario"]
+    stats = read_csv(os.path.join(out_dir, "locust_stats.csv"))
+    failures = read_csv(os.path.join(out_dir, "locust_failures.csv"))
+    timeline = read_timeline(out_dir)
     overall = {}
     p = os.path.join(out_dir, ".pv_overall.json")
     if os.path.exists(p):
@@ -297,9 +322,7 @@ def main():
         json.dump(summary, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    title = (f"{scenario}: {summary['users']} users peak, {meta['data_set']} data set, "
-             f"{meta['date']}, {meta['commit']}")
-    chart(os.path.join(out_dir, "chart.png"), scenario, timeline, extra, title)
+    chart(os.path.join(out_dir, "chart.png"), scenario, timeline, extra, chart_title(summary))
 
     md = [f"# Locust scenario `{scenario}`", "", DESCRIPTION.get(scenario, ""), "",
           f"- Command: `{meta['command']}` (stack: `ops/run --reference --release`)",
