@@ -170,6 +170,7 @@ def chart(path, scenario, timeline, extra, title):
         ax2.plot(xs, ys, color=color, lw=1.1, label=key.replace("_ms", ""))
     ax2.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax2.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax2.yaxis.set_major_formatter(plain)
     ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax2.set_ylabel("latency, ms (log)")
