@@ -11,7 +11,7 @@ User classes:
                   and fires one BILLING event per charge seen in pgsim's ledger
 
 Environment (set by loadtest/locust/run): PGSIM_URL, DATABASE_URL, PV_DATA_FILE (JSON
-with on-sale and visible item ids and the user count), PV_RESULTS_DIR, PV_WAIT ("0" or
+with on-sale and visible item ids and the user count), PV_RESULTS_DIR, PV_WORK_DIR, PV_WAIT ("0" or
 "MIN-MAX" seconds between tasks), PV_PSQL (psql command), PV_BURST_DELAY_S,
 PV_BURST_TAIL_S.
 
@@ -40,6 +40,7 @@ RECEIVER = {"name": "홍길동", "phone": "010-1234-5678", "city": "Seoul", "det
 STEP_TIMEOUT_S = 60.0
 
 RESULTS_DIR = os.environ.get("PV_RESULTS_DIR", ".")
+WORK_DIR = os.environ.get("PV_WORK_DIR", RESULTS_DIR)  # what summarize.py reads besides the CSVs
 PGSIM_URL = os.environ.get("PGSIM_URL", "").rstrip("/")
 
 
@@ -172,7 +173,7 @@ def _on_test_stop(environment, **_kw):
         every["failures"] += p["failures"]
         phases[name] = summary_of(p["times"], p["failures"])
     out = {"all": summary_of(every["times"], every["failures"]), "phases": phases}
-    with open(os.path.join(RESULTS_DIR, ".pv_overall.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(WORK_DIR, ".pv_overall.json"), "w", encoding="utf-8") as f:
         json.dump(out, f)
 
 
@@ -374,7 +375,7 @@ class BillingMonitor(User):
             seen = max(seen, n)
         info.update({"charged_seen": seen, "drain_seen_s": round(time.time() - t0, 1),
                      "complete": seen >= subs})
-        with open(os.path.join(RESULTS_DIR, ".pv_burst.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(WORK_DIR, ".pv_burst.json"), "w", encoding="utf-8") as f:
             json.dump(info, f)
         TL.phase = "after"
         gevent.sleep(float(os.environ.get("PV_BURST_TAIL_S", "10")))

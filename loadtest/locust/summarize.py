@@ -70,6 +70,8 @@ def read_csv(path):
 def fmt(v, unit="", digits=1):
     if v is None or v == "":
         return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:,.{digits}f}{unit}"
     if isinstance(v, int):
@@ -122,6 +124,22 @@ def knee_of(timeline, window=5):
     return {"knee_users": None, "knee_t_s": None, "knee_reason": "none: failure rate ≤ 1 % and p95 ≤ 1 s throughout"}
 
 
+def saturation_of(timeline, window=10, share=0.9):
+    """The user count at which throughput stopped growing: the first second at which the
+    `window`-second mean of requests/s reaches `share` of its highest value."""
+    if len(timeline) < window:
+        return {}
+    means = [sum(r["requests"] for r in timeline[i - window + 1:i + 1]) / window
+             for i in range(window - 1, len(timeline))]
+    peak = max(means)
+    for i, m in enumerate(means):
+        if m >= share * peak:
+            row = timeline[i + window - 1]
+            return {"saturation_users": row["users"], "saturation_t_s": row["t"],
+                    "saturation_rps": round(peak, 1)}
+    return {}
+
+
 def ledger_checks(meta):
     path = meta.get("ledger_file")
     if not path or not os.path.exists(path):
@@ -147,7 +165,10 @@ def chart(path, scenario, timeline, extra, title):
     ax1.plot(t, [r["requests"] for r in timeline], color="tab:blue", lw=1.2, label="requests/s")
     ax1.plot(t, [r["failures"] for r in timeline], color="tab:red", lw=1.2, label="failures/s")
     if any(r["charges"] for r in timeline):
-        ax1.plot(t, [r["charges"] for r in timeline], color="tab:green", lw=1.2, label="charges/s (pgsim ledger)")
+        # read once a second from pgsim: a 5 s mean evens out the polls' phase
+        ch = [r["charges"] for r in timeline]
+        mean5 = [sum(ch[max(0, i - 4):i + 1]) / len(ch[max(0, i - 4):i + 1]) for i in range(len(ch))]
+        ax1.plot(t, mean5, color="tab:green", lw=1.4, label="charges/s (pgsim ledger, 5 s mean)")
     if any(r["flows_paid"] for r in timeline):
         ax1b = ax1.twinx()
         ax1b.plot(t, [r["flows_paid"] for r in timeline], color="tab:purple", lw=1, alpha=0.7,
@@ -186,8 +207,9 @@ def chart(path, scenario, timeline, extra, title):
     burst = [r["t"] for r in timeline if r["phase"] == "burst"]
     if burst:
         for ax in axes:
-            ax.axvspan(min(burst), max(burst) + 1, color="tab:green", alpha=0.08)
-        ax1.text(min(burst), ax1.get_ylim()[1] * 0.95, " billing burst", fontsize=8, va="top", color="tab:green")
+            ax.axvspan(min(burst), max(burst) + 1, color="tab:green", alpha=0.08,
+                       label="billing burst" if ax is ax3 else None)
+        ax3.legend(loc="lower left", fontsize=8)
     if extra.get("knee_t_s") is not None:
         for ax in axes:
             ax.axvline(extra["knee_t_s"], color="tab:red", ls="--", lw=1)
@@ -232,16 +254,17 @@ def main():
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     scenario = meta["scenario"]
+    work_dir = meta.get("work_dir", out_dir)
     stats = read_csv(os.path.join(out_dir, "locust_stats.csv"))
     failures = read_csv(os.path.join(out_dir, "locust_failures.csv"))
     timeline = read_timeline(out_dir)
     overall = {}
-    p = os.path.join(out_dir, ".pv_overall.json")
+    p = os.path.join(work_dir, ".pv_overall.json")
     if os.path.exists(p):
         with open(p, encoding="utf-8") as f:
             overall = json.load(f)
     burst = {}
-    p = os.path.join(out_dir, ".pv_burst.json")
+    p = os.path.join(work_dir, ".pv_burst.json")
     if os.path.exists(p):
         with open(p, encoding="utf-8") as f:
             burst = json.load(f)
@@ -274,6 +297,7 @@ def main():
                     extra["orders_paid_per_sec"] = round(extra["orders_paid"] / duration, 2) if duration else None
     if scenario in ("stress300", "stress1000"):
         extra.update(knee_of(timeline))
+        extra.update(saturation_of(timeline))
         extra["peak_rps"] = max((r["requests"] for r in timeline), default=0)
     if scenario == "billing_burst":
         post = meta.get("post", {})
@@ -364,10 +388,6 @@ def main():
            "chart's data), `summary.json`.", ""]
     with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(md))
-    for tmp in (".pv_overall.json", ".pv_burst.json"):
-        p = os.path.join(out_dir, tmp)
-        if os.path.exists(p):
-            os.remove(p)
     print(json.dumps({k: summary[k] for k in ("scenario", "users", "requests", "failures", "rps",
                                                "p50_ms", "p95_ms", "p99_ms")} | {"extra": {
         k: v for k, v in extra.items() if k not in ("failures_by_error", "pgsim_knobs")}}, ensure_ascii=False))
@@ -387,6 +407,9 @@ def ours_line(scenario, s, x):
     if scenario.startswith("stress"):
         knee = (f"knee at {x['knee_users']:,} users ({x.get('knee_reason')})" if x.get("knee_users") is not None
                 else f"no knee up to {s['users']:,} users (failure rate ≤ 1 %, p95 ≤ 1 s)")
+        if x.get("saturation_users") is not None:
+            knee += (f"; throughput levels off at {x['saturation_users']:,} users "
+                     f"(10 s mean {x['saturation_rps']:,.0f} req/s at most)")
         return (f"{knee}; peak {fmt(x.get('peak_rps'))} "
                 f"req/s; failure rate {100 * s['failure_rate']:.2f} %")
     if scenario == "billing_burst":
