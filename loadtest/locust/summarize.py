@@ -42,7 +42,8 @@ DESCRIPTION = {
               "of 1–3 on-sale items, waits for the redirect URL, opens pgsim's buyer page "
               "(auto-approve: 302 to our approval URL), follows it, and waits until the order is paid.",
     "approval": "The place-and-pay flow with pgsim answering every KakaoPay call in 2 s (the seed's "
-                "approval test): ready and approve each take the gateway's 2 s in the worker.",
+                "approval test): ready and approve each take the gateway's 2 s in the worker, so the two "
+                "`?wait=5` long polls, which wait for them, carry the 2 s (and the HTTP p95/p99 with them).",
     "stress300": "Mixed traffic (60 % category browsing, 30 % item detail, 10 % place-and-pay; "
                  "0.5–1.5 s think time) ramping linearly to 300 users, then holding.",
     "stress1000": "Mixed traffic (60 % category browsing, 30 % item detail, 10 % place-and-pay; "
