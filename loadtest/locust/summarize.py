@@ -133,9 +133,13 @@ def saturation_of(timeline, window=10, share=0.9):
     means = [sum(r["requests"] for r in timeline[i - window + 1:i + 1]) / window
              for i in range(window - 1, len(timeline))]
     peak = max(means)
+    most_users = max(r["users"] for r in timeline)
     for i, m in enumerate(means):
         if m >= share * peak:
             row = timeline[i + window - 1]
+            if row["users"] >= 0.95 * most_users:
+                # still growing when the ramp ended: no levelling off to report
+                return {"saturation_users": None, "saturation_rps": round(peak, 1)}
             return {"saturation_users": row["users"], "saturation_t_s": row["t"],
                     "saturation_rps": round(peak, 1)}
     return {}
@@ -411,6 +415,8 @@ def ours_line(scenario, s, x):
         if x.get("saturation_users") is not None:
             knee += (f"; throughput levels off at {x['saturation_users']:,} users "
                      f"(10 s mean {x['saturation_rps']:,.0f} req/s at most)")
+        elif x.get("saturation_rps") is not None:
+            knee += f"; throughput grew with the users to the end of the ramp ({x['saturation_rps']:,.0f} req/s)"
         return (f"{knee}; peak {fmt(x.get('peak_rps'))} "
                 f"req/s; failure rate {100 * s['failure_rate']:.2f} %")
     if scenario == "billing_burst":
