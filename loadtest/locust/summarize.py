@@ -125,24 +125,30 @@ def knee_of(timeline, window=5):
     return {"knee_users": None, "knee_t_s": None, "knee_reason": "none: failure rate ≤ 1 % and p95 ≤ 1 s throughout"}
 
 
-def saturation_of(timeline, window=10, share=0.9):
-    """The user count at which throughput stopped growing: the first second at which the
-    `window`-second mean of requests/s reaches `share` of its highest value."""
-    if len(timeline) < window:
+def saturation_of(timeline, window=10, share=0.75):
+    """Where throughput stops following the users: the first user count at which the
+    `window`-second mean of requests/s per user falls below `share` of its value at low
+    load (the median over the windows with 10-30 % of the peak users)."""
+    most_users = max((r["users"] for r in timeline), default=0)
+    if len(timeline) < window or most_users < 10:
         return {}
-    means = [sum(r["requests"] for r in timeline[i - window + 1:i + 1]) / window
-             for i in range(window - 1, len(timeline))]
-    peak = max(means)
-    most_users = max(r["users"] for r in timeline)
-    for i, m in enumerate(means):
-        if m >= share * peak:
-            row = timeline[i + window - 1]
-            if row["users"] >= 0.95 * most_users:
-                # still growing when the ramp ended: no levelling off to report
-                return {"saturation_users": None, "saturation_rps": round(peak, 1)}
-            return {"saturation_users": row["users"], "saturation_t_s": row["t"],
-                    "saturation_rps": round(peak, 1)}
-    return {}
+    points = []  # (users, mean req/s, t) per window
+    for i in range(window - 1, len(timeline)):
+        span = timeline[i - window + 1:i + 1]
+        users = sum(r["users"] for r in span) / window
+        if users > 0:
+            points.append((users, sum(r["requests"] for r in span) / window, span[-1]["t"]))
+    low = sorted(rps / users for users, rps, _t in points if 0.1 * most_users <= users <= 0.3 * most_users)
+    if not low:
+        return {}
+    base = low[len(low) // 2]
+    out = {"req_per_user_low_load": round(base, 2), "saturation_users": None,
+           "max_rps_10s_mean": round(max(rps for _u, rps, _t in points), 1)}
+    for users, rps, t in points:
+        if users > 0.3 * most_users and rps / users < share * base:
+            out.update({"saturation_users": round(users), "saturation_t_s": t, "saturation_rps": round(rps, 1)})
+            break
+    return out
 
 
 def ledger_checks(meta):
@@ -413,10 +419,12 @@ def ours_line(scenario, s, x):
         knee = (f"knee at {x['knee_users']:,} users ({x.get('knee_reason')})" if x.get("knee_users") is not None
                 else f"no knee up to {s['users']:,} users (failure rate ≤ 1 %, p95 ≤ 1 s)")
         if x.get("saturation_users") is not None:
-            knee += (f"; throughput levels off at {x['saturation_users']:,} users "
-                     f"(10 s mean {x['saturation_rps']:,.0f} req/s at most)")
-        elif x.get("saturation_rps") is not None:
-            knee += f"; throughput grew with the users to the end of the ramp ({x['saturation_rps']:,.0f} req/s)"
+            knee += (f"; throughput stops following the users at {x['saturation_users']:,} users "
+                     f"({x['saturation_rps']:,.0f} req/s, under 75 % of the low-load "
+                     f"{x['req_per_user_low_load']:.2f} req/s per user)")
+        elif x.get("req_per_user_low_load") is not None:
+            knee += (f"; throughput followed the users to the end of the ramp "
+                     f"({x['req_per_user_low_load']:.2f} req/s per user at low load)")
         return (f"{knee}; peak {fmt(x.get('peak_rps'))} "
                 f"req/s; failure rate {100 * s['failure_rate']:.2f} %")
     if scenario == "billing_burst":
