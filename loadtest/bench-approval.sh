@@ -26,6 +26,7 @@ cd "$ROOT"
 source "$ROOT/ops/lib.sh"
 # shellcheck source=loadtest/lib.sh
 source "$ROOT/loadtest/lib.sh"
+command -v jq >/dev/null || _pv_apt_install jq
 
 BUYERS=${BUYERS:-100}
 SECS=${SECONDS_PER_RUN:-30}

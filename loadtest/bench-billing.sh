@@ -52,6 +52,7 @@ cd "$ROOT"
 source "$ROOT/ops/lib.sh"
 # shellcheck source=loadtest/lib.sh
 source "$ROOT/loadtest/lib.sh"
+command -v jq >/dev/null || _pv_apt_install jq
 
 SUBS=${SUBS:-20000}
 LATENCY_MS=${LATENCY_MS:-200}
