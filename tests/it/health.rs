@@ -64,14 +64,7 @@ async fn metrics_count_requests_by_matched_route_and_status() {
         app.get("/health/live").send().await.unwrap();
     }
     app.login_raw("x@example.com", "Nope1234!").await;
-    let text = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     let line = text
         .lines()
         .find(|l| {

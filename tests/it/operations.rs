@@ -228,14 +228,7 @@ async fn the_processes_export_what_the_alert_rules_watch() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let api = s
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = s.get_text("/metrics").await;
     assert!(api.contains("process_cpu_seconds_total"), "{api}");
     assert!(api.contains("http_requests_total"), "{api}");
 }

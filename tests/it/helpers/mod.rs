@@ -199,6 +199,11 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    /// `GET path` without a token, as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> RequestBuilder {
         self.request(Method::POST, path).json(body)
     }
