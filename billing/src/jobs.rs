@@ -450,12 +450,14 @@ pub struct QueueStat {
 /// The queue by task type and state, with the lag of the waiting tasks: the metrics'
 /// `job_queue_depth` / `job_queue_lag_seconds` and the operators' `jobs stats`. One scan.
 pub async fn stats(ctx: &Ctx) -> Result<Vec<QueueStat>> {
+    // "Due" by the same clock the claim uses.
+    let now = ctx.clock.now();
     let rows = sqlx::query!(
         r#"SELECT task_type, state::text AS "state!", count(*) AS "count!",
                   min(scheduled_at) FILTER (WHERE state IN ('new', 'retried')
-                                              AND scheduled_at <= now()) AS oldest_due_at,
-                  now() AS "now!"
-           FROM fang_tasks GROUP BY task_type, state ORDER BY task_type, state"#
+                                              AND scheduled_at <= $1) AS oldest_due_at
+           FROM fang_tasks GROUP BY task_type, state ORDER BY task_type, state"#,
+        now
     )
     .fetch_all(&ctx.db)
     .await?;
@@ -464,7 +466,7 @@ pub async fn stats(ctx: &Ctx) -> Result<Vec<QueueStat>> {
         .map(|r| QueueStat {
             lag_seconds: r
                 .oldest_due_at
-                .map(|at| ((r.now - at).num_milliseconds().max(0)) as f64 / 1000.0)
+                .map(|at| ((now - at).num_milliseconds().max(0)) as f64 / 1000.0)
                 .unwrap_or(0.0),
             task_type: r.task_type,
             state: r.state,
@@ -673,7 +675,7 @@ pub async fn run_now(
                AND state IN ('new', 'retried', 'in_progress')
            ), moved AS (
              UPDATE fang_tasks t SET scheduled_at = LEAST(t.scheduled_at, $4), updated_at = $4
-             FROM hits WHERE t.id = hits.id AND hits.state IN ('new', 'retried')
+             FROM hits WHERE t.id = hits.id AND t.state IN ('new', 'retried')
              RETURNING t.task_type
            )
            SELECT (SELECT count(*) FROM moved) AS "moved!",

@@ -1,8 +1,8 @@
 //! The outbox dispatcher every worker runs beside the job runtime: turns new outbox events
 //! into webhook deliveries (and their jobs) and keeps the backlog and unknown-charge
-//! gauges fresh. It is a
-//! loop, not a job, so events are picked up within `dispatch_interval_ms` without a job
-//! per tick; several workers running it at once share the work (`SKIP LOCKED`).
+//! gauges fresh. It is a loop, not a job, so events are picked up within
+//! `dispatch_interval_ms` without a job per tick; several workers running it at once share
+//! the work (`SKIP LOCKED`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};

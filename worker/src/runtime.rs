@@ -6,7 +6,7 @@
 //! finalization presents the claim's lease token, so a worker that lost its lease (cut
 //! off, paused, too slow) can never finish a task another worker now holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -875,19 +875,20 @@ async fn depth_metrics(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     metrics::gauge!("job_queue_depth", "task_type" => t.clone(), "state" => s.clone()).set(0.0);
                 }
             }
-            let mut lag: Vec<(String, f64)> = seen.iter().map(|(t, _)| (t.clone(), 0.0)).collect();
+            // Per task type, the longest wait over its waiting states; 0 for a type that
+            // drained (it was seen last time) or has nothing due.
+            let mut lag: BTreeMap<String, f64> =
+                seen.iter().map(|(t, _)| (t.clone(), 0.0)).collect();
             seen = rows
                 .iter()
                 .map(|r| (r.task_type.clone(), r.state.clone()))
                 .collect();
             for r in rows {
-                lag.push((r.task_type.clone(), r.lag_seconds));
+                let longest = lag.entry(r.task_type.clone()).or_default();
+                *longest = longest.max(r.lag_seconds);
                 metrics::gauge!("job_queue_depth", "task_type" => r.task_type, "state" => r.state)
                     .set(r.count as f64);
             }
-            // Per task type, the longest wait over its waiting states (0 when none is due).
-            lag.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
-            lag.dedup_by(|later, first| later.0 == first.0);
             for (t, secs) in lag {
                 metrics::gauge!("job_queue_lag_seconds", "task_type" => t).set(secs);
             }
