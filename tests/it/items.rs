@@ -570,15 +570,7 @@ fn misses(metrics: &str) -> f64 {
 async fn concurrent_misses_of_one_page_load_it_once() {
     let app = spawn_app().await;
     seed_items(&app.db, 50).await;
-    let metrics = || async {
-        app.get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || app.get_text("/metrics");
     let before = misses(&metrics().await);
     let pages = futures::future::join_all((0..20).map(|_| list(&app, "category=SKIN"))).await;
     assert!(pages.windows(2).all(|w| w[0] == w[1]));

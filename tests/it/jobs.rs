@@ -52,14 +52,7 @@ async fn five_thousand_tasks_on_two_workers_run_exactly_once_each() {
     .await;
     assert_eq!(workers, 2, "a:\n{}\nb:\n{}", a.logs(), b.logs());
 
-    let metrics = crate::helpers::http_client()
-        .get(format!("http://127.0.0.1:{}/metrics", a.port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     for name in [
         "jobs_claimed_total",
         "jobs_finished_total{task=\"diag.probe\",outcome=\"succeeded\"}",

@@ -370,16 +370,7 @@ async fn webhook_retried_on_schedule_then_delivered_signed() {
     );
 
     // the worker's metrics: outcomes, durations and the backlog gauges
-    let metrics = s
-        .app
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", worker.port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = worker.metrics().await;
     for line in [
         "webhook_deliveries_total{outcome=\"delivered\"} 1",
         "webhook_deliveries_total{outcome=\"failed\"} 3",

@@ -345,15 +345,7 @@ impl Stack {
 
     /// The worker's `/metrics` page (Prometheus text).
     pub async fn worker_metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.worker.port);
-        self.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.worker.metrics().await
     }
 
     /// The sum of a worker metric's samples matching `series`: a name with optional

@@ -12,6 +12,18 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// The worker's `/metrics` page (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        crate::helpers::http_client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Starts a worker; `env` overrides settings (e.g. `PILLIVERY__WORKER__LEASE_MS`).
     pub fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
