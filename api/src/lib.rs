@@ -36,14 +36,18 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Wakes `GET /api/orders/{id}?wait=N` when the order changes.
     pub orders: billing::orders::OrderWatch,
+    /// The handlers running on tasks of their own (`middleware::run_to_completion`);
+    /// shutdown waits for them.
+    pub handlers: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
     pub fn new(ctx: billing::Ctx) -> Self {
         let limiters = Arc::new(Limiters::new(&ctx.settings.rate_limit));
-        let orders = billing::orders::OrderWatch::start(ctx.db.clone());
+        let orders = billing::orders::OrderWatch::start(ctx.db.pool().clone());
         Self {
             orders,
+            handlers: tokio_util::task::TaskTracker::new(),
             ctx,
             limiters,
             metrics: billing::telemetry::metrics_handle(),
@@ -116,6 +120,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Innermost first: these run per route, where the matched path is known.
+        // Inside the timeout, so neither it nor a vanished client can cut a handler.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::run_to_completion,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::client_ip_and_rate_limit,
@@ -190,6 +199,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limiters = state.limiters.clone();
+    let handlers = state.handlers.clone();
+    let grace = Duration::from_millis(state.ctx.settings.api.request_timeout_ms);
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -202,6 +213,14 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     pruner.abort();
+    // Handlers whose client went away are still finishing their writes.
+    handlers.close();
+    if tokio::time::timeout(grace, handlers.wait()).await.is_err() {
+        tracing::error!(
+            running = handlers.len(),
+            "handlers still running at exit; their open transactions roll back"
+        );
+    }
     result
 }
 

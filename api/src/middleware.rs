@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::extract::{client_ip, ClientIp};
@@ -89,6 +90,32 @@ pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) ->
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Runs the rest of the request (the handler and its database work) on a task of its own,
+/// so that neither a client that disconnects nor the request timeout drops it halfway
+/// through a transaction: it runs to its end, and what it wrote either commits or rolls
+/// back as the handler decides. The request id and the span go with it; a panic becomes
+/// a 500.
+pub async fn run_to_completion(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let request_id = billing::telemetry::current_request_id();
+    let handler = billing::telemetry::with_request_id(request_id, next.run(req))
+        .instrument(tracing::Span::current());
+    match state.handlers.spawn(handler).await {
+        Ok(response) => response,
+        Err(e) => {
+            let what = if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            ApiError::Billing(billing::Error::Internal(format!("handler {what}"))).into_response()
+        }
     }
 }
 

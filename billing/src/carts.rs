@@ -213,7 +213,7 @@ pub async fn update_line(
 
 /// Removes a line from the caller's cart; a line that is not there is 404.
 pub async fn remove_line(ctx: &Ctx, user: UserId, kind: CartKind, item_id: i64) -> Result<()> {
-    let mut conn = ctx.db.acquire().await?;
+    let mut tx = ctx.db.begin().await?;
     let deleted = sqlx::query!(
         r#"DELETE FROM cart_items ci USING carts c
            WHERE c.id = ci.cart_id AND c.user_id = $1 AND c.kind = $2 AND ci.item_id = $3"#,
@@ -221,8 +221,9 @@ pub async fn remove_line(ctx: &Ctx, user: UserId, kind: CartKind, item_id: i64) 
         kind.as_str(),
         item_id,
     )
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound);
     }

@@ -1,5 +1,10 @@
-//! Postgres: the pool and the embedded migrations (the only schema source).
+//! Postgres: the pool (a release check and server-side limits on every session), the
+//! domain's handle on it whose transactions a stopped job waits for, and the embedded
+//! migrations (the only schema source).
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -7,7 +12,8 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
@@ -17,17 +23,275 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// A lazily connecting pool: the process starts even while Postgres is down and
 /// `/health/ready` reports it, rather than refusing to boot.
+///
+/// No connection goes back into the pool unless its session is idle outside any
+/// transaction (see [`session_state`]): sqlx 0.8 can lose track of a transaction whose
+/// `BEGIN` was cancelled in flight, and whatever the next borrower wrote would then run
+/// inside that stale transaction and never commit.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.expose_secret().parse()?;
-    let options = options.application_name("pillivery");
+    // Present from the start at 0, so the alert's increase() sees the first discard.
+    for state in [
+        SessionState::InTransaction,
+        SessionState::Aborted,
+        SessionState::Unusable,
+    ] {
+        metrics::counter!("db_connections_discarded_total", "reason" => state.label()).increment(0);
+    }
+    let options = options
+        .application_name("pillivery")
+        .options(session_limits(settings));
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                match session_state(conn).await {
+                    Ok(SessionState::Idle) => Ok(true),
+                    Ok(bad) => {
+                        discarded(bad);
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        // Broken: sqlx closes it without a goodbye.
+                        discarded(SessionState::Unusable);
+                        Err(e)
+                    }
+                }
+            })
+        })
         .connect_lazy_with(options))
 }
 
+/// `statement_timeout` and `idle_in_transaction_session_timeout` for every session
+/// (0 leaves the server's default).
+fn session_limits(settings: &DatabaseSettings) -> Vec<(&'static str, String)> {
+    [
+        ("statement_timeout", settings.statement_timeout_ms),
+        (
+            "idle_in_transaction_session_timeout",
+            settings.idle_in_transaction_timeout_ms,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, ms)| *ms > 0)
+    .map(|(k, ms)| (k, ms.to_string()))
+    .collect()
+}
+
+/// What a released connection's session is doing on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Outside any transaction: fit for the next borrower.
+    Idle,
+    /// Inside a transaction nobody will finish.
+    InTransaction,
+    /// Inside a failed transaction (every statement answers `25P02`).
+    Aborted,
+    /// The check itself failed: the connection is broken.
+    Unusable,
+}
+
+impl SessionState {
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionState::Idle => "idle",
+            SessionState::InTransaction => "in_transaction",
+            SessionState::Aborted => "aborted",
+            SessionState::Unusable => "unusable",
+        }
+    }
+}
+
+/// Asks the server whether `conn` is inside a transaction block. Outside one, a
+/// statement's implicit transaction starts with the statement, so `now()` (transaction
+/// start) equals `statement_timestamp()` to the microsecond; inside a block, `now()` is
+/// the time of its `BEGIN`, at least one round trip earlier. Sent as a simple query,
+/// the protocol that gives the statement its own start time; anything the dropped owner
+/// left queued (a rollback) is flushed first.
+pub async fn session_state(conn: &mut PgConnection) -> Result<SessionState, sqlx::Error> {
+    use sqlx::Executor;
+    // A bare `&str` without arguments goes out as a simple query.
+    match conn.fetch_one("SELECT now() = statement_timestamp()").await {
+        Ok(row) if row.try_get::<bool, _>(0)? => Ok(SessionState::Idle),
+        Ok(_) => Ok(SessionState::InTransaction),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => {
+            Ok(SessionState::Aborted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn discarded(state: SessionState) {
+    metrics::counter!("db_connections_discarded_total", "reason" => state.label()).increment(1);
+    tracing::warn!(
+        state = state.label(),
+        "database connection discarded on release: its session was not idle"
+    );
+}
+
+/// The domain's handle on the pool. Everything a [`PgPool`] does is reachable through
+/// it; [`Db::begin`] opens a [`Tx`] counted in the handle's [`OpenTransactions`], so a
+/// runner that must stop the work (a job's timeout, a lost lease) can wait until no
+/// transaction of it is open instead of cutting one in the middle ([`stop_between_transactions`]).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+    open: Option<OpenTransactions>,
+}
+
+impl Db {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, open: None }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The same pool, with its transactions counted in `open`.
+    pub fn counted(&self, open: &OpenTransactions) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            open: Some(open.clone()),
+        }
+    }
+
+    /// `BEGIN` on a pooled connection. Counted before the `BEGIN` is sent, so a stop that
+    /// honours the count never cancels a `BEGIN` in flight.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let open = self.open.as_ref().map(OpenTransactions::enter);
+        let tx = self.pool.begin().await?;
+        Ok(Tx { tx, _open: open })
+    }
+}
+
+impl Deref for Db {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A transaction opened by [`Db::begin`]: a `sqlx::Transaction` (dropped uncommitted, it
+/// rolls back) that stays counted until committed, rolled back or dropped.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Postgres>,
+    // Declared after `tx`: dropped after it, once its rollback is queued.
+    _open: Option<OpenTx>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, _open } = self;
+        tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, _open } = self;
+        tx.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// How many transactions of one unit of work (a job's run) are open right now.
+#[derive(Clone, Debug)]
+pub struct OpenTransactions(Arc<watch::Sender<usize>>);
+
+impl Default for OpenTransactions {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl OpenTransactions {
+    pub fn count(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    fn enter(&self) -> OpenTx {
+        self.0.send_modify(|n| *n += 1);
+        OpenTx(self.clone())
+    }
+
+    async fn none(&self) {
+        // `wait_for` looks at the current value first, so no wake-up is missed.
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+struct OpenTx(OpenTransactions);
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Runs `work` to its end, unless `stop` resolves first: then `work` is dropped at the
+/// first moment none of its transactions counted in `open` is open — never between a
+/// `BEGIN` and its `COMMIT` — and the stop's value is returned. A transaction open when
+/// the stop came thus commits (or rolls back) as the work decides, and is reported.
+pub async fn stop_between_transactions<W, S>(
+    work: W,
+    open: &OpenTransactions,
+    stop: impl Future<Output = S>,
+) -> std::result::Result<W::Output, S>
+where
+    W: Future,
+{
+    tokio::pin!(work);
+    tokio::pin!(stop);
+    let reason = tokio::select! {
+        biased;
+        out = &mut work => return Ok(out),
+        s = &mut stop => s,
+    };
+    loop {
+        if open.count() == 0 {
+            return Err(reason);
+        }
+        tokio::select! {
+            biased;
+            out = &mut work => return Ok(out),
+            () = open.none() => {}
+        }
+    }
+}
+
+/// Migrations on a connection of their own: without the pool's `statement_timeout`
+/// (building an index on a large table may take longer) and outside the pool's release
+/// check. sqlx's advisory lock makes concurrent callers take turns.
+async fn migration_pool(pool: &PgPool) -> Result<PgPool, sqlx::Error> {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", "0")]);
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+}
+
 pub async fn migrate(pool: &PgPool) -> std::result::Result<(), MigrateError> {
-    MIGRATOR.run(pool).await
+    let own = migration_pool(pool).await?;
+    let result = MIGRATOR.run(&own).await;
+    own.close().await;
+    result
 }
 
 /// One migration, embedded in this binary or applied to the database (or both).

@@ -481,12 +481,14 @@ pub async fn update(ctx: &Ctx, id: i64, patch: ItemPatch) -> Result<ItemDetail> 
 
 /// Soft delete: carts and orders keep pointing at the row and show it as unavailable.
 pub async fn delete(ctx: &Ctx, id: i64) -> Result<()> {
+    let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
         "UPDATE items SET deleted_at = now(), selling = false WHERE id = $1 AND deleted_at IS NULL",
         id
     )
-    .execute(&ctx.db)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound);
     }
@@ -879,7 +881,7 @@ fn all_page_keys() -> Vec<String> {
 async fn count(ctx: &Ctx, l: &Listing) -> Result<i64> {
     let mut q = QueryBuilder::<Postgres>::new("SELECT count(*)");
     l.push_filters(&mut q);
-    Ok(q.build_query_scalar().fetch_one(&ctx.db).await?)
+    Ok(q.build_query_scalar().fetch_one(ctx.db.pool()).await?)
 }
 
 async fn page_rows(ctx: &Ctx, l: &Listing) -> Result<Vec<ItemSummary>> {
@@ -891,7 +893,9 @@ async fn page_rows(ctx: &Ctx, l: &Listing) -> Result<Vec<ItemSummary>> {
     q.push_bind(l.page.size);
     q.push(" OFFSET ");
     q.push_bind(l.page.offset());
-    Ok(q.build_query_as::<ItemSummary>().fetch_all(&ctx.db).await?)
+    Ok(q.build_query_as::<ItemSummary>()
+        .fetch_all(ctx.db.pool())
+        .await?)
 }
 
 #[derive(sqlx::FromRow)]
@@ -918,7 +922,7 @@ async fn filtered_page(ctx: &Ctx, l: &Listing) -> Result<(Vec<ItemSummary>, i64)
         ") SELECT {SUMMARY_COLUMNS}, (SELECT count(*) FROM m) AS total FROM items WHERE id IN (SELECT id FROM p) ORDER BY "
     ));
     q.push(l.sort.order_by());
-    let rows: Vec<CountedRow> = q.build_query_as().fetch_all(&ctx.db).await?;
+    let rows: Vec<CountedRow> = q.build_query_as().fetch_all(ctx.db.pool()).await?;
     let total = match rows.first() {
         Some(r) => r.total,
         // Past the last page: the total still matters to the client.

@@ -459,7 +459,7 @@ pub async fn stats(ctx: &Ctx) -> Result<Vec<QueueStat>> {
            FROM fang_tasks GROUP BY task_type, state ORDER BY task_type, state"#,
         now
     )
-    .fetch_all(&ctx.db)
+    .fetch_all(ctx.db.pool())
     .await?;
     Ok(rows
         .into_iter()

@@ -40,7 +40,8 @@ pub use settings::Settings;
 /// Handles every service call needs; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    pub db: sqlx::PgPool,
+    /// The pool; its `begin` opens transactions a stopped job waits for.
+    pub db: db::Db,
     pub kv: kv::Kv,
     pub settings: Arc<Settings>,
     pub clock: clock::SharedClock,
@@ -60,7 +61,7 @@ impl Ctx {
     /// so a process starts while a dependency is down and reports it as not ready.
     pub fn new(settings: Settings, clock: clock::SharedClock) -> Result<Self> {
         install_crypto_provider();
-        let db = db::pool(&settings.database)?;
+        let db = db::Db::new(db::pool(&settings.database)?);
         let kv = kv::Kv::new(&settings.redis)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.oauth.timeout_ms))
@@ -87,6 +88,17 @@ impl Ctx {
             pg_guard,
             webhook_http,
         })
+    }
+}
+
+impl Ctx {
+    /// The same handles, with the transactions begun through them counted in `open`: a
+    /// job runs on this, so its runner can stop it between transactions.
+    pub fn counting_transactions(&self, open: &db::OpenTransactions) -> Self {
+        Self {
+            db: self.db.counted(open),
+            ..self.clone()
+        }
     }
 }
 

@@ -285,8 +285,15 @@ pub async fn complete(ctx: &Ctx, input: CompleteInput) -> Result<TokenPair> {
         oauth: Some((claims.prv.clone(), claims.sub.clone())),
         role: Role::User,
     };
-    let mut conn = ctx.db.acquire().await?;
-    let user = match users::insert(&mut conn, &new).await {
+    let mut tx = ctx.db.begin().await?;
+    let inserted = users::insert(&mut tx, &new).await;
+    if inserted.is_ok() {
+        tx.commit().await?;
+    } else {
+        // The failed INSERT aborted the transaction; what follows reads afresh.
+        drop(tx);
+    }
+    let user = match inserted {
         Ok(user) => user,
         // The e-mail came from the provider, so a clash is an existing account, not a typo.
         Err(Error::AlreadyExists(fields))
@@ -296,6 +303,7 @@ pub async fn complete(ctx: &Ctx, input: CompleteInput) -> Result<TokenPair> {
         }
         Err(Error::AlreadyExists(fields)) if fields.iter().any(|f| f.field == "oauth_subject") => {
             // A double submit of the same signup token: the account exists; log it in.
+            let mut conn = ctx.db.acquire().await?;
             let existing = users::find_by_oauth(&mut conn, &claims.prv, &claims.sub)
                 .await?
                 .ok_or(Error::InvalidSignupToken)?;
@@ -304,7 +312,6 @@ pub async fn complete(ctx: &Ctx, input: CompleteInput) -> Result<TokenPair> {
         }
         Err(e) => return Err(e),
     };
-    drop(conn);
     tracing::info!(user_id = %user.id, provider = %claims.prv, "social signup");
     sessions::open(ctx, &user).await
 }

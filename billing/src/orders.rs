@@ -583,13 +583,13 @@ async fn replay(ctx: &Ctx, user: UserId, key: &str, hash: &str) -> Result<Option
         user.0,
         key
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(ctx.db.pool())
     .await?;
     let Some(row) = found else { return Ok(None) };
     if row.idempotency_hash.as_deref() != Some(hash) {
         return Err(Error::IdempotencyKeyReused);
     }
-    fetch(&ctx.db, Some(user), OrderId(row.id)).await
+    fetch(ctx.db.pool(), Some(user), OrderId(row.id)).await
 }
 
 // ---- reading ----------------------------------------------------------------------------
@@ -705,7 +705,7 @@ pub async fn get(
     let wait = wait.filter(|w| !w.is_zero());
     // Subscribe before reading so a change committed in between is not missed.
     let mut sub = wait.map(|_| watch.subscribe(id));
-    let order = fetch(&ctx.db, Some(user), id)
+    let order = fetch(ctx.db.pool(), Some(user), id)
         .await?
         .ok_or(Error::NotFound)?;
     let (Some(wait), Some(sub)) = (wait, sub.as_mut()) else {
@@ -722,7 +722,7 @@ pub async fn get(
         {
             return Ok(order);
         }
-        let now = fetch(&ctx.db, Some(user), id)
+        let now = fetch(ctx.db.pool(), Some(user), id)
             .await?
             .ok_or(Error::NotFound)?;
         if now.status != order.status {
@@ -745,7 +745,7 @@ pub async fn list(
         user.0,
         status
     )
-    .fetch_one(&ctx.db)
+    .fetch_one(ctx.db.pool())
     .await?;
     let ids = sqlx::query_scalar!(
         r#"SELECT id FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
@@ -755,9 +755,9 @@ pub async fn list(
         page.size,
         page.offset()
     )
-    .fetch_all(&ctx.db)
+    .fetch_all(ctx.db.pool())
     .await?;
-    let items = fetch_many(&ctx.db, Some(user), &ids).await?;
+    let items = fetch_many(ctx.db.pool(), Some(user), &ids).await?;
     Ok(Page {
         items,
         page: page.page,
@@ -925,7 +925,9 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
         OrderStatus::PaymentFailed => return Err(Error::OrderNotCancelable),
     }
     tx.commit().await?;
-    fetch(&ctx.db, Some(user), id).await?.ok_or(Error::NotFound)
+    fetch(ctx.db.pool(), Some(user), id)
+        .await?
+        .ok_or(Error::NotFound)
 }
 
 // ---- follow-up jobs of a paid order -------------------------------------------------------

@@ -320,7 +320,7 @@ pub async fn redirect(
         }
     }
     let order = sqlx::query_scalar!("SELECT order_id FROM payments WHERE token = $1", token)
-        .fetch_optional(&ctx.db)
+        .fetch_optional(ctx.db.pool())
         .await?
         .ok_or(Error::NotFound)?;
     let mut tx = ctx.db.begin().await?;
@@ -719,14 +719,16 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 // Money is still with us and the PG refuses to return it: an operator's
                 // call. The order stays `refund_requested` with the reason recorded.
                 tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay refused the refund");
+                let mut tx = ctx.db.begin().await?;
                 sqlx::query!(
                     "UPDATE payments SET failure_code = $2, failure_message = $3 WHERE id = $1",
                     id.0,
                     pg_code(&e),
                     e.message
                 )
-                .execute(&ctx.db)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 metrics::counter!("payments_total", "outcome" => "refund_refused").increment(1);
                 Ok(())
             }

@@ -72,6 +72,12 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// Server-side `statement_timeout` of every pooled session (0 = none). Migrations run
+    /// on their own connection without it.
+    pub statement_timeout_ms: u64,
+    /// Server-side `idle_in_transaction_session_timeout` (0 = none): the last resort that
+    /// ends a session some bug left inside a transaction, releasing its locks.
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -80,6 +86,8 @@ impl Default for DatabaseSettings {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/pillivery"),
             max_connections: 20,
             acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -564,6 +572,14 @@ impl Settings {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
+        let idle_tx = self.database.idle_in_transaction_timeout_ms;
+        if idle_tx != 0 && idle_tx < 1_000 {
+            // Shorter would end legitimate transactions that wait on a busy pool or lock.
+            return Err(invalid(
+                "database.idle_in_transaction_timeout_ms",
+                "must be 0 (off) or at least 1000",
+            ));
+        }
         let redis = self.redis.url.expose_secret();
         if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err(invalid("redis.url", "must be a redis:// URL"));
@@ -850,6 +866,10 @@ mod tests {
             (
                 "database.url",
                 Box::new(|s| s.database.url = "mysql://x".into()),
+            ),
+            (
+                "database.idle_in_transaction_timeout_ms",
+                Box::new(|s| s.database.idle_in_transaction_timeout_ms = 500),
             ),
             ("redis.url", Box::new(|s| s.redis.url = "http://x".into())),
             (

@@ -155,8 +155,10 @@ pub async fn signup_with_role(ctx: &Ctx, input: SignupInput, role: Role) -> Resu
         oauth: None,
         role,
     };
-    let mut conn = ctx.db.acquire().await?;
-    insert(&mut conn, &new).await
+    let mut tx = ctx.db.begin().await?;
+    let user = insert(&mut tx, &new).await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
 pub async fn get(ctx: &Ctx, id: UserId) -> Result<User> {
@@ -255,14 +257,15 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
 /// logged out rather than withdrawn with live tokens.
 pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
     sessions::revoke_all(ctx, id).await?;
-    let mut conn = ctx.db.acquire().await?;
+    let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
         r#"UPDATE users SET status = 'withdrawn', withdrawn_at = now()
            WHERE id = $1 AND status = 'active'"#,
         id.0
     )
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound);
     }
@@ -447,13 +450,16 @@ pub(crate) async fn email_in_use(conn: &mut PgConnection, email: &str) -> Result
 
 /// For `create-admin`: promotes an existing active account or reports none.
 async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<Option<UserId>> {
-    Ok(sqlx::query_scalar!(
+    let mut tx = ctx.db.begin().await?;
+    let promoted = sqlx::query_scalar!(
         r#"UPDATE users SET role = 'admin' WHERE email = $1 AND status = 'active'
            RETURNING id AS "id: UserId""#,
         validate::normalize_email(email)
     )
-    .fetch_optional(&ctx.db)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(promoted)
 }
 
 /// An operator account to create (or an existing account to promote).

@@ -35,7 +35,7 @@ async fn live() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<WorkerState>) -> impl IntoResponse {
     match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.ctx.db)
+        .fetch_one(state.ctx.db.pool())
         .await
     {
         Ok(_) => (

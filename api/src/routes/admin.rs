@@ -164,7 +164,9 @@ async fn migration_status(
     State(state): State<AppState>,
     _admin: AdminUser,
 ) -> ApiResult<Json<MigrationReport>> {
-    Ok(Json(billing::db::migration_status(&state.ctx.db).await?))
+    Ok(Json(
+        billing::db::migration_status(state.ctx.db.pool()).await?,
+    ))
 }
 
 /// Apply the pending migrations (what `pillivery-api migrate` does; concurrent callers take
@@ -181,7 +183,7 @@ async fn apply_migrations(
     State(state): State<AppState>,
     admin: AdminUser,
 ) -> ApiResult<Json<MigrationReport>> {
-    let report = billing::db::apply_migrations(&state.ctx.db).await?;
+    let report = billing::db::apply_migrations(state.ctx.db.pool()).await?;
     tracing::info!(admin = %admin.0.user_id, "migrations applied by admin");
     Ok(Json(report))
 }

@@ -47,7 +47,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let db = async {
         tokio::time::timeout(
             Duration::from_secs(2),
-            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.ctx.db),
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.ctx.db.pool()),
         )
         .await
         .map_err(|_| "timed out".to_owned())?

@@ -573,8 +573,9 @@ async fn apply_failure(
         | ErrorKind::Unavailable
         | ErrorKind::Permanent
         | ErrorKind::Expired => {
-            let mut conn = ctx.db.acquire().await?;
-            mark_not_charged(&mut conn, a.id, &code, &e.message).await?;
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message).await?;
+            tx.commit().await?;
             metrics::counter!("subscription_charges_total", "outcome" => "not_charged")
                 .increment(1);
             if !e.is_retryable() {
@@ -697,7 +698,7 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
         "SELECT sid FROM subscriptions WHERE id = $1",
         a.subscription_id.0
     )
-    .fetch_one(&ctx.db)
+    .fetch_one(ctx.db.pool())
     .await?
     .ok_or_else(|| Error::Internal(format!("subscription {} has no SID", a.subscription_id.0)))?;
     let now = ctx.clock.now();
@@ -856,15 +857,17 @@ async fn flag_for_review(
     if now < review_at {
         return Ok(());
     }
+    let mut tx = ctx.db.begin().await?;
     let flagged = sqlx::query!(
         "UPDATE charge_attempts SET review_required_at = $2
          WHERE id = $1 AND status = 'unknown' AND review_required_at IS NULL",
         a.id,
         now
     )
-    .execute(&ctx.db)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    tx.commit().await?;
     if flagged == 1 {
         metrics::counter!("subscription_charges_review_required_total").increment(1);
         tracing::error!(subscription_id = a.subscription_id.0, cycle = a.cycle,
@@ -882,7 +885,7 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
            FROM subscriptions WHERE id = $1"#,
         id.0
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(ctx.db.pool())
     .await?;
     let Some(r) = row else { return Ok(()) };
     let (Some(sid), None, SubscriptionStatus::Canceled) = (r.sid, r.sid_inactivated_at, r.status)
@@ -900,13 +903,15 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
+    let mut tx = ctx.db.begin().await?;
     sqlx::query!(
         "UPDATE subscriptions SET sid_inactivated_at = $2 WHERE id = $1 AND sid_inactivated_at IS NULL",
         id.0,
         ctx.clock.now()
     )
-    .execute(&ctx.db)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(subscription_id = id.0, "SID inactivated");
     Ok(())
 }
@@ -926,7 +931,7 @@ pub async fn sweep(ctx: &Ctx, limit: i64) -> Result<u64> {
         now,
         limit
     )
-    .fetch_all(&ctx.db)
+    .fetch_all(ctx.db.pool())
     .await?;
     let tasks: Vec<tasks::SubscriptionCharge> = due
         .iter()

@@ -832,7 +832,7 @@ pub async fn refresh_gauges(ctx: &Ctx) -> Result<()> {
                   count(*) FILTER (WHERE review_required_at IS NOT NULL) AS "review!"
            FROM charge_attempts WHERE status = 'unknown'"#
     )
-    .fetch_one(&ctx.db)
+    .fetch_one(ctx.db.pool())
     .await?;
     metrics::gauge!("subscription_charges_unknown").set(row.unknown as f64);
     metrics::gauge!("subscription_charges_review_required").set(row.review as f64);

@@ -255,7 +255,7 @@ pub async fn deliver(ctx: &Ctx, id: DeliveryId, round: i32, attempt: i32) -> Res
            WHERE d.id = $1"#,
         id.0
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(ctx.db.pool())
     .await?;
     let Some(t) = target else {
         tracing::info!(delivery_id = %id, "delivery gone (endpoint deleted); nothing to do");
@@ -536,7 +536,7 @@ pub async fn refresh_gauges(ctx: &Ctx) -> Result<()> {
               WHERE id = (SELECT min(event_id) FROM outbox_pending)) AS oldest_event,
              (SELECT count(*) FROM webhook_deliveries WHERE state = 'dead') AS "dead!""#
     )
-    .fetch_one(&ctx.db)
+    .fetch_one(ctx.db.pool())
     .await?;
     let oldest = match (row.oldest_delivery, row.oldest_event) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -162,6 +162,7 @@ pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
     finish(errors)?;
     let secret = new_secret();
     let now = ctx.clock.now();
+    let mut tx = ctx.db.begin().await?;
     let endpoint = sqlx::query_as!(
         Endpoint,
         r#"INSERT INTO webhook_endpoints (url, description, event_types, secret, created_at,
@@ -175,8 +176,9 @@ pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
         secret,
         now
     )
-    .fetch_one(&ctx.db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(endpoint_id = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
     Ok(EndpointWithSecret { endpoint, secret })
 }
@@ -189,7 +191,7 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<Endpoint>> {
                   disabled_at, disabled_reason, failing_since, created_at, updated_at
            FROM webhook_endpoints ORDER BY id"#
     )
-    .fetch_all(&ctx.db)
+    .fetch_all(ctx.db.pool())
     .await?)
 }
 
@@ -201,7 +203,7 @@ pub async fn get(ctx: &Ctx, id: WebhookEndpointId) -> Result<Endpoint> {
            FROM webhook_endpoints WHERE id = $1"#,
         id.0
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(ctx.db.pool())
     .await?
     .ok_or(Error::NotFound)
 }
@@ -220,6 +222,7 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
     finish(errors)?;
     let now = ctx.clock.now();
     // Enabling starts the endpoint's health afresh; disabling by hand is the operator's.
+    let mut tx = ctx.db.begin().await?;
     let endpoint = sqlx::query_as!(
         Endpoint,
         r#"UPDATE webhook_endpoints SET
@@ -245,9 +248,10 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
         patch.enabled,
         now
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
+    tx.commit().await?;
     tracing::info!(endpoint_id = %id, enabled = endpoint.enabled, "webhook endpoint updated");
     Ok(endpoint)
 }
@@ -255,10 +259,12 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
 /// Removes the endpoint with its deliveries and their attempts; jobs still queued for
 /// them find nothing and do nothing.
 pub async fn delete(ctx: &Ctx, id: WebhookEndpointId) -> Result<()> {
+    let mut tx = ctx.db.begin().await?;
     let n = sqlx::query!("DELETE FROM webhook_endpoints WHERE id = $1", id.0)
-        .execute(&ctx.db)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+    tx.commit().await?;
     if n == 0 {
         return Err(Error::NotFound);
     }
@@ -270,6 +276,7 @@ pub async fn delete(ctx: &Ctx, id: WebhookEndpointId) -> Result<()> {
 /// once, so the receiver should accept both while it switches).
 pub async fn rotate_secret(ctx: &Ctx, id: WebhookEndpointId) -> Result<EndpointWithSecret> {
     let secret = new_secret();
+    let mut tx = ctx.db.begin().await?;
     let endpoint = sqlx::query_as!(
         Endpoint,
         r#"UPDATE webhook_endpoints SET secret = $2, updated_at = $3 WHERE id = $1
@@ -279,9 +286,10 @@ pub async fn rotate_secret(ctx: &Ctx, id: WebhookEndpointId) -> Result<EndpointW
         secret,
         ctx.clock.now()
     )
-    .fetch_optional(&ctx.db)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
+    tx.commit().await?;
     tracing::info!(endpoint_id = %id, "webhook endpoint secret rotated");
     Ok(EndpointWithSecret { endpoint, secret })
 }

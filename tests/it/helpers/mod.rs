@@ -91,7 +91,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         base: format!("http://{addr}"),
         client: http_client(),
-        db: ctx.db.clone(),
+        db: ctx.db.pool().clone(),
         settings: ctx.settings.clone(),
         database_url,
     }
