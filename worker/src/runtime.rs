@@ -5,6 +5,11 @@
 //! Correctness rests on the database: a claim is one `SKIP LOCKED` statement, and every
 //! finalization presents the claim's lease token, so a worker that lost its lease (cut
 //! off, paused, too slow) can never finish a task another worker now holds.
+//!
+//! A run is never cut inside a database transaction: its timeout, a lost lease and
+//! shutdown are [`Stop`] requests that take effect between the task's transactions
+//! (`billing::db::stop_between_transactions`), so what a task wrote either committed and
+//! is reported or rolled back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -134,6 +139,15 @@ enum Finish {
         task: Arc<dyn AsyncRunnable>,
         next: chrono::DateTime<Utc>,
     },
+    /// Stopped for shutdown between transactions: hand the claim back to the queue.
+    Released {
+        id: Uuid,
+        token: Uuid,
+    },
+    /// Stopped because the lease was lost: the new holder finishes it; nothing to write.
+    Abandoned {
+        token: Uuid,
+    },
     /// Sent last at shutdown: flush what came before, then stop.
     Shutdown,
 }
@@ -145,13 +159,25 @@ impl Finish {
             | Finish::Retry { token, .. }
             | Finish::Failed { token, .. }
             | Finish::Deferred { token, .. }
-            | Finish::Periodic { token, .. } => Some(*token),
+            | Finish::Periodic { token, .. }
+            | Finish::Released { token, .. }
+            | Finish::Abandoned { token } => Some(*token),
             Finish::Shutdown => None,
         }
     }
 }
 
-/// Aborts the task's own spawned run when the runner is aborted (shutdown, lost lease).
+/// Why a run is asked to stop before its end. Honoured between the task's transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    LeaseLost,
+    Shutdown,
+}
+
+/// Aborts the task's own spawned run when its runner is aborted: only the last resort of
+/// a shutdown whose runs did not reach a safe point in time (the process is exiting, and
+/// Postgres rolls back what the closed sessions left open).
 struct AbortOnDrop(AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -160,10 +186,31 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The runner's handles on a run in progress.
+#[derive(Clone)]
+struct RunControl {
+    stop: watch::Sender<Option<Stop>>,
+    abort: AbortHandle,
+}
+
+impl RunControl {
+    /// The first stop asked for is the one the run reports.
+    fn stop(&self, why: Stop) {
+        self.stop.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
 struct InFlight {
     id: Uuid,
     /// `None` once the run has ended and only its finalization is pending.
-    abort: Option<AbortHandle>,
+    run: Option<RunControl>,
     /// The pool slot: held until the outcome is written, so a slow database slows
     /// claiming instead of piling up unfinalized claims.
     _slot: OwnedSemaphorePermit,
@@ -188,7 +235,7 @@ impl Inner {
     fn running(&self) -> usize {
         self.lock_inflight()
             .values()
-            .filter(|f| f.abort.is_some())
+            .filter(|f| f.run.is_some())
             .count()
     }
 }
@@ -205,7 +252,7 @@ pub async fn run(
     let (finish_tx, finish_rx) = mpsc::unbounded_channel();
     let wakers: Vec<Arc<Notify>> = cfg.pools.iter().map(|_| Arc::new(Notify::new())).collect();
     let inner = Arc::new(Inner {
-        queue: Arc::new(PgQueue::new(ctx.db.clone())),
+        queue: Arc::new(PgQueue::new(ctx.db.pool().clone())),
         ctx,
         cfg,
         inflight: Mutex::new(HashMap::new()),
@@ -245,17 +292,29 @@ pub async fn run(
     while inner.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Past the grace period: each run stops at its next moment outside a transaction and
+    // hands its claim back itself (`Finish::Released`).
+    for f in inner.lock_inflight().values() {
+        if let Some(run) = &f.run {
+            run.stop(Stop::Shutdown);
+        }
+    }
+    let deadline = Instant::now() + inner.cfg.shutdown_grace;
+    while inner.running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let unfinished: Vec<(Uuid, Uuid)> = {
         let mut map = inner.lock_inflight();
         let claims: Vec<(Uuid, Uuid)> = map
             .iter()
-            .filter(|(_, f)| f.abort.is_some())
+            .filter(|(_, f)| f.run.is_some())
             .map(|(t, f)| (f.id, *t))
             .collect();
         for (_, t) in &claims {
             if let Some(f) = map.remove(t) {
-                if let Some(a) = f.abort {
-                    a.abort();
+                if let Some(run) = f.run {
+                    tracing::error!(job_id = %f.id, "run still inside a transaction at exit; aborted");
+                    run.abort.abort();
                 }
             }
         }
@@ -417,19 +476,23 @@ fn start(inner: &Arc<Inner>, task: Claimed, permit: OwnedSemaphorePermit) {
     let id = task.id;
     let runner = inner.clone();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = watch::channel(None);
     let handle = tokio::spawn(async move {
         // Starts only once registered, so it is always known to heartbeat and shutdown.
         if go_rx.await.is_err() {
             return;
         }
-        let finish = execute(&runner, task).await;
+        let finish = execute(&runner, task, stop_rx).await;
         finish_run(&runner, token, finish);
     });
     inner.lock_inflight().insert(
         token,
         InFlight {
             id,
-            abort: Some(handle.abort_handle()),
+            run: Some(RunControl {
+                stop: stop_tx,
+                abort: handle.abort_handle(),
+            }),
             _slot: permit,
         },
     );
@@ -438,14 +501,18 @@ fn start(inner: &Arc<Inner>, task: Claimed, permit: OwnedSemaphorePermit) {
 
 fn finish_run(inner: &Inner, token: Uuid, finish: Finish) {
     if let Some(f) = inner.lock_inflight().get_mut(&token) {
-        f.abort = None;
+        f.run = None;
     }
     if inner.finish_tx.send(finish).is_err() {
         tracing::error!(%token, "finalizer gone; the task's lease will expire and it will run again");
     }
 }
 
-async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
+async fn execute(
+    inner: &Arc<Inner>,
+    claimed: Claimed,
+    mut stop: watch::Receiver<Option<Stop>>,
+) -> Finish {
     let name = task_name(&claimed.metadata);
     let delay = (inner.ctx.clock.now() - claimed.scheduled_at)
         .to_std()
@@ -478,7 +545,9 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
         .get(&name)
         .copied()
         .unwrap_or(inner.cfg.task_timeout);
-    let ctx = inner.ctx.clone();
+    // The task's transactions are counted, so a stop waits for the open one to end.
+    let open = billing::db::OpenTransactions::default();
+    let ctx = inner.ctx.counting_transactions(&open);
     let queue = inner.queue.clone();
     let began = Instant::now();
     // Its own task, so a panic is caught as an error rather than killing the runner.
@@ -486,32 +555,51 @@ async fn execute(inner: &Arc<Inner>, claimed: Claimed) -> Finish {
     let request_id = claimed.request_id.clone();
     let run = tokio::spawn(tracing::Instrument::instrument(
         async move {
-            billing::telemetry::with_request_id(
+            let work = billing::telemetry::with_request_id(
                 request_id,
                 jobs::scope(ctx, running.run(queue.as_ref())),
-            )
-            .await
+            );
+            let stop = async {
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => Stop::TimedOut,
+                    s = stop.wait_for(Option::is_some) => match s {
+                        Ok(s) => s.unwrap_or(Stop::Shutdown),
+                        // The runner is gone: the process is going down.
+                        Err(_) => Stop::Shutdown,
+                    },
+                }
+            };
+            billing::db::stop_between_transactions(work, &open, stop).await
         },
         span.clone(),
     ));
-    let abort = run.abort_handle();
     let _guard = AbortOnDrop(run.abort_handle());
     let mut deferral = None;
-    let outcome = match tokio::time::timeout(timeout, run).await {
+    let outcome = match run.await {
         Ok(Ok((Ok(()), _))) => Ok(()),
         Ok(Ok((Err(e), deferred))) => {
             deferral = deferred;
             Err(("failed", e.description))
         }
-        Ok(Err(join)) if join.is_panic() => Err(("panicked", "task panicked".to_owned())),
-        Ok(Err(_)) => Err(("failed", "task was cancelled".to_owned())),
-        Err(_) => {
-            abort.abort();
-            Err((
-                "timed_out",
-                format!("timed out after {} ms", timeout.as_millis()),
-            ))
+        Ok(Err(Stop::TimedOut)) => Err((
+            "timed_out",
+            format!("timed out after {} ms", timeout.as_millis()),
+        )),
+        Ok(Err(Stop::LeaseLost)) => {
+            record_outcome(&name, "abandoned");
+            return Finish::Abandoned {
+                token: claimed.lease_token,
+            };
         }
+        Ok(Err(Stop::Shutdown)) => {
+            record_outcome(&name, "released");
+            return Finish::Released {
+                id: claimed.id,
+                token: claimed.lease_token,
+            };
+        }
+        Err(join) if join.is_panic() => Err(("panicked", "task panicked".to_owned())),
+        Err(_) => Err(("failed", "task was cancelled".to_owned())),
     };
     let elapsed = began.elapsed();
     metrics::histogram!("job_run_seconds", "task" => name.clone()).record(elapsed.as_secs_f64());
@@ -708,7 +796,10 @@ async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
                 )
                 .await?
             }
-            Finish::Succeeded { .. } | Finish::Shutdown => true,
+            Finish::Released { id, token } => {
+                jobs::release(&mut conn, &[(*id, *token)]).await? == 1
+            }
+            Finish::Succeeded { .. } | Finish::Abandoned { .. } | Finish::Shutdown => true,
         };
         if !held {
             metrics::counter!("jobs_leases_lost_total").increment(1);
@@ -819,9 +910,9 @@ async fn heartbeat(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 // Another worker may hold these now: stop running them here.
                 let mut map = inner.lock_inflight();
                 for (_, t) in &lost {
-                    let running = map.get(t).and_then(|f| f.abort.clone());
-                    if let Some(a) = running {
-                        a.abort();
+                    let running = map.get(t).and_then(|f| f.run.clone());
+                    if let Some(run) = running {
+                        run.stop(Stop::LeaseLost);
                         map.remove(t);
                         metrics::counter!("jobs_leases_lost_total").increment(1);
                         tracing::warn!(token = %t, "lease lost while running; task abandoned here");
