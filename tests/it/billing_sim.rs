@@ -272,6 +272,7 @@ async fn simulated_year() {
         0,
         "all attempts decided"
     );
+    crate::helpers::db::assert_no_session_left_in_transaction(&b.db).await;
 }
 
 /// For each subscription never edited: its first attempts fall on the grid of its
@@ -433,4 +434,5 @@ async fn billing_crash() {
         "billing_crash: {CRASH_SUBS} charges in {:.1} s with {kills} kill -9; attempts {attempts:?}",
         elapsed.as_secs_f64()
     );
+    crate::helpers::db::assert_no_session_left_in_transaction(&b.db).await;
 }

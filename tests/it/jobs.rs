@@ -62,6 +62,7 @@ async fn five_thousand_tasks_on_two_workers_run_exactly_once_each() {
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
 }
 
 #[tokio::test]
@@ -102,6 +103,7 @@ async fn a_killed_workers_tasks_run_once_after_their_leases_expire() {
     )
     .await;
     assert_eq!(reaped, 200);
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
 }
 
 #[tokio::test]
@@ -165,6 +167,7 @@ async fn cutting_every_worker_connection_mid_run_is_survived() {
     let (_, distinct) = runs(&db, "cut").await;
     assert_eq!(distinct, 600, "{}", worker.logs());
     assert!(worker.is_running(), "{}", worker.logs());
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
 }
 
 #[tokio::test]
@@ -222,6 +225,7 @@ async fn sigterm_finishes_or_hands_back_in_flight_tasks_and_exits_0() {
     next.wait_live().await;
     wait_drained(&db, Duration::from_secs(30)).await;
     assert_eq!(runs(&db, "slow").await, (20, 20));
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod auth;
 mod billing_sim;
 mod binaries;
 mod carts;
+mod durability;
 mod health;
 mod items;
 mod jobs;

@@ -197,6 +197,7 @@ async fn the_breaker_opens_on_a_failing_pg_defers_work_and_closes_when_it_heals(
         "RESULT name=breaker open_after_s={:.1} refused={refused} deferred={deferred} charges={SUBS} orders={ORDERS} charge_retries={charge_retries}",
         open_after.as_secs_f64()
     );
+    crate::helpers::db::assert_no_session_left_in_transaction(&s.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -292,6 +293,7 @@ async fn twenty_percent_5xx_100_concurrent_approvals_all_end_paid_once() {
         100.0 * failed as f64 / calls as f64,
         100.0 * reconciled as f64 / ORDERS as f64,
     );
+    crate::helpers::db::assert_no_session_left_in_transaction(&s.db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -331,4 +333,5 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
         "RESULT name=rate_cap charges={SUBS} cap_per_sec={CAP} busiest_second={max} seconds={:.1}",
         elapsed.as_secs_f64()
     );
+    crate::helpers::db::assert_no_session_left_in_transaction(&s.db).await;
 }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 
+use rand::Rng;
+
 use crate::helpers::jobs::{count, probe, runs, wait_until};
 use crate::helpers::{test_db, test_settings};
 
@@ -164,6 +166,171 @@ async fn a_task_over_its_timeout_is_stopped_and_recorded() {
     let (_, _, error) = state_of(&db, "slow-0").await.unwrap();
     assert!(error.unwrap().contains("timed out after 100 ms"));
     assert_eq!(runs(&db, "slow").await, (0, 0));
+    rt.stop().await;
+}
+
+/// A task that writes two rows in one transaction, pausing between them, and pauses
+/// before and after it: where its timeout falls decides whether it stops before the
+/// transaction or must let it finish first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TxProbe {
+    key: String,
+    before_ms: u64,
+    inside_ms: u64,
+    after_ms: u64,
+}
+
+#[typetag::serde(name = "test.tx_probe")]
+#[async_trait]
+impl AsyncRunnable for TxProbe {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let ctx = billing::jobs::context()?;
+        let fail = |e: sqlx::Error| FangError {
+            description: e.to_string(),
+        };
+        tokio::time::sleep(Duration::from_millis(self.before_ms)).await;
+        let mut tx = ctx.db.begin().await.map_err(fail)?;
+        for (part, pause) in [("first", self.inside_ms), ("second", 0)] {
+            sqlx::query("INSERT INTO job_probe_runs (probe_key, worker) VALUES ($1, 'tx')")
+                .bind(format!("{}:{part}", self.key))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        tx.commit().await.map_err(fail)?;
+        tokio::time::sleep(Duration::from_millis(self.after_ms)).await;
+        Ok(())
+    }
+
+    fn max_retries(&self) -> i32 {
+        0
+    }
+}
+
+async fn tx_probe_rows(db: &PgPool, key: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE probe_key = $1 || ':first'),
+                count(*) FILTER (WHERE probe_key = $1 || ':second')
+         FROM job_probe_runs",
+    )
+    .bind(key)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_lets_its_open_transaction_commit_then_stops() {
+    let (url, db) = test_db().await;
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.worker
+                .task_timeouts_ms
+                .insert("test.tx_probe".into(), 100);
+        },
+    );
+    let task = TxProbe {
+        key: "held-0".into(),
+        before_ms: 0,
+        inside_ms: 400,
+        after_ms: 5_000,
+    };
+    let started = std::time::Instant::now();
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &task).await.unwrap();
+    wait_until("the timeout to fail it", Duration::from_secs(5), || async {
+        matches!(state_of(&db, "held-0").await, Some((s, _, _)) if s == "failed")
+    })
+    .await;
+    // Stopped right after its commit, not after the pause that follows it.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let (_, _, error) = state_of(&db, "held-0").await.unwrap();
+    assert!(error.unwrap().contains("timed out after 100 ms"));
+    assert_eq!(
+        tx_probe_rows(&db, "held-0").await,
+        (1, 1),
+        "the transaction open at the deadline committed whole"
+    );
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_at_random_moments_leave_no_session_in_a_transaction_and_lose_no_write() {
+    let (url, db) = test_db().await;
+    // A small pool, so a connection a cut `BEGIN` poisoned would soon be reused.
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.database.max_connections = 4;
+            s.worker.concurrency = 16;
+            s.worker.task_timeouts_ms.insert("test.tx_probe".into(), 3);
+        },
+    );
+    let tasks: Vec<TxProbe> = {
+        let mut rng = rand::rng();
+        (0..400)
+            .map(|i| TxProbe {
+                key: format!("cut-{i}"),
+                before_ms: rng.random_range(0..=4),
+                inside_ms: rng.random_range(0..=2),
+                after_ms: rng.random_range(0..=2),
+            })
+            .collect()
+    };
+    let mut conn = db.acquire().await.unwrap();
+    let refs: Vec<&dyn AsyncRunnable> = tasks.iter().map(|t| t as &dyn AsyncRunnable).collect();
+    billing::jobs::enqueue_many(&mut conn, &refs).await.unwrap();
+    drop(conn);
+    wait_until("every task to end", Duration::from_secs(60), || async {
+        count(
+            &db,
+            "SELECT count(*) FROM fang_tasks WHERE metadata->>'type' = 'test.tx_probe'
+             AND state NOT IN ('failed', 'finished')",
+        )
+        .await
+            == 0
+    })
+    .await;
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
+    let mut timed_out = 0;
+    let mut committed = 0;
+    for t in &tasks {
+        let rows = tx_probe_rows(&db, &t.key).await;
+        assert!(
+            rows == (0, 0) || rows == (1, 1),
+            "{}: a transaction half written: {rows:?}",
+            t.key
+        );
+        match state_of(&db, &t.key).await {
+            // Finished means its transaction committed (finished tasks are deleted).
+            None => assert_eq!(rows, (1, 1), "{} finished without its rows", t.key),
+            Some((s, _, e)) => {
+                assert_eq!(s, "failed");
+                assert!(e.unwrap_or_default().contains("timed out"));
+                timed_out += 1;
+            }
+        }
+        if rows == (1, 1) {
+            committed += 1;
+        }
+    }
+    assert!(timed_out > 50, "only {timed_out} of 400 hit their timeout");
+    assert!(committed > 0);
+
+    // Nothing written from now on can vanish into a stale transaction.
+    crate::helpers::jobs::enqueue_probes(&db, "after", 100, 0).await;
+    wait_until("the probes to run", Duration::from_secs(30), || async {
+        runs(&db, "after").await.0 == 100
+    })
+    .await;
+    crate::helpers::db::assert_no_session_left_in_transaction(&db).await;
     rt.stop().await;
 }
 

@@ -582,6 +582,7 @@ async fn webhook_delivered_after_kill_9_of_the_worker_mid_delivery() {
     // the killed attempt recorded nothing; the re-run is attempt 1
     assert_eq!(delivered["attempts"], 1, "{delivered}");
     drop(second);
+    crate::helpers::db::assert_no_session_left_in_transaction(&s.app.db).await;
 }
 
 #[tokio::test]

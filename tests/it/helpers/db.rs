@@ -104,3 +104,34 @@ pub async fn fresh_empty_database() -> String {
     conn.close().await.ok();
     url_for(&name)
 }
+
+/// Sessions of `db`'s database that sit inside a transaction block between statements
+/// (`idle in transaction`, aborted or not).
+pub async fn sessions_in_transaction(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Every session of the database is out of its transaction within 10 s: work still
+/// finishing after its client went away ends by then, while a session that a cancelled
+/// `BEGIN` left inside a transaction never does (Postgres would end it only after the
+/// pools' `idle_in_transaction_session_timeout`, 60 s by default).
+pub async fn assert_no_session_left_in_transaction(db: &sqlx::PgPool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = sessions_in_transaction(db).await;
+        if n == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} session(s) still idle inside a transaction after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
