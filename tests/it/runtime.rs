@@ -313,7 +313,8 @@ async fn timeouts_at_random_moments_leave_no_session_in_a_transaction_and_lose_n
             None => assert_eq!(rows, (1, 1), "{} finished without its rows", t.key),
             Some((s, _, e)) => {
                 assert_eq!(s, "failed");
-                assert!(e.unwrap_or_default().contains("timed out"));
+                let e = e.unwrap_or_default();
+                assert!(e.contains("timed out"), "{}: {e}", t.key);
                 timed_out += 1;
             }
         }
