@@ -200,7 +200,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limiters = state.limiters.clone();
     let handlers = state.handlers.clone();
-    let grace = Duration::from_millis(state.ctx.settings.api.request_timeout_ms);
+    // Handlers whose client left finish their writes in milliseconds; the bound keeps the
+    // exit inside the service manager's stop timeout.
+    let grace = Duration::from_secs(5);
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {

@@ -167,6 +167,9 @@ impl Finish {
     }
 }
 
+/// How long shutdown waits, after the grace period, for runs to leave their transactions.
+const TRANSACTIONS_AT_EXIT: Duration = Duration::from_secs(5);
+
 /// Why a run is asked to stop before its end. Honoured between the task's transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -293,13 +296,14 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Past the grace period: each run stops at its next moment outside a transaction and
-    // hands its claim back itself (`Finish::Released`).
+    // hands its claim back itself (`Finish::Released`). Transactions take milliseconds;
+    // the bound only keeps the exit inside the service manager's stop timeout.
     for f in inner.lock_inflight().values() {
         if let Some(run) = &f.run {
             run.stop(Stop::Shutdown);
         }
     }
-    let deadline = Instant::now() + inner.cfg.shutdown_grace;
+    let deadline = Instant::now() + TRANSACTIONS_AT_EXIT;
     while inner.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
