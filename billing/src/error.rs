@@ -70,7 +70,7 @@ pub enum Error {
     ChargeInProgress,
     /// Boxed: the PG's error is large and every `Result` here would carry its size.
     #[error(transparent)]
-    Gateway(Box<crate::pg::GatewayError>),
+    Gateway(Box<crate::pg_error::GatewayError>),
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this account has been withdrawn")]
@@ -106,8 +106,8 @@ pub enum Error {
     Internal(String),
 }
 
-impl From<crate::pg::GatewayError> for Error {
-    fn from(e: crate::pg::GatewayError) -> Self {
+impl From<crate::pg_error::GatewayError> for Error {
+    fn from(e: crate::pg_error::GatewayError) -> Self {
         Error::Gateway(Box::new(e))
     }
 }

@@ -1,17 +1,19 @@
 //! The job queue's storage: enqueue on the caller's transaction, and every statement the
 //! worker runtime runs (atomic batched claims, leases, completions, reaping).
 //!
-//! Rows live in fang's `fang_tasks` and hold fang's task model (`metadata` is the
-//! typetag-serialized `AsyncRunnable`). What fang 0.11 lacks is added here: claims are one
+//! Rows live in fang's `fang_tasks` and hold fang's task model (`metadata` is
+//! `{"type": <pinned name>, …fields}`, as typetag writes it). A task here is plain data
+//! ([`Task`]); what running one does, and what its [`Outcome`] means, is the runtime's
+//! (worker/). What fang 0.11 lacks is added here: claims are one
 //! `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement, every claim carries a fresh
 //! lease token that completions must present, uniqueness is a partial unique index with
 //! `ON CONFLICT`, and an enqueue wakes workers with `pg_notify` in the same transaction.
 
-use std::future::Future;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fang::{AsyncRunnable, FangError, Scheduled};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -23,6 +25,198 @@ use crate::Ctx;
 
 /// The channel `pg_notify` wakes workers on; the payload is the task type.
 pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
+
+/// Which work a worker claims first. Strict between levels, except that every
+/// [`FIFO_EVERY`]th claim of a pool takes due work in due order whatever its priority, so a
+/// steady stream of urgent work never starves bulk work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Charge bursts, sales counting, view flushes, sweeps.
+    Bulk = 0,
+    Normal = 1,
+    /// Someone or some money is waiting on it: buyers' checkouts and approvals, refunds,
+    /// reconciliation of undecided payments and charges.
+    Urgent = 2,
+}
+
+impl Priority {
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+}
+
+/// One claim in this many ignores priority (see [`Priority`]).
+pub const FIFO_EVERY: u64 = 5;
+
+/// A task's payload: plain data with a pinned name. The stored row is fang's format —
+/// `metadata` = `{"type": NAME, …fields}` — so rows queued by earlier releases (and by
+/// fang's own API) decode unchanged. What running it does lives with the runtime.
+pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The pinned name (`metadata.type`); never rename, or queued rows are stranded.
+    const NAME: &'static str;
+
+    /// The pool key: which worker pool claims it.
+    fn task_type(&self) -> Cow<'static, str> {
+        Cow::Borrowed("common")
+    }
+
+    /// At most one live (waiting or running) task with the same payload.
+    fn unique(&self) -> bool {
+        false
+    }
+
+    /// Retries (of `Retry` outcomes, timeouts, crashes) before it lands in the failed list.
+    fn max_retries(&self) -> i32 {
+        5
+    }
+
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+
+    /// The wait before retry number `retries + 1` (jittered and capped by the runtime).
+    fn backoff(&self, retries: u32) -> Duration {
+        Duration::from_secs(2u64.saturating_pow(retries).min(3_600))
+    }
+
+    /// A periodic task's cron pattern (with seconds): it is queued again for its next
+    /// occurrence whenever one ends.
+    fn cron(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What a run of a task came to; the runtime acts on this and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished; the row is completed.
+    Done,
+    /// Failed in a way a later run may not (a database error, a PG that did not answer):
+    /// runs again after `after` (the task's backoff if `None`), using up one retry.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Nothing was attempted (the local PG guard refused, or the PG refuses our
+    /// credentials): runs again after `after` without using up a retry.
+    Defer { after: Duration, reason: String },
+    /// Will never succeed as it is: straight to the operators' failed list, no retries.
+    Fail { reason: String },
+}
+
+impl Outcome {
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Outcome::Retry {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Outcome::Fail {
+            reason: reason.into(),
+        }
+    }
+
+    /// The outcome of a step that returned an error instead of deciding: a guard refusal
+    /// is deferred; anything else (database, internal) is retried with backoff. Gateway
+    /// errors are decided by the steps through `pg::policy`; one that reaches here is
+    /// treated as retryable, the cautious reading for an idempotent step.
+    pub fn from_error(err: &Error) -> Self {
+        if let Error::Gateway(e) = err {
+            if let Some(after) = e.retry_after() {
+                return Outcome::Defer {
+                    after,
+                    reason: err.to_string(),
+                };
+            }
+        }
+        Outcome::retry(err.to_string())
+    }
+
+    /// `Ok(outcome)` as is, `Err` through [`Outcome::from_error`].
+    pub fn of(result: Result<Outcome>) -> Self {
+        match result {
+            Ok(o) => o,
+            Err(e) => Self::from_error(&e),
+        }
+    }
+
+    /// A step with nothing to decide: done, or its error.
+    pub fn of_unit(result: Result<()>) -> Self {
+        Self::of(result.map(|()| Outcome::Done))
+    }
+}
+
+/// A task encoded for its row: what `enqueue` writes, and what periodic chaining re-queues.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: &'static str,
+    pub metadata: serde_json::Value,
+    pub task_type: String,
+    pub uniq_hash: Option<String>,
+    pub max_retries: i32,
+    pub priority: Priority,
+    pub cron: Option<&'static str>,
+}
+
+/// The uniqueness key of a row's metadata: fang's definition, so rows stay
+/// interchangeable with stock fang's.
+fn hash_of(metadata: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(metadata.to_string().as_bytes()))
+}
+
+impl Job {
+    pub fn of<T: Task>(task: &T) -> Result<Self> {
+        let fields = serde_json::to_value(task)
+            .map_err(|e| Error::Internal(format!("task {} does not serialize: {e}", T::NAME)))?;
+        let serde_json::Value::Object(fields) = fields else {
+            return Err(Error::Internal(format!(
+                "task {} is not a struct with named fields",
+                T::NAME
+            )));
+        };
+        // `type` first, as typetag writes it.
+        let mut map = serde_json::Map::with_capacity(fields.len() + 1);
+        map.insert("type".into(), serde_json::Value::String(T::NAME.into()));
+        map.extend(fields);
+        let metadata = serde_json::Value::Object(map);
+        Ok(Self {
+            name: T::NAME,
+            uniq_hash: task.unique().then(|| hash_of(&metadata)),
+            metadata,
+            task_type: task.task_type().into_owned(),
+            max_retries: task.max_retries(),
+            priority: task.priority(),
+            cron: task.cron(),
+        })
+    }
+
+    /// A row as it was claimed, to queue its next occurrence (periodic tasks).
+    pub fn again(claimed: &Claimed, unique: bool, cron: Option<&'static str>) -> Self {
+        Self {
+            name: "",
+            uniq_hash: unique.then(|| hash_of(&claimed.metadata)),
+            metadata: claimed.metadata.clone(),
+            task_type: claimed.task_type.clone(),
+            max_retries: claimed.max_retries,
+            priority: match claimed.priority {
+                0 => Priority::Bulk,
+                2 => Priority::Urgent,
+                _ => Priority::Normal,
+            },
+            cron,
+        }
+    }
+
+    /// When it first runs if queued at `now`: its cron's next occurrence, or now.
+    pub fn first_run(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        match self.cron {
+            Some(pattern) => next_cron(pattern, now),
+            None => Ok(now),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -40,28 +234,6 @@ impl Enqueued {
     }
 }
 
-struct Encoded {
-    metadata: serde_json::Value,
-    task_type: String,
-    uniq_hash: Option<String>,
-    max_retries: i32,
-}
-
-fn encode(task: &dyn AsyncRunnable) -> Result<Encoded> {
-    let metadata = serde_json::to_value(task)
-        .map_err(|e| Error::Internal(format!("task does not serialize: {e}")))?;
-    // fang's own definition, so rows stay interchangeable with stock fang's.
-    let uniq_hash = task
-        .uniq()
-        .then(|| hex::encode(Sha256::digest(metadata.to_string().as_bytes())));
-    Ok(Encoded {
-        metadata,
-        task_type: task.task_type(),
-        uniq_hash,
-        max_retries: task.max_retries(),
-    })
-}
-
 /// The next time a cron pattern fires after `after`.
 pub fn next_cron(pattern: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let schedule: cron::Schedule = pattern
@@ -74,38 +246,40 @@ pub fn next_cron(pattern: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Enqueues on the caller's connection or transaction: a rolled-back transaction leaves
-/// no task, and workers are woken when it commits (if the task is due now; a later one
-/// is found by their sleep until the next due task). A task's own `cron()` decides when it
-/// first runs (now if none).
-pub async fn enqueue(conn: &mut PgConnection, task: &dyn AsyncRunnable) -> Result<Enqueued> {
-    let when = match task.cron() {
-        Some(Scheduled::ScheduleOnce(at)) => Some(at),
-        Some(Scheduled::CronPattern(p)) => Some(next_cron(&p, Utc::now())?),
-        None => None,
-    };
-    insert(conn, task, when).await
+/// no task, and workers are woken when it commits. `now` is the caller's clock; the task
+/// runs then, or at its cron's next occurrence.
+pub async fn enqueue<T: Task>(
+    conn: &mut PgConnection,
+    task: &T,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let job = Job::of(task)?;
+    let at = job.first_run(now)?;
+    insert(conn, &job, at, now).await
 }
 
-/// Enqueues to run at `when` (or as soon as possible if that is past).
-pub async fn enqueue_at(
+/// Enqueues to run at `at` (as soon as possible if that is not after `now`).
+pub async fn enqueue_at<T: Task>(
     conn: &mut PgConnection,
-    task: &dyn AsyncRunnable,
-    when: DateTime<Utc>,
+    task: &T,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Enqueued> {
-    insert(conn, task, Some(when)).await
+    insert(conn, &Job::of(task)?, at, now).await
 }
 
-async fn insert(
+/// Enqueues an encoded job to run at `at`; workers are woken if it is due by `now`.
+pub async fn insert(
     conn: &mut PgConnection,
-    task: &dyn AsyncRunnable,
-    when: Option<DateTime<Utc>>,
+    job: &Job,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Enqueued> {
-    let t = encode(task)?;
     let inserted = sqlx::query!(
         r#"WITH ins AS (
              INSERT INTO fang_tasks (metadata, task_type, uniq_hash, scheduled_at, max_retries,
-                                     request_id)
-             VALUES ($1, $2, $3, COALESCE($4, now()), $5, $7)
+                                     request_id, priority, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $7, $8, $9, $9)
              ON CONFLICT (uniq_hash)
                  WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
                  DO NOTHING
@@ -114,16 +288,18 @@ async fn insert(
            SELECT id AS "id!",
                   -- A job due later is found by the workers' timed sleep; waking every
                   -- worker for it would only cost each a transaction.
-                  CASE WHEN COALESCE($4, now()) <= now() THEN pg_notify($6, $2) IS NOT NULL
+                  CASE WHEN $4 <= $9 THEN pg_notify($6, $2) IS NOT NULL
                        ELSE false END AS "notified!"
            FROM ins"#,
-        t.metadata,
-        t.task_type,
-        t.uniq_hash,
-        when,
-        t.max_retries,
+        job.metadata,
+        job.task_type,
+        job.uniq_hash,
+        at,
+        job.max_retries,
         NOTIFY_CHANNEL,
         crate::telemetry::current_request_id(),
+        job.priority.as_i16(),
+        now,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -133,31 +309,40 @@ async fn insert(
     let existing = sqlx::query_scalar!(
         r#"SELECT id FROM fang_tasks
            WHERE uniq_hash = $1 AND state IN ('new', 'retried', 'in_progress')"#,
-        t.uniq_hash
+        job.uniq_hash
     )
     .fetch_optional(&mut *conn)
     .await?;
     Ok(Enqueued::AlreadyQueued(existing))
 }
 
-/// Many tasks in one statement (bulk loads, billing-day fan-out); unique ones that are
-/// already live are skipped. Returns how many rows were inserted.
-pub async fn enqueue_many(conn: &mut PgConnection, tasks: &[&dyn AsyncRunnable]) -> Result<u64> {
+/// Many tasks due at `now` in one statement (bulk loads, billing-day fan-out); unique
+/// ones that are already live are skipped. Returns how many rows were inserted.
+pub async fn enqueue_many<T: Task>(
+    conn: &mut PgConnection,
+    tasks: &[T],
+    now: DateTime<Utc>,
+) -> Result<u64> {
     let mut metadata = Vec::with_capacity(tasks.len());
     let mut types = Vec::with_capacity(tasks.len());
     let mut hashes: Vec<Option<String>> = Vec::with_capacity(tasks.len());
     let mut retries = Vec::with_capacity(tasks.len());
+    let mut priorities = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let t = encode(*task)?;
-        metadata.push(t.metadata);
-        types.push(t.task_type);
-        hashes.push(t.uniq_hash);
-        retries.push(t.max_retries);
+        let j = Job::of(task)?;
+        metadata.push(j.metadata);
+        types.push(j.task_type);
+        hashes.push(j.uniq_hash);
+        retries.push(j.max_retries);
+        priorities.push(j.priority.as_i16());
     }
     let inserted = sqlx::query_scalar!(
         r#"WITH ins AS (
-             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, max_retries)
-             SELECT * FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::int[])
+             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, max_retries, priority,
+                                     scheduled_at, created_at, updated_at)
+             SELECT m, t, h, r, p, $6, $6, $6
+             FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::int[], $7::int2[])
+                  AS u(m, t, h, r, p)
              ON CONFLICT (uniq_hash)
                  WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
                  DO NOTHING
@@ -170,6 +355,8 @@ pub async fn enqueue_many(conn: &mut PgConnection, tasks: &[&dyn AsyncRunnable])
         &hashes as &[Option<String>],
         &retries,
         NOTIFY_CHANNEL,
+        now,
+        &priorities,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -190,6 +377,7 @@ pub struct Claimed {
     pub lease_token: Uuid,
     /// The API request (or job) that enqueued it.
     pub request_id: Option<String>,
+    pub priority: i16,
 }
 
 /// Which task types a pool of workers takes: `include` (all if `None`) minus `exclude`.
@@ -203,6 +391,15 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// How a claim picks among due tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOrder {
+    /// Highest priority first, then due order.
+    Priority,
+    /// Due order only (the anti-starvation turn).
+    Due,
+}
+
 /// Claims up to `limit` due tasks in one statement: locked rows are skipped, so no two
 /// workers ever hold the same task.
 pub async fn claim(
@@ -212,34 +409,71 @@ pub async fn claim(
     lease: Duration,
     filter: &TypeFilter,
     limit: i64,
+    order: ClaimOrder,
 ) -> Result<Vec<Claimed>> {
-    let rows = sqlx::query_as!(
-        Claimed,
-        r#"UPDATE fang_tasks t
-           SET state = 'in_progress', locked_by = $1, lease_token = gen_random_uuid(),
-               lease_expires_at = $2::timestamptz + make_interval(secs => $3), started_at = $2,
-               updated_at = $2
-           FROM (
-               SELECT id FROM fang_tasks
-               WHERE state IN ('new', 'retried') AND scheduled_at <= $2
-                 AND ($4::text[] IS NULL OR task_type = ANY($4))
-                 AND NOT (task_type = ANY($5))
-               ORDER BY scheduled_at
-               LIMIT $6
-               FOR UPDATE SKIP LOCKED
-           ) picked
-           WHERE t.id = picked.id
-           RETURNING t.id, t.metadata, t.task_type, t.retries, t.max_retries, t.scheduled_at,
-                     t.lease_token AS "lease_token!", t.request_id"#,
-        worker,
-        now,
-        secs(lease),
-        filter.include.as_deref(),
-        &filter.exclude,
-        limit,
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    // Two statements rather than one with a computed ORDER BY, so each walks its index.
+    let rows = match order {
+        ClaimOrder::Priority => {
+            sqlx::query_as!(
+                Claimed,
+                r#"UPDATE fang_tasks t
+                   SET state = 'in_progress', locked_by = $1, lease_token = gen_random_uuid(),
+                       lease_expires_at = $2::timestamptz + make_interval(secs => $3),
+                       started_at = $2, updated_at = $2
+                   FROM (
+                       SELECT id FROM fang_tasks
+                       WHERE state IN ('new', 'retried') AND scheduled_at <= $2
+                         AND ($4::text[] IS NULL OR task_type = ANY($4))
+                         AND NOT (task_type = ANY($5))
+                       ORDER BY priority DESC, scheduled_at
+                       LIMIT $6
+                       FOR UPDATE SKIP LOCKED
+                   ) picked
+                   WHERE t.id = picked.id
+                   RETURNING t.id, t.metadata, t.task_type, t.retries, t.max_retries,
+                             t.scheduled_at, t.lease_token AS "lease_token!", t.request_id,
+                             t.priority"#,
+                worker,
+                now,
+                secs(lease),
+                filter.include.as_deref(),
+                &filter.exclude,
+                limit,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        ClaimOrder::Due => {
+            sqlx::query_as!(
+                Claimed,
+                r#"UPDATE fang_tasks t
+                   SET state = 'in_progress', locked_by = $1, lease_token = gen_random_uuid(),
+                       lease_expires_at = $2::timestamptz + make_interval(secs => $3),
+                       started_at = $2, updated_at = $2
+                   FROM (
+                       SELECT id FROM fang_tasks
+                       WHERE state IN ('new', 'retried') AND scheduled_at <= $2
+                         AND ($4::text[] IS NULL OR task_type = ANY($4))
+                         AND NOT (task_type = ANY($5))
+                       ORDER BY scheduled_at
+                       LIMIT $6
+                       FOR UPDATE SKIP LOCKED
+                   ) picked
+                   WHERE t.id = picked.id
+                   RETURNING t.id, t.metadata, t.task_type, t.retries, t.max_retries,
+                             t.scheduled_at, t.lease_token AS "lease_token!", t.request_id,
+                             t.priority"#,
+                worker,
+                now,
+                secs(lease),
+                filter.include.as_deref(),
+                &filter.exclude,
+                limit,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
     Ok(rows)
 }
 
@@ -322,16 +556,18 @@ pub async fn retry_at(
     token: Uuid,
     at: DateTime<Utc>,
     error: &str,
+    now: DateTime<Utc>,
 ) -> Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE fang_tasks SET state = 'retried', retries = retries + 1, scheduled_at = $3,
-                  error_message = $4, updated_at = now(),
+                  error_message = $4, updated_at = $5,
                   lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
         id,
         token,
         at,
-        error
+        error,
+        now
     )
     .execute(&mut *conn)
     .await?;
@@ -346,16 +582,18 @@ pub async fn defer(
     token: Uuid,
     at: DateTime<Utc>,
     reason: &str,
+    now: DateTime<Utc>,
 ) -> Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE fang_tasks SET state = 'retried', scheduled_at = $3, error_message = $4,
-                  updated_at = now(),
+                  updated_at = $5,
                   lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
         id,
         token,
         at,
-        reason
+        reason,
+        now
     )
     .execute(&mut *conn)
     .await?;
@@ -363,15 +601,22 @@ pub async fn defer(
 }
 
 /// A task that will not be tried again; kept with its error for operators.
-pub async fn fail(conn: &mut PgConnection, id: Uuid, token: Uuid, error: &str) -> Result<bool> {
+pub async fn fail(
+    conn: &mut PgConnection,
+    id: Uuid,
+    token: Uuid,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let done = sqlx::query!(
-        r#"UPDATE fang_tasks SET state = 'failed', error_message = $3, updated_at = now(),
-                  finished_at = now(),
+        r#"UPDATE fang_tasks SET state = 'failed', error_message = $3, updated_at = $4,
+                  finished_at = $4,
                   lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
         id,
         token,
-        error
+        error,
+        now
     )
     .execute(&mut *conn)
     .await?;
@@ -379,14 +624,19 @@ pub async fn fail(conn: &mut PgConnection, id: Uuid, token: Uuid, error: &str) -
 }
 
 /// Hands tasks back untouched (graceful shutdown): no attempt is counted.
-pub async fn release(conn: &mut PgConnection, claims: &[ClaimRef]) -> Result<u64> {
+pub async fn release(
+    conn: &mut PgConnection,
+    claims: &[ClaimRef],
+    now: DateTime<Utc>,
+) -> Result<u64> {
     let (ids, tokens) = split(claims);
     let done = sqlx::query!(
-        r#"UPDATE fang_tasks SET state = 'new', updated_at = now(),
+        r#"UPDATE fang_tasks SET state = 'new', updated_at = $3,
                   lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
            WHERE id = ANY($1) AND lease_token = ANY($2) AND state = 'in_progress'"#,
         &ids,
-        &tokens
+        &tokens,
+        now
     )
     .execute(&mut *conn)
     .await?;
@@ -531,7 +781,7 @@ pub enum Removal<'a> {
     TaskType(&'a str),
 }
 
-pub async fn remove(conn: &mut PgConnection, what: Removal<'_>) -> Result<u64> {
+pub async fn remove(conn: &mut PgConnection, what: Removal<'_>, now: DateTime<Utc>) -> Result<u64> {
     let (all, scheduled, id, hash, task_type) = match what {
         Removal::All => (true, false, None, None, None),
         Removal::Scheduled => (false, true, None, None, None),
@@ -542,22 +792,23 @@ pub async fn remove(conn: &mut PgConnection, what: Removal<'_>) -> Result<u64> {
     Ok(sqlx::query!(
         r#"DELETE FROM fang_tasks
            WHERE $1
-              OR ($2 AND scheduled_at > now() AND state IN ('new', 'retried'))
+              OR ($2 AND scheduled_at > $6 AND state IN ('new', 'retried'))
               OR id = $3 OR uniq_hash = $4 OR task_type = $5"#,
         all,
         scheduled,
         id,
         hash,
-        task_type
+        task_type,
+        now
     )
     .execute(&mut *conn)
     .await?
     .rows_affected())
 }
 
-/// The uniqueness key of a unique task (fang's definition).
-pub fn uniq_hash(task: &dyn AsyncRunnable) -> Result<Option<String>> {
-    Ok(encode(task)?.uniq_hash)
+/// The uniqueness key of a row's metadata, if the task is unique (fang's definition).
+pub fn uniq_hash(metadata: &serde_json::Value, unique: bool) -> Option<String> {
+    unique.then(|| hash_of(metadata))
 }
 
 /// fang's `update_task_state` / `fail_task` / `schedule_retry`, by id (no lease check:
@@ -568,6 +819,7 @@ pub async fn set_state(
     state: &str,
     error: Option<&str>,
     retry_in_secs: Option<f64>,
+    now: DateTime<Utc>,
 ) -> Result<Option<fang::Task>> {
     Ok(sqlx::query_as!(
         FangRow,
@@ -576,18 +828,19 @@ pub async fn set_state(
                error_message = COALESCE($3, error_message),
                retries = retries + CASE WHEN $4::float8 IS NULL THEN 0 ELSE 1 END,
                scheduled_at = CASE WHEN $4::float8 IS NULL THEN scheduled_at
-                                   ELSE now() + make_interval(secs => $4) END,
+                                   ELSE $5::timestamptz + make_interval(secs => $4) END,
                lease_token = CASE WHEN $2 = 'in_progress' THEN gen_random_uuid() END,
                lease_expires_at = CASE WHEN $2 = 'in_progress'
-                                       THEN now() + interval '5 minutes' END,
-               updated_at = now()
+                                       THEN $5::timestamptz + interval '5 minutes' END,
+               updated_at = $5
            WHERE id = $1
            RETURNING id, metadata, error_message, state::text AS "state!", task_type, uniq_hash,
                      retries, scheduled_at, created_at, updated_at"#,
         id,
         state,
         error,
-        retry_in_secs
+        retry_in_secs,
+        now
     )
     .fetch_optional(&mut *conn)
     .await?
@@ -696,15 +949,17 @@ pub async fn run_now(
 
 /// Re-queues a failed task to run now, with a fresh retry budget.
 pub async fn retry_failed(ctx: &Ctx, id: Uuid) -> Result<JobView> {
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let row = sqlx::query_as!(
         JobView,
-        r#"UPDATE fang_tasks SET state = 'new', retries = 0, scheduled_at = now(),
-                  updated_at = now(), finished_at = NULL
+        r#"UPDATE fang_tasks SET state = 'new', retries = 0, scheduled_at = $2,
+                  updated_at = $2, finished_at = NULL
            WHERE id = $1 AND state = 'failed'
            RETURNING id, metadata->>'type' AS name, task_type, state::text AS "state!", retries,
                      max_retries, error_message, metadata, scheduled_at, created_at, updated_at"#,
-        id
+        id,
+        now
     )
     .fetch_optional(&mut *tx)
     .await
@@ -733,44 +988,4 @@ pub async fn retry_failed(ctx: &Ctx, id: Uuid) -> Result<JobView> {
     tx.commit().await?;
     tracing::info!(task_id = %id, "failed task re-queued by an operator");
     Ok(row)
-}
-
-// ---- the context tasks run in -----------------------------------------------------------
-
-tokio::task_local! {
-    static CONTEXT: Ctx;
-    /// Set by [`task_error`] when the task's work was refused before it reached the PG
-    /// (open breaker, no permit): run it again after this long, without counting a retry.
-    static DEFERRAL: std::cell::Cell<Option<std::time::Duration>>;
-}
-
-/// Runs `fut` (a task's `run`) with `ctx` available to it through `context()`; also
-/// returns the deferral the task asked for, if any.
-pub async fn scope<F: Future>(ctx: Ctx, fut: F) -> (F::Output, Option<std::time::Duration>) {
-    DEFERRAL
-        .scope(std::cell::Cell::new(None), async move {
-            let out = CONTEXT.scope(ctx, fut).await;
-            (out, DEFERRAL.with(std::cell::Cell::get))
-        })
-        .await
-}
-
-/// The handles of the worker running the current task.
-pub fn context() -> Result<Ctx, FangError> {
-    CONTEXT.try_with(Ctx::clone).map_err(|_| FangError {
-        description: "task run outside the worker runtime (no context)".into(),
-    })
-}
-
-/// Maps a billing error into fang's error type, for tasks. A PG call the local guard did
-/// not send (`Unavailable` with `retry_after`) also tells the runtime to defer the task.
-pub fn task_error(err: Error) -> FangError {
-    if let Error::Gateway(e) = &err {
-        if let Some(after) = e.retry_after() {
-            let _ = DEFERRAL.try_with(|d| d.set(Some(after)));
-        }
-    }
-    FangError {
-        description: err.to_string(),
-    }
 }

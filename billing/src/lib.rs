@@ -20,6 +20,7 @@ pub mod page;
 pub mod passwords;
 pub mod payments;
 pub mod pg;
+pub mod pg_error;
 pub mod probes;
 pub mod reviews;
 pub mod sessions;

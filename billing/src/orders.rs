@@ -534,6 +534,7 @@ pub async fn place(
         &tasks::PaymentReady {
             payment_id: payment.0,
         },
+        ctx.clock.now(),
     )
     .await?;
     tx.commit().await?;
@@ -900,6 +901,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
                     p,
                     "customer_canceled",
                     "canceled by the customer",
+                    ctx.clock.now(),
                 )
                 .await?;
             }
@@ -916,7 +918,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
-            crate::payments::request_refund(&mut tx, p).await?;
+            crate::payments::request_refund(&mut tx, p, ctx.clock.now()).await?;
             tracing::info!(order_id = id.0, "refund requested");
         }
         OrderStatus::Approving => return Err(Error::PaymentInProgress),

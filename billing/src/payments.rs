@@ -12,18 +12,19 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, PaymentId, UserId};
+use crate::jobs::{self, Outcome};
 use crate::money::Money;
 use crate::orders::{self, OrderKind, OrderStatus};
+use crate::pg::policy::{self, Action, Step};
 use crate::pg::{
-    ApproveRequest, ApproveResponse, CancelRequest, CidKind, ErrorKind, GatewayError, ReadyRequest,
+    self, ApproveRequest, ApproveResponse, CancelRequest, CidKind, GatewayError, ReadyRequest,
 };
-use crate::{jobs, tasks, Ctx};
+use crate::{tasks, Ctx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
@@ -142,18 +143,6 @@ async fn load(conn: &mut PgConnection, id: PaymentId) -> Result<Row> {
     })
 }
 
-pub(crate) fn pg_code(e: &GatewayError) -> String {
-    e.code
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| format!("pg_{}", e.kind.as_str()))
-}
-
-pub(crate) fn digest<T: Serialize>(value: &T) -> Option<String> {
-    serde_json::to_vec(value)
-        .ok()
-        .map(|b| hex::encode(Sha256::digest(&b)))
-}
-
 // ---- ready --------------------------------------------------------------------------------
 
 /// KakaoPay's item name for the order: the first line's name and how many more there are.
@@ -167,33 +156,28 @@ async fn item_summary(conn: &mut PgConnection, order: OrderId) -> Result<(String
     .fetch_one(&mut *conn)
     .await?;
     Ok((
-        pg_item_name(r.first, r.lines),
+        pg::item_name(r.first, r.lines),
         u32::try_from(r.units).unwrap_or(u32::MAX),
     ))
 }
 
 /// KakaoPay's `item_name` for `lines` products whose first is `first`: "A 외 2건",
 /// within the PG's 100 characters.
-pub(crate) fn pg_item_name(first: String, lines: i64) -> String {
-    let mut name = if lines > 1 {
-        format!("{first} 외 {}건", lines - 1)
-    } else {
-        first
-    };
-    if name.chars().count() > 100 {
-        name = name.chars().take(99).collect::<String>() + "…";
-    }
-    name
+/// What the job does after a failed call whose action the step does not carry out
+/// itself (retry, defer, reject).
+fn generic_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
+    policy::job_outcome(action, e, ctx.pg_guard.misconfigured_hold())
 }
 
-/// Step `payment.ready`: asks KakaoPay for a tid and the buyer's redirect URLs. Transient
-/// failures are returned (the job retries with backoff) until `ready_give_up_secs` after
-/// the order, when the order fails with `pg_unavailable` so the buyer can order again.
-pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
+/// Step `payment.ready`: asks KakaoPay for a tid and the buyer's redirect URLs. What a
+/// failure does is the policy's ([`Step::Ready`]); retries go on until
+/// `ready_give_up_secs` after the order, when the order fails with `pg_unavailable` so
+/// the buyer can order again.
+pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
     let mut conn = ctx.db.acquire().await?;
     let p = load(&mut conn, id).await?;
     if p.status != PaymentStatus::Created || p.order_status != OrderStatus::PendingPayment {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let (item_name, quantity) = item_summary(&mut conn, p.order_id).await?;
     drop(conn);
@@ -215,11 +199,12 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
     };
     match ctx.pg_guard.run("ready", ctx.gateway.ready(&req)).await {
         Ok(res) => {
+            let now = ctx.clock.now();
             let mut tx = ctx.db.begin().await?;
             orders::lock(&mut tx, p.order_id).await?;
             let updated = sqlx::query_scalar!(
                 "UPDATE payments SET status = 'ready', tid = $2, redirect_pc_url = $3,
-                        redirect_mobile_url = $4, redirect_app_url = $5, ready_at = now(),
+                        redirect_mobile_url = $4, redirect_app_url = $5, ready_at = $7,
                         response_digest = $6
                  WHERE id = $1 AND status = 'created' RETURNING id",
                 id.0,
@@ -227,7 +212,8 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 res.next_redirect_pc_url,
                 res.next_redirect_mobile_url,
                 res.next_redirect_app_url,
-                digest(&res),
+                pg::digest(&res),
+                now,
             )
             .fetch_optional(&mut *tx)
             .await?;
@@ -241,40 +227,65 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 .await?;
                 if moved.is_none() {
                     // Canceled while ready was in flight: the tid is never used.
-                    abandon(&mut tx, id, "customer_canceled", "canceled by the customer").await?;
+                    abandon(
+                        &mut tx,
+                        id,
+                        "customer_canceled",
+                        "canceled by the customer",
+                        now,
+                    )
+                    .await?;
                 }
             }
             tx.commit().await?;
             tracing::info!(order_id = p.order_id.0, payment_id = id.0, "payment ready");
-            Ok(())
+            Ok(Outcome::Done)
         }
-        Err(e)
-            if matches!(
-                e.kind,
-                ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired
-            ) =>
-        {
-            tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay refused ready");
-            fail_now(ctx, &p, &[PaymentStatus::Created], &pg_code(&e), &e.message).await?;
-            Ok(())
-        }
-        Err(e) => {
-            let age = ctx.clock.now() - p.order_created_at;
-            let limit = chrono::Duration::seconds(ctx.settings.payments.ready_give_up_secs as i64);
-            if age < limit {
-                return Err(e.into());
+        Err(e) => match policy::decide(Step::Ready, &e) {
+            Action::CustomerFailure => {
+                tracing::warn!(order_id = p.order_id.0, error = %e, "KakaoPay refused the checkout");
+                fail_now(
+                    ctx,
+                    &p,
+                    &[PaymentStatus::Created],
+                    &e.record_code(),
+                    &e.message,
+                )
+                .await?;
+                Ok(Outcome::Done)
             }
-            tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay unavailable past the give-up time");
-            fail_now(
-                ctx,
-                &p,
-                &[PaymentStatus::Created],
-                "pg_unavailable",
-                "the payment service could not be reached; please order again",
-            )
-            .await?;
-            Ok(())
-        }
+            Action::Reject => {
+                // The buyer learns at once; operators see the job and the PG's code.
+                fail_now(
+                    ctx,
+                    &p,
+                    &[PaymentStatus::Created],
+                    &e.record_code(),
+                    &e.message,
+                )
+                .await?;
+                Ok(generic_outcome(ctx, Action::Reject, &e))
+            }
+            Action::Retry => {
+                let age = ctx.clock.now() - p.order_created_at;
+                let limit =
+                    chrono::Duration::seconds(ctx.settings.payments.ready_give_up_secs as i64);
+                if age < limit {
+                    return Ok(generic_outcome(ctx, Action::Retry, &e));
+                }
+                tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay unavailable past the give-up time");
+                fail_now(
+                    ctx,
+                    &p,
+                    &[PaymentStatus::Created],
+                    "pg_unavailable",
+                    "the payment service could not be reached; please order again",
+                )
+                .await?;
+                Ok(Outcome::Done)
+            }
+            other => Ok(generic_outcome(ctx, other, &e)),
+        },
     }
 }
 
@@ -344,13 +355,15 @@ pub async fn redirect(
             applied: false,
         });
     }
+    let now = ctx.clock.now();
     let status = match action {
         RedirectAction::Approve => {
             sqlx::query!(
-                "UPDATE payments SET status = 'approving', pg_token = $2, approving_at = now()
+                "UPDATE payments SET status = 'approving', pg_token = $2, approving_at = $3
                  WHERE id = $1 AND status = 'ready'",
                 id.0,
                 pg_token,
+                now,
             )
             .execute(&mut *tx)
             .await?;
@@ -367,6 +380,7 @@ pub async fn redirect(
                     payment_id: id.0,
                     round: 0,
                 },
+                now,
             )
             .await?;
             OrderStatus::Approving
@@ -384,6 +398,7 @@ pub async fn redirect(
                 id,
                 "buyer_canceled",
                 "the buyer canceled at KakaoPay",
+                now,
             )
             .await?;
             if let Some(v) = version {
@@ -399,6 +414,7 @@ pub async fn redirect(
                 &[PaymentStatus::Ready],
                 "buyer_payment_failed",
                 "KakaoPay reported that the payment failed",
+                now,
             )
             .await?;
             OrderStatus::PaymentFailed
@@ -416,13 +432,13 @@ pub async fn redirect(
 // ---- approve ------------------------------------------------------------------------------
 
 /// Step `payment.approve`: approves with the buyer's `pg_token`. A decisive answer is
-/// applied; nothing-sent failures are returned for the job to retry; an ambiguous one
+/// applied; what a failure does is the policy's ([`Step::Approve`]): an ambiguous one
 /// (timeout after sending, 5xx, lost response, "already approved") goes to reconciliation
 /// and is never sent again blindly.
-pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
+pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
     let p = load(&mut *ctx.db.acquire().await?, id).await?;
     if p.status != PaymentStatus::Approving {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let (Some(tid), Some(pg_token)) = (p.tid.clone(), p.pg_token.clone()) else {
         return Err(Error::Internal(format!(
@@ -441,29 +457,32 @@ pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<()> {
     match ctx.pg_guard.run("approve", ctx.gateway.approve(&req)).await {
         Ok(res) => {
             let mut tx = ctx.db.begin().await?;
-            mark_paid(ctx, &mut tx, &p, &Approval::from(&res), digest(&res)).await?;
+            mark_paid(ctx, &mut tx, &p, &Approval::from(&res), pg::digest(&res)).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
         }
-        Err(e) => match e.kind {
-            ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired => {
+        Err(e) => match policy::decide(Step::Approve, &e) {
+            action @ (Action::CustomerFailure | Action::Reject) => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "approval refused");
                 fail_now(
                     ctx,
                     &p,
                     &[PaymentStatus::Approving],
-                    &pg_code(&e),
+                    &e.record_code(),
                     &e.message,
                 )
                 .await?;
-                Ok(())
+                Ok(match action {
+                    Action::Reject => generic_outcome(ctx, action, &e),
+                    _ => Outcome::Done,
+                })
             }
-            ErrorKind::Transient | ErrorKind::Unavailable => Err(e.into()),
-            ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
+            Action::Reconcile => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "approval outcome unknown; reconciling");
                 reconcile_later(ctx, id).await?;
-                Ok(())
+                Ok(Outcome::Done)
             }
+            other => Ok(generic_outcome(ctx, other, &e)),
         },
     }
 }
@@ -492,15 +511,17 @@ async fn mark_paid(
     approval: &Approval,
     response_digest: Option<String>,
 ) -> Result<()> {
+    let now = ctx.clock.now();
     orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'approved', aid = $2, sid = $3, approved_at = now(),
+        "UPDATE payments SET status = 'approved', aid = $2, sid = $3, approved_at = $5,
                 response_digest = COALESCE($4, response_digest)
          WHERE id = $1 AND status = 'approving' RETURNING id",
         p.id.0,
         approval.aid,
         approval.sid,
         response_digest,
+        now,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -525,14 +546,8 @@ async fn mark_paid(
         match &approval.sid {
             Some(sid) => {
                 let policy = crate::subscriptions::policy(ctx)?;
-                crate::subscriptions::create_from_order(
-                    conn,
-                    &policy,
-                    p.order_id,
-                    sid,
-                    ctx.clock.now(),
-                )
-                .await?;
+                crate::subscriptions::create_from_order(conn, &policy, p.order_id, sid, now)
+                    .await?;
             }
             // Paid, but KakaoPay issued no SID: the order ships; recurring billing needs
             // an operator (and a new subscription order from the customer).
@@ -543,8 +558,8 @@ async fn mark_paid(
         }
     }
     let order_id = p.order_id.0;
-    jobs::enqueue(conn, &tasks::OrderCountSales { order_id }).await?;
-    jobs::enqueue(conn, &tasks::OrderClearCart { order_id }).await?;
+    jobs::enqueue(conn, &tasks::OrderCountSales { order_id }, now).await?;
+    jobs::enqueue(conn, &tasks::OrderClearCart { order_id }, now).await?;
     metrics::counter!("payments_total", "outcome" => "paid").increment(1);
     tracing::info!(
         order_id,
@@ -563,17 +578,19 @@ async fn fail(
     from: &[PaymentStatus],
     code: &str,
     message: &str,
+    now: DateTime<Utc>,
 ) -> Result<()> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
         "UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3,
-                failed_at = now()
+                failed_at = $5
          WHERE id = $1 AND status = ANY($4) RETURNING id",
         p.id.0,
         code,
         message,
         &from as &[&str],
+        now,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -615,7 +632,7 @@ async fn fail_now(
     message: &str,
 ) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
-    fail(&mut tx, p, from, code, message).await?;
+    fail(&mut tx, p, from, code, message, ctx.clock.now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -626,14 +643,16 @@ pub async fn abandon(
     id: PaymentId,
     code: &str,
     message: &str,
+    now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query!(
         "UPDATE payments SET status = 'abandoned', failure_code = $2, failure_message = $3,
-                failed_at = now()
+                failed_at = $4
          WHERE id = $1 AND status IN ('created', 'ready')",
         id.0,
         code,
-        message
+        message,
+        now
     )
     .execute(&mut *conn)
     .await?;
@@ -643,7 +662,11 @@ pub async fn abandon(
 // ---- refund -------------------------------------------------------------------------------
 
 /// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
-pub async fn request_refund(conn: &mut PgConnection, id: PaymentId) -> Result<()> {
+pub async fn request_refund(
+    conn: &mut PgConnection,
+    id: PaymentId,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let updated = sqlx::query_scalar!(
         "UPDATE payments SET status = 'refund_requested' WHERE id = $1 AND status = 'approved'
          RETURNING id",
@@ -663,17 +686,19 @@ pub async fn request_refund(conn: &mut PgConnection, id: PaymentId) -> Result<()
             payment_id: id.0,
             round: 0,
         },
+        now,
     )
     .await?;
     Ok(())
 }
 
 /// Step `payment.cancel`: refunds what is left to refund, guarded by
-/// `cancel_available_amount` so a repeat can never refund twice.
-pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
+/// `cancel_available_amount` so a repeat can never refund twice. What a failure does is
+/// the policy's ([`Step::Cancel`]).
+pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
     let p = load(&mut *ctx.db.acquire().await?, id).await?;
     if p.status != PaymentStatus::RefundRequested {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let Some(tid) = p.tid.clone() else {
         return Err(Error::Internal(format!("paid payment {} has no tid", id.0)));
@@ -681,9 +706,9 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
     let left = Money(p.amount.0 - p.canceled_amount.0);
     if left.0 <= 0 {
         let mut tx = ctx.db.begin().await?;
-        mark_refunded(&mut tx, &p).await?;
+        mark_refunded(&mut tx, &p, ctx.clock.now()).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let req = CancelRequest {
         kind: p.kind,
@@ -698,51 +723,51 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<()> {
             let refunded = res.canceled_amount.map(|a| a.total).unwrap_or(left);
             if refunded != p.amount {
                 // A partial refund would leave money with us the customer asked back.
-                return Err(Error::Internal(format!(
-                    "refund of payment {} left {} of {} refunded",
+                return Ok(Outcome::fail(format!(
+                    "refund of payment {} left {} of {} refunded; needs an operator",
                     id.0, refunded, p.amount
                 )));
             }
             let mut tx = ctx.db.begin().await?;
-            mark_refunded(&mut tx, &p).await?;
+            mark_refunded(&mut tx, &p, ctx.clock.now()).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
         }
-        Err(e) => match e.kind {
-            ErrorKind::Transient | ErrorKind::Unavailable => Err(e.into()),
-            ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
+        Err(e) => match policy::decide(Step::Cancel, &e) {
+            Action::Reconcile => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "refund outcome unknown; reconciling");
                 reconcile_later(ctx, id).await?;
-                Ok(())
+                Ok(Outcome::Done)
             }
-            ErrorKind::Decline | ErrorKind::Permanent | ErrorKind::Expired => {
+            Action::Reject => {
                 // Money is still with us and the PG refuses to return it: an operator's
                 // call. The order stays `refund_requested` with the reason recorded.
-                tracing::error!(order_id = p.order_id.0, error = %e, "KakaoPay refused the refund");
                 let mut tx = ctx.db.begin().await?;
                 sqlx::query!(
                     "UPDATE payments SET failure_code = $2, failure_message = $3 WHERE id = $1",
                     id.0,
-                    pg_code(&e),
+                    e.record_code(),
                     e.message
                 )
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 metrics::counter!("payments_total", "outcome" => "refund_refused").increment(1);
-                Ok(())
+                Ok(generic_outcome(ctx, Action::Reject, &e))
             }
+            other => Ok(generic_outcome(ctx, other, &e)),
         },
     }
 }
 
-async fn mark_refunded(conn: &mut PgConnection, p: &Row) -> Result<()> {
+async fn mark_refunded(conn: &mut PgConnection, p: &Row, now: DateTime<Utc>) -> Result<()> {
     orders::lock(conn, p.order_id).await?;
     let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'refunded', canceled_amount = amount, refunded_at = now(),
+        "UPDATE payments SET status = 'refunded', canceled_amount = amount, refunded_at = $2,
                 failure_code = NULL, failure_message = NULL
          WHERE id = $1 AND status = 'refund_requested' RETURNING id",
-        p.id.0
+        p.id.0,
+        now
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -788,13 +813,14 @@ async fn schedule_reconcile(ctx: &Ctx, conn: &mut PgConnection, id: PaymentId) -
     .fetch_one(&mut *conn)
     .await?;
     let s = &ctx.settings.payments;
-    let delay = reconcile_delay(
+    let delay = policy::inquiry_delay(
         round,
         Duration::from_millis(s.reconcile_min_backoff_ms),
         Duration::from_millis(s.reconcile_max_backoff_ms),
         rand::random::<f64>(),
     );
-    let at = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    let now = ctx.clock.now();
+    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
     jobs::enqueue_at(
         conn,
         &tasks::PaymentReconcile {
@@ -802,51 +828,53 @@ async fn schedule_reconcile(ctx: &Ctx, conn: &mut PgConnection, id: PaymentId) -
             round,
         },
         at,
+        now,
     )
     .await?;
     metrics::counter!("payments_reconciliations_total").increment(1);
     Ok(())
 }
 
-/// The wait before inquiry number `round` (1-based): doubling from `min`, capped at
-/// `max`, then between half and all of it (`unit` in [0, 1)) so a burst spreads out.
-pub fn reconcile_delay(round: i32, min: Duration, max: Duration, unit: f64) -> Duration {
-    let exp = u32::try_from(round.saturating_sub(1)).unwrap_or(0).min(20);
-    let full = min.saturating_mul(1u32 << exp).min(max);
-    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
-}
-
 /// Step `payment.reconcile`: asks KakaoPay what became of the payment's tid and applies
 /// it — approved → paid; still waiting for approval → approve again (a tid approves at
 /// most once, so this cannot charge twice); failed → payment_failed; for a refund:
-/// canceled → refunded, still paid → cancel again. Inquiry failures are returned for the
-/// job to retry with backoff.
-pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
+/// canceled → refunded, still paid → cancel again. What a failed inquiry does is the
+/// policy's ([`Step::Inquiry`]); a disagreement about the amount or the state is an
+/// operator's (the job fails with it).
+pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
     let p = load(&mut *ctx.db.acquire().await?, id).await?;
     if !matches!(
         p.status,
         PaymentStatus::Approving | PaymentStatus::RefundRequested
     ) {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let Some(tid) = p.tid.clone() else {
-        return Err(Error::Internal(format!(
+        return Ok(Outcome::fail(format!(
             "payment {} has no tid to reconcile",
             id.0
         )));
     };
-    let res = ctx
+    let res = match ctx
         .pg_guard
         .run("order", ctx.gateway.order(p.kind, &tid))
-        .await?;
+        .await
+    {
+        Ok(res) => res,
+        Err(e) => {
+            let action = policy::decide(Step::Inquiry, &e);
+            return Ok(generic_outcome(ctx, action, &e));
+        }
+    };
     if let Some(total) = res.amount.map(|a| a.total) {
         if total != p.amount {
-            return Err(Error::Internal(format!(
+            return Ok(Outcome::fail(format!(
                 "KakaoPay reports {total} for payment {} of {}; needs an operator",
                 id.0, p.amount
             )));
         }
     }
+    let now = ctx.clock.now();
     let status = res.status.clone();
     tracing::info!(order_id = p.order_id.0, payment_id = id.0, pg_status = %status, "reconciled");
     let mut tx = ctx.db.begin().await?;
@@ -862,7 +890,7 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 aid,
                 sid: res.sid.clone(),
             };
-            mark_paid(ctx, &mut tx, &p, &approval, digest(&res)).await?;
+            mark_paid(ctx, &mut tx, &p, &approval, pg::digest(&res)).await?;
         }
         PaymentStatus::Approving if status.is_pending() => {
             // Our approve never landed: send it again (guarded by KakaoPay's −702).
@@ -878,6 +906,7 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
                     payment_id: id.0,
                     round,
                 },
+                now,
             )
             .await?;
         }
@@ -888,11 +917,12 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
                 &[PaymentStatus::Approving],
                 status.as_str(),
                 "KakaoPay reports the payment did not complete",
+                now,
             )
             .await?;
         }
         PaymentStatus::RefundRequested if status == crate::pg::OrderStatus::CancelPayment => {
-            mark_refunded(&mut tx, &p).await?;
+            mark_refunded(&mut tx, &p, now).await?;
         }
         PaymentStatus::RefundRequested
             if status.is_approved() || status == crate::pg::OrderStatus::PartCancelPayment =>
@@ -916,11 +946,12 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
                     payment_id: id.0,
                     round,
                 },
+                now,
             )
             .await?;
         }
         _ => {
-            return Err(Error::Internal(format!(
+            return Ok(Outcome::fail(format!(
                 "payment {} is {} here and {status} at KakaoPay; needs an operator",
                 id.0,
                 p.status.as_str()
@@ -928,33 +959,5 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<()> {
         }
     }
     tx.commit().await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconcile_delays_double_from_the_minimum_up_to_the_cap_with_jitter() {
-        let ms = Duration::from_millis;
-        let (min, max) = (ms(500), ms(60_000));
-        // (round, jitter unit, expected)
-        let table = [
-            (1, 1.0, ms(500)),
-            (1, 0.0, ms(250)),
-            (2, 1.0, ms(1_000)),
-            (3, 1.0, ms(2_000)),
-            (8, 1.0, ms(60_000)),
-            (40, 0.0, ms(30_000)),
-            (0, 1.0, ms(500)),
-        ];
-        for (round, unit, want) in table {
-            assert_eq!(
-                reconcile_delay(round, min, max, unit),
-                want,
-                "round {round}"
-            );
-        }
-    }
+    Ok(Outcome::Done)
 }

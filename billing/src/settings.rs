@@ -311,9 +311,13 @@ pub struct PgGuardSettings {
     /// `rate_burst` at once).
     pub rate_per_sec: u32,
     pub rate_burst: u32,
-    /// Longest a call waits for its bulkhead slot or rate permit; after that it is
-    /// deferred like an open-breaker refusal (nothing was sent).
+    /// Longest a call waits for its bulkhead slot and rate permit (granted first come,
+    /// first served, before anything is recorded); after that the work is deferred like
+    /// an open-breaker refusal (nothing was sent, nothing recorded).
     pub max_wait_ms: u64,
+    /// After the PG refuses our credentials or address (HTTP 401/403, −798), this process
+    /// sends nothing for this long and defers the work (operators are alerted).
+    pub misconfigured_hold_ms: u64,
 }
 
 impl Default for PgGuardSettings {
@@ -329,6 +333,7 @@ impl Default for PgGuardSettings {
             rate_per_sec: 1_000,
             rate_burst: 1,
             max_wait_ms: 30_000,
+            misconfigured_hold_ms: 60_000,
         }
     }
 }

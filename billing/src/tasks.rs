@@ -1,14 +1,15 @@
-//! Task definitions: each a small struct of ids plus one `billing` call, with a pinned
-//! name (the typetag tag stored in `fang_tasks.metadata`), so renaming a struct never
-//! strands queued rows.
+//! The task catalogue: every job's payload, a small struct of ids with a pinned name (the
+//! `type` stored in `fang_tasks.metadata`), its pool, priority and retry budget. Plain
+//! data: the use cases enqueue these; which `billing` call runs for each is the worker's
+//! dispatch table, above the domain.
 
-use async_trait::async_trait;
-use fang::typetag;
-use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use std::borrow::Cow;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeliveryId, OrderId, PaymentId, SubscriptionId};
-use crate::jobs::{context, task_error};
+use crate::jobs::{Priority, Task};
 
 /// The task type (worker pool key) of every task that calls the payment gateway, so
 /// operators can give PG calls their own pool and concurrency.
@@ -17,6 +18,16 @@ pub const PG_TASK_TYPE: &str = "pg";
 /// The task type of webhook deliveries, so operators can give calls to receivers their
 /// own pool (a slow receiver then never holds up payments).
 pub const WEBHOOK_TASK_TYPE: &str = "webhook";
+
+/// Retries of a payment step (the PG did not answer, or the database failed) before it
+/// lands in the failed-jobs list for operators. At the 60 s cap this is over a day of a PG
+/// outage; refusals by our own guard are deferrals and do not count.
+pub const PAYMENT_RETRIES: i32 = 1_500;
+
+/// Backoff of the payment steps' own retries: 1, 2, 4 … 60 s.
+fn payment_backoff(retries: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(retries).min(60))
+}
 
 /// Records that it ran (in `job_probe_runs`), optionally after sleeping and optionally
 /// failing its first runs: operators' end-to-end check of the fleet, and the runtime's
@@ -37,6 +48,9 @@ pub struct Probe {
     /// Routes the probe to a worker pool (default `common`).
     #[serde(default)]
     pub task_type: Option<String>,
+    /// Claim priority: 0 bulk, 1 normal (default), 2 urgent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i16>,
 }
 
 impl Probe {
@@ -49,32 +63,36 @@ impl Probe {
             unique: false,
             max_retries: None,
             task_type: None,
+            priority: None,
         }
     }
 }
 
-#[typetag::serde(name = "diag.probe")]
-#[async_trait]
-impl AsyncRunnable for Probe {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::probes::run(&ctx, self).await.map_err(task_error)
-    }
+impl Task for Probe {
+    const NAME: &'static str = "diag.probe";
 
-    fn uniq(&self) -> bool {
+    fn unique(&self) -> bool {
         self.unique
     }
 
-    fn task_type(&self) -> String {
-        self.task_type.clone().unwrap_or_else(|| "common".into())
+    fn task_type(&self) -> Cow<'static, str> {
+        Cow::Owned(self.task_type.clone().unwrap_or_else(|| "common".into()))
     }
 
     fn max_retries(&self) -> i32 {
         self.max_retries.unwrap_or(5)
     }
 
-    fn backoff(&self, _attempt: u32) -> u32 {
-        1
+    fn priority(&self) -> Priority {
+        match self.priority {
+            Some(0) => Priority::Bulk,
+            Some(2) => Priority::Urgent,
+            _ => Priority::Normal,
+        }
+    }
+
+    fn backoff(&self, _retries: u32) -> Duration {
+        Duration::from_secs(1)
     }
 }
 
@@ -85,97 +103,77 @@ pub struct Noop {
     pub n: u64,
 }
 
-#[typetag::serde(name = "diag.noop")]
-#[async_trait]
-impl AsyncRunnable for Noop {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        Ok(())
-    }
+impl Task for Noop {
+    const NAME: &'static str = "diag.noop";
 }
 
 /// Adds the unique views counted in Redis into `items.view_count`, every minute.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlushViews {}
 
-#[typetag::serde(name = "items.flush_views")]
-#[async_trait]
-impl AsyncRunnable for FlushViews {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::items::flush_views(&ctx)
-            .await
-            .map(|_| ())
-            .map_err(task_error)
-    }
+impl Task for FlushViews {
+    const NAME: &'static str = "items.flush_views";
 
-    fn uniq(&self) -> bool {
+    fn unique(&self) -> bool {
         true
     }
 
-    fn cron(&self) -> Option<fang::Scheduled> {
-        Some(fang::Scheduled::CronPattern("0 * * * * *".into()))
+    fn cron(&self) -> Option<&'static str> {
+        Some("0 * * * * *")
     }
 
     fn max_retries(&self) -> i32 {
         0
     }
+
+    fn priority(&self) -> Priority {
+        Priority::Bulk
+    }
 }
 
-/// Backoff of the payment steps' own retries (nothing-sent failures): 1, 2, 4 … 60 s.
-fn payment_backoff(attempt: u32) -> u32 {
-    2u32.saturating_pow(attempt).min(60)
-}
-
-/// Retries of a payment step before it lands in the failed-jobs list for operators. At
-/// the 60 s cap this is over a day of a PG outage.
-const PAYMENT_RETRIES: i32 = 1_500;
-
-/// The `AsyncRunnable` of a step that calls the PG: one `billing` call, unique, in the PG
-/// pool, with the PG steps' retry budget and backoff.
+/// Implements [`Task`] for a step that calls the PG: unique, in the PG pool, with the
+/// PG steps' retry budget and backoff.
 macro_rules! pg_step {
-    ($task:ident, $name:literal, |$self:ident, $ctx:ident| $call:expr) => {
-        #[typetag::serde(name = $name)]
-        #[async_trait]
-        impl AsyncRunnable for $task {
-            async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-                let $ctx = context()?;
-                let $self = self;
-                $call.await.map_err(task_error)
-            }
+    ($task:ident, $name:literal, $priority:expr) => {
+        impl Task for $task {
+            const NAME: &'static str = $name;
 
-            fn uniq(&self) -> bool {
+            fn unique(&self) -> bool {
                 true
             }
 
-            fn task_type(&self) -> String {
-                PG_TASK_TYPE.into()
+            fn task_type(&self) -> Cow<'static, str> {
+                Cow::Borrowed(PG_TASK_TYPE)
             }
 
             fn max_retries(&self) -> i32 {
                 PAYMENT_RETRIES
             }
 
-            fn backoff(&self, attempt: u32) -> u32 {
-                payment_backoff(attempt)
+            fn backoff(&self, retries: u32) -> Duration {
+                payment_backoff(retries)
+            }
+
+            fn priority(&self) -> Priority {
+                $priority
             }
         }
     };
 }
 
-/// A payment step: [`pg_step`] with the payment id.
-macro_rules! payment_step {
-    ($task:ident, $name:literal, $step:path) => {
-        pg_step!($task, $name, |t, ctx| $step(&ctx, PaymentId(t.payment_id)));
-    };
-}
-
-/// `payment.ready`: asks KakaoPay for the order's tid and redirect URLs.
+/// `payment.ready`: asks KakaoPay for the order's tid and redirect URLs (a buyer waits).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentReady {
     pub payment_id: i64,
 }
 
-payment_step!(PaymentReady, "payment.ready", crate::payments::ready);
+impl PaymentReady {
+    pub fn id(&self) -> PaymentId {
+        PaymentId(self.payment_id)
+    }
+}
+
+pg_step!(PaymentReady, "payment.ready", Priority::Urgent);
 
 /// `payment.approve`: approves with the buyer's pg_token. `round` tells a re-approval
 /// after reconciliation apart from the first (so each is its own unique task).
@@ -186,7 +184,13 @@ pub struct PaymentApprove {
     pub round: i32,
 }
 
-payment_step!(PaymentApprove, "payment.approve", crate::payments::approve);
+impl PaymentApprove {
+    pub fn id(&self) -> PaymentId {
+        PaymentId(self.payment_id)
+    }
+}
+
+pg_step!(PaymentApprove, "payment.approve", Priority::Urgent);
 
 /// `payment.cancel`: refunds a paid order whose refund was requested.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,7 +200,13 @@ pub struct PaymentCancel {
     pub round: i32,
 }
 
-payment_step!(PaymentCancel, "payment.cancel", crate::payments::refund);
+impl PaymentCancel {
+    pub fn id(&self) -> PaymentId {
+        PaymentId(self.payment_id)
+    }
+}
+
+pg_step!(PaymentCancel, "payment.cancel", Priority::Urgent);
 
 /// `payment.reconcile`: asks KakaoPay by tid what became of an undecided approval or
 /// refund. `round` numbers the inquiries of one payment.
@@ -206,11 +216,13 @@ pub struct PaymentReconcile {
     pub round: i32,
 }
 
-payment_step!(
-    PaymentReconcile,
-    "payment.reconcile",
-    crate::payments::reconcile
-);
+impl PaymentReconcile {
+    pub fn id(&self) -> PaymentId {
+        PaymentId(self.payment_id)
+    }
+}
+
+pg_step!(PaymentReconcile, "payment.reconcile", Priority::Urgent);
 
 /// `orders.count_sales`: adds a paid order's quantities to its items' sales (once).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,18 +230,21 @@ pub struct OrderCountSales {
     pub order_id: i64,
 }
 
-#[typetag::serde(name = "orders.count_sales")]
-#[async_trait]
-impl AsyncRunnable for OrderCountSales {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::orders::count_sales(&ctx, OrderId(self.order_id))
-            .await
-            .map_err(task_error)
+impl OrderCountSales {
+    pub fn id(&self) -> OrderId {
+        OrderId(self.order_id)
+    }
+}
+
+impl Task for OrderCountSales {
+    const NAME: &'static str = "orders.count_sales";
+
+    fn unique(&self) -> bool {
+        true
     }
 
-    fn uniq(&self) -> bool {
-        true
+    fn priority(&self) -> Priority {
+        Priority::Bulk
     }
 }
 
@@ -239,17 +254,16 @@ pub struct OrderClearCart {
     pub order_id: i64,
 }
 
-#[typetag::serde(name = "orders.clear_cart")]
-#[async_trait]
-impl AsyncRunnable for OrderClearCart {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::orders::clear_cart(&ctx, OrderId(self.order_id))
-            .await
-            .map_err(task_error)
+impl OrderClearCart {
+    pub fn id(&self) -> OrderId {
+        OrderId(self.order_id)
     }
+}
 
-    fn uniq(&self) -> bool {
+impl Task for OrderClearCart {
+    const NAME: &'static str = "orders.clear_cart";
+
+    fn unique(&self) -> bool {
         true
     }
 }
@@ -265,9 +279,13 @@ pub struct SubscriptionCharge {
     pub seq: i32,
 }
 
-pg_step!(SubscriptionCharge, "subscription.charge", |t, ctx| {
-    crate::subscriptions::charge::charge(&ctx, SubscriptionId(t.subscription_id), t.cycle, t.seq)
-});
+impl SubscriptionCharge {
+    pub fn id(&self) -> SubscriptionId {
+        SubscriptionId(self.subscription_id)
+    }
+}
+
+pg_step!(SubscriptionCharge, "subscription.charge", Priority::Bulk);
 
 /// `subscription.reconcile`: decides an ambiguous charge from the SID's status. `round`
 /// numbers the inquiries of one attempt.
@@ -277,12 +295,11 @@ pub struct SubscriptionReconcile {
     pub round: i32,
 }
 
-/// The pinned name of [`SubscriptionReconcile`] (operators bring its jobs forward by it).
-pub const SUBSCRIPTION_RECONCILE: &str = "subscription.reconcile";
-
-pg_step!(SubscriptionReconcile, "subscription.reconcile", |t, ctx| {
-    crate::subscriptions::charge::reconcile(&ctx, t.attempt_id, t.round)
-});
+pg_step!(
+    SubscriptionReconcile,
+    "subscription.reconcile",
+    Priority::Urgent
+);
 
 /// `payment.inactivate_sid`: makes a canceled subscription's SID unusable at KakaoPay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,12 +307,16 @@ pub struct SubscriptionInactivateSid {
     pub subscription_id: i64,
 }
 
+impl SubscriptionInactivateSid {
+    pub fn id(&self) -> SubscriptionId {
+        SubscriptionId(self.subscription_id)
+    }
+}
+
 pg_step!(
     SubscriptionInactivateSid,
     "payment.inactivate_sid",
-    |t, ctx| {
-        crate::subscriptions::charge::inactivate_sid(&ctx, SubscriptionId(t.subscription_id))
-    }
+    Priority::Normal
 );
 
 /// `subscriptions.sweep`: enqueues the charge job of any due subscription that lacks one,
@@ -307,29 +328,25 @@ pub struct SubscriptionsSweep {
     pub limit: Option<i64>,
 }
 
-#[typetag::serde(name = "subscriptions.sweep")]
-#[async_trait]
-impl AsyncRunnable for SubscriptionsSweep {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::subscriptions::charge::sweep(&ctx, self.limit.unwrap_or(10_000))
-            .await
-            .map(|_| ())
-            .map_err(task_error)
-    }
+impl Task for SubscriptionsSweep {
+    const NAME: &'static str = "subscriptions.sweep";
 
-    fn uniq(&self) -> bool {
+    fn unique(&self) -> bool {
         true
     }
 
-    fn cron(&self) -> Option<fang::Scheduled> {
-        self.limit
-            .is_none()
-            .then(|| fang::Scheduled::CronPattern("0 */5 * * * *".into()))
+    /// Only the unlimited sweep is periodic; one with a limit is an operator's (or a
+    /// benchmark's) single run.
+    fn cron(&self) -> Option<&'static str> {
+        self.limit.is_none().then_some("0 */5 * * * *")
     }
 
     fn max_retries(&self) -> i32 {
         0
+    }
+
+    fn priority(&self) -> Priority {
+        Priority::Bulk
     }
 }
 
@@ -352,47 +369,129 @@ impl WebhookDeliver {
             attempt: 1,
         }
     }
+
+    pub fn id(&self) -> DeliveryId {
+        DeliveryId(self.delivery_id)
+    }
 }
 
-#[typetag::serde(name = "webhooks.deliver")]
-#[async_trait]
-impl AsyncRunnable for WebhookDeliver {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = context()?;
-        crate::webhooks::deliver(&ctx, DeliveryId(self.delivery_id), self.round, self.attempt)
-            .await
-            .map_err(task_error)
-    }
+impl Task for WebhookDeliver {
+    const NAME: &'static str = "webhooks.deliver";
 
-    fn uniq(&self) -> bool {
+    fn unique(&self) -> bool {
         true
     }
 
-    fn task_type(&self) -> String {
-        WEBHOOK_TASK_TYPE.into()
+    fn task_type(&self) -> Cow<'static, str> {
+        Cow::Borrowed(WEBHOOK_TASK_TYPE)
     }
 
     fn max_retries(&self) -> i32 {
         20
     }
 
-    fn backoff(&self, attempt: u32) -> u32 {
-        2u32.saturating_pow(attempt).min(60)
+    fn backoff(&self, retries: u32) -> Duration {
+        Duration::from_secs(2u64.saturating_pow(retries).min(60))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use crate::jobs::Job;
 
     #[test]
-    fn the_reconcile_name_constant_is_the_pinned_name() {
-        let task: &dyn AsyncRunnable = &SubscriptionReconcile {
+    fn rows_keep_fangs_format_and_uniqueness_key() {
+        let job = Job::of(&SubscriptionReconcile {
             attempt_id: 7,
             round: 2,
-        };
-        let encoded = serde_json::to_value(task).unwrap();
-        assert_eq!(encoded["type"], SUBSCRIPTION_RECONCILE);
-        assert_eq!(encoded["attempt_id"], 7);
+        })
+        .unwrap();
+        assert_eq!(job.metadata["type"], "subscription.reconcile");
+        assert_eq!(job.metadata["attempt_id"], 7);
+        assert_eq!(job.task_type, PG_TASK_TYPE);
+        assert_eq!(job.priority, Priority::Urgent);
+        // fang's definition: sha256 of the metadata's JSON text, `type` first.
+        let text = r#"{"type":"subscription.reconcile","attempt_id":7,"round":2}"#;
+        let sorted = r#"{"attempt_id":7,"round":2,"type":"subscription.reconcile"}"#;
+        let hash = |t: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()));
+        let got = job.uniq_hash.unwrap();
+        assert!(got == hash(text) || got == hash(sorted), "{got}");
+    }
+
+    #[test]
+    fn a_row_written_by_earlier_releases_decodes() {
+        // As typetag wrote it (fang's `AsyncRunnable`), including a field added later
+        // (`seq`, defaulted) and the `type` tag, which payloads ignore.
+        let row =
+            serde_json::json!({"type": "subscription.charge", "subscription_id": 3, "cycle": 4});
+        let t: SubscriptionCharge = serde_json::from_value(row).unwrap();
+        assert_eq!((t.subscription_id, t.cycle, t.seq), (3, 4, 0));
+    }
+
+    #[test]
+    fn bulk_work_yields_to_what_someone_waits_for() {
+        let p = |j: Job| j.priority;
+        let table = [
+            (
+                p(Job::of(&PaymentReady { payment_id: 1 }).unwrap()),
+                Priority::Urgent,
+            ),
+            (
+                p(Job::of(&PaymentApprove {
+                    payment_id: 1,
+                    round: 0,
+                })
+                .unwrap()),
+                Priority::Urgent,
+            ),
+            (
+                p(Job::of(&PaymentCancel {
+                    payment_id: 1,
+                    round: 0,
+                })
+                .unwrap()),
+                Priority::Urgent,
+            ),
+            (
+                p(Job::of(&PaymentReconcile {
+                    payment_id: 1,
+                    round: 1,
+                })
+                .unwrap()),
+                Priority::Urgent,
+            ),
+            (
+                p(Job::of(&SubscriptionReconcile {
+                    attempt_id: 1,
+                    round: 1,
+                })
+                .unwrap()),
+                Priority::Urgent,
+            ),
+            (
+                p(Job::of(&SubscriptionCharge {
+                    subscription_id: 1,
+                    cycle: 2,
+                    seq: 0,
+                })
+                .unwrap()),
+                Priority::Bulk,
+            ),
+            (
+                p(Job::of(&OrderCountSales { order_id: 1 }).unwrap()),
+                Priority::Bulk,
+            ),
+            (p(Job::of(&FlushViews {}).unwrap()), Priority::Bulk),
+            (
+                p(Job::of(&OrderClearCart { order_id: 1 }).unwrap()),
+                Priority::Normal,
+            ),
+        ];
+        for (got, want) in table {
+            assert_eq!(got, want);
+        }
     }
 }

@@ -376,7 +376,9 @@ async fn billing_crash() {
     for w in &mut workers {
         w.wait_live().await;
     }
-    // The billing run: the sweep enqueues every due subscription's charge.
+    // The billing run: the sweep enqueues every due subscription's charge, on the clock
+    // the workers run on (real processes: real time).
+    b.set_time(chrono::Utc::now()).await;
     let enqueued = billing::subscriptions::charge::sweep(&b.ctx, 100_000)
         .await
         .unwrap();

@@ -11,14 +11,14 @@ use crate::helpers::worker_proc::WorkerProcess;
 async fn a_rolled_back_enqueue_leaves_nothing_and_a_committed_one_runs_once() {
     let (url, db) = test_db().await;
     let mut tx = db.begin().await.unwrap();
-    billing::jobs::enqueue(&mut tx, &probe("rolled-0".into(), 0))
+    billing::jobs::enqueue(&mut tx, &probe("rolled-0".into(), 0), chrono::Utc::now())
         .await
         .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(count(&db, "SELECT count(*) FROM fang_tasks").await, 0);
 
     let mut tx = db.begin().await.unwrap();
-    billing::jobs::enqueue(&mut tx, &probe("committed-0".into(), 0))
+    billing::jobs::enqueue(&mut tx, &probe("committed-0".into(), 0), chrono::Utc::now())
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -178,12 +178,10 @@ async fn sigterm_finishes_or_hands_back_in_flight_tasks_and_exits_0() {
     let slow: Vec<_> = (0..20).map(|i| probe(format!("slow-{i}"), 5_000)).collect();
     {
         let mut conn = db.acquire().await.unwrap();
-        let all: Vec<&dyn fang::AsyncRunnable> = quick
-            .iter()
-            .chain(slow.iter())
-            .map(|p| p as &dyn fang::AsyncRunnable)
-            .collect();
-        billing::jobs::enqueue_many(&mut conn, &all).await.unwrap();
+        let all: Vec<_> = quick.iter().chain(slow.iter()).cloned().collect();
+        billing::jobs::enqueue_many(&mut conn, &all, chrono::Utc::now())
+            .await
+            .unwrap();
     }
     let mut worker =
         WorkerProcess::spawn(&url, &[("PILLIVERY__WORKER__SHUTDOWN_GRACE_MS", "1500")]);
@@ -238,7 +236,9 @@ async fn concurrent_inserters_of_unique_tasks_leave_one_live_row_each() {
             for i in 0..300 {
                 let mut p = probe(format!("uniq-{i}"), 0);
                 p.unique = true;
-                billing::jobs::enqueue(&mut conn, &p).await.unwrap();
+                billing::jobs::enqueue(&mut conn, &p, chrono::Utc::now())
+                    .await
+                    .unwrap();
             }
         })
     });
@@ -254,8 +254,12 @@ async fn concurrent_inserters_of_unique_tasks_leave_one_live_row_each() {
     let mut p = probe("uniq-0".into(), 0);
     p.unique = true;
     let mut conn = db.acquire().await.unwrap();
-    let again = billing::jobs::enqueue(&mut conn, &p).await.unwrap();
+    let again = billing::jobs::enqueue(&mut conn, &p, chrono::Utc::now())
+        .await
+        .unwrap();
     assert!(matches!(again, billing::jobs::Enqueued::Inserted(_)));
-    let dup = billing::jobs::enqueue(&mut conn, &p).await.unwrap();
+    let dup = billing::jobs::enqueue(&mut conn, &p, chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(dup, billing::jobs::Enqueued::AlreadyQueued(again.id()));
 }

@@ -513,7 +513,7 @@ async fn kakaopay_error_bodies_in_both_shapes_are_classified() {
         (
             401,
             json!({"error_code": -401, "error_message": "invalid secret key"}),
-            ErrorKind::Permanent,
+            ErrorKind::Configuration,
             -401,
             None,
         ),
@@ -593,26 +593,34 @@ async fn kakaopay_charge_declines_and_dead_sids() {
 }
 
 #[tokio::test]
-async fn kakaopay_unparseable_4xx_is_permanent_with_the_status() {
-    let (server, pg) = setup().await;
-    kakao("cancel")
-        .respond_with(ResponseTemplate::new(403).set_body_string("<html>Forbidden</html>"))
-        .mount(&server)
-        .await;
-    let err = pg
-        .cancel(&CancelRequest {
-            kind: CidKind::OneTime,
-            tid: TID.into(),
-            cancel_amount: Money(100),
-            cancel_tax_free_amount: Money(0),
-            cancel_vat_amount: None,
-            cancel_available_amount: None,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Permanent);
-    assert_eq!(err.code, None);
-    assert!(err.message.contains("403"), "{}", err.message);
+async fn kakaopay_unparseable_4xx_is_permanent_or_ours_with_the_status() {
+    // 401/403: KakaoPay refuses our key or address (configuration); other 4xx: the
+    // request itself.
+    for (status, kind) in [
+        (404, ErrorKind::Permanent),
+        (403, ErrorKind::Configuration),
+        (401, ErrorKind::Configuration),
+    ] {
+        let (server, pg) = setup().await;
+        kakao("cancel")
+            .respond_with(ResponseTemplate::new(status).set_body_string("<html>Forbidden</html>"))
+            .mount(&server)
+            .await;
+        let err = pg
+            .cancel(&CancelRequest {
+                kind: CidKind::OneTime,
+                tid: TID.into(),
+                cancel_amount: Money(100),
+                cancel_tax_free_amount: Money(0),
+                cancel_vat_amount: None,
+                cancel_available_amount: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, kind, "{status}");
+        assert_eq!(err.code, None);
+        assert!(err.message.contains(&status.to_string()), "{}", err.message);
+    }
 }
 
 #[tokio::test]

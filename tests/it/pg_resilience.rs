@@ -305,6 +305,10 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
         &[
             ("PILLIVERY__PG_GUARD__RATE_PER_SEC", "50"),
             ("PILLIVERY__WORKER__CONCURRENCY", "200"),
+            // Far below demand: 200 charges wait for permits that take 4 s to come round,
+            // so most waits run out and the work is deferred.
+            ("PILLIVERY__PG_GUARD__MAX_WAIT_MS", "1500"),
+            ("PILLIVERY__PG_GUARD__DEFER_JITTER_MS", "2000"),
         ],
     )
     .await;
@@ -313,6 +317,22 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
     wait_charged(&s, SUBS, Duration::from_secs(120)).await;
     let elapsed = began.elapsed();
     one_charge_each(&s, &sids).await;
+    // Permits come before anything is recorded: a wait that runs out defers the charge
+    // untouched, so no attempt ever ends `not_charged` for want of a permit.
+    let attempts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM charge_attempts GROUP BY status ORDER BY status",
+    )
+    .fetch_all(&s.db)
+    .await
+    .unwrap();
+    assert_eq!(attempts, vec![("succeeded".to_owned(), SUBS)]);
+    let deferred = s
+        .worker_metric(r#"pg_calls_refused_total{reason="rate_capped"}"#)
+        .await;
+    assert!(
+        deferred > 0.0,
+        "no wait ran out: the cap was not far below demand"
+    );
     let seconds = s.pg_per_second().await;
     let max = seconds.iter().map(|(_, n)| *n).max().unwrap_or(0);
     let over: Vec<_> = seconds.iter().filter(|(_, n)| *n > CAP).collect();

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use billing::clock::{Clock, ManualClock};
-use fang::typetag;
-use fang::{AsyncQueueable, AsyncRunnable, FangError, Scheduled};
+use billing::jobs::{Job, Outcome, Task};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
+use worker::tasks::{Perform, Registry};
 
 use rand::Rng;
 
@@ -34,7 +34,7 @@ impl Running {
 fn start_runtime(
     url: &str,
     clock: Arc<dyn billing::clock::Clock>,
-    periodic: Vec<Box<dyn AsyncRunnable>>,
+    periodic: Vec<Job>,
     tune: impl FnOnce(&mut billing::Settings),
 ) -> Running {
     let mut settings = test_settings(url);
@@ -45,7 +45,8 @@ fn start_runtime(
     let ctx = billing::Ctx::new(settings, clock).unwrap();
     let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
     let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(worker::runtime::run(ctx, cfg, periodic, async {
+    let registry = Registry::standard().with::<TxProbe>().with::<Tick>();
+    let handle = tokio::spawn(worker::runtime::run(ctx, cfg, registry, periodic, async {
         let _ = rx.await;
     }));
     Running {
@@ -74,6 +75,7 @@ async fn a_scheduled_task_waits_for_the_runtimes_clock() {
         &mut conn,
         &probe("later-0".into(), 0),
         clock.now() + chrono::Duration::hours(1),
+        clock.now(),
     )
     .await
     .unwrap();
@@ -92,8 +94,7 @@ async fn a_scheduled_task_waits_for_the_runtimes_clock() {
 #[tokio::test]
 async fn failures_retry_with_backoff_until_success_or_the_budget_runs_out() {
     let (url, db) = test_db().await;
-    // Ahead of the database's now(), so tasks enqueued "now" are due at once.
-    let clock = ManualClock::new(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let clock = ManualClock::new(chrono::Utc::now());
     let rt = start_runtime(&url, Arc::new(clock.clone()), Vec::new(), |_| {});
     let mut flaky = probe("flaky-0".into(), 0);
     flaky.fail_runs = 2;
@@ -101,8 +102,12 @@ async fn failures_retry_with_backoff_until_success_or_the_budget_runs_out() {
     doomed.fail_runs = 100;
     doomed.max_retries = Some(1);
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue(&mut conn, &flaky).await.unwrap();
-    billing::jobs::enqueue(&mut conn, &doomed).await.unwrap();
+    billing::jobs::enqueue(&mut conn, &flaky, clock.now())
+        .await
+        .unwrap();
+    billing::jobs::enqueue(&mut conn, &doomed, clock.now())
+        .await
+        .unwrap();
 
     wait_until("first failures", Duration::from_secs(5), || async {
         matches!(state_of(&db, "flaky-0").await, Some((s, 1, _)) if s == "retried")
@@ -158,7 +163,9 @@ async fn a_task_over_its_timeout_is_stopped_and_recorded() {
     let mut slow = probe("slow-0".into(), 3_000);
     slow.max_retries = Some(0);
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue(&mut conn, &slow).await.unwrap();
+    billing::jobs::enqueue(&mut conn, &slow, chrono::Utc::now())
+        .await
+        .unwrap();
     wait_until("the timeout to fail it", Duration::from_secs(5), || async {
         matches!(state_of(&db, "slow-0").await, Some((s, _, _)) if s == "failed")
     })
@@ -180,31 +187,35 @@ struct TxProbe {
     after_ms: u64,
 }
 
-#[typetag::serde(name = "test.tx_probe")]
-#[async_trait]
-impl AsyncRunnable for TxProbe {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = billing::jobs::context()?;
-        let fail = |e: sqlx::Error| FangError {
-            description: e.to_string(),
-        };
-        tokio::time::sleep(Duration::from_millis(self.before_ms)).await;
-        let mut tx = ctx.db.begin().await.map_err(fail)?;
-        for (part, pause) in [("first", self.inside_ms), ("second", 0)] {
-            sqlx::query("INSERT INTO job_probe_runs (probe_key, worker) VALUES ($1, 'tx')")
-                .bind(format!("{}:{part}", self.key))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-        tx.commit().await.map_err(fail)?;
-        tokio::time::sleep(Duration::from_millis(self.after_ms)).await;
-        Ok(())
-    }
+impl Task for TxProbe {
+    const NAME: &'static str = "test.tx_probe";
 
     fn max_retries(&self) -> i32 {
         0
+    }
+}
+
+#[async_trait]
+impl Perform for TxProbe {
+    async fn perform(&self, ctx: &billing::Ctx) -> Outcome {
+        let run = async {
+            tokio::time::sleep(Duration::from_millis(self.before_ms)).await;
+            let mut tx = ctx.db.begin().await?;
+            for (part, pause) in [("first", self.inside_ms), ("second", 0)] {
+                sqlx::query("INSERT INTO job_probe_runs (probe_key, worker) VALUES ($1, 'tx')")
+                    .bind(format!("{}:{part}", self.key))
+                    .execute(&mut *tx)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            tx.commit().await?;
+            tokio::time::sleep(Duration::from_millis(self.after_ms)).await;
+            Ok::<_, sqlx::Error>(())
+        };
+        match run.await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::retry(e.to_string()),
+        }
     }
 }
 
@@ -241,7 +252,9 @@ async fn a_task_past_its_timeout_lets_its_open_transaction_commit_then_stops() {
     };
     let started = std::time::Instant::now();
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue(&mut conn, &task).await.unwrap();
+    billing::jobs::enqueue(&mut conn, &task, chrono::Utc::now())
+        .await
+        .unwrap();
     wait_until("the timeout to fail it", Duration::from_secs(5), || async {
         matches!(state_of(&db, "held-0").await, Some((s, _, _)) if s == "failed")
     })
@@ -285,8 +298,9 @@ async fn timeouts_at_random_moments_leave_no_session_in_a_transaction_and_lose_n
             .collect()
     };
     let mut conn = db.acquire().await.unwrap();
-    let refs: Vec<&dyn AsyncRunnable> = tasks.iter().map(|t| t as &dyn AsyncRunnable).collect();
-    billing::jobs::enqueue_many(&mut conn, &refs).await.unwrap();
+    billing::jobs::enqueue_many(&mut conn, &tasks, chrono::Utc::now())
+        .await
+        .unwrap();
     drop(conn);
     wait_until("every task to end", Duration::from_secs(60), || async {
         count(
@@ -341,28 +355,28 @@ struct Tick {
     key: String,
 }
 
-#[typetag::serde(name = "test.tick")]
-#[async_trait]
-impl AsyncRunnable for Tick {
-    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
-        let ctx = billing::jobs::context()?;
-        let p = probe(format!("{}-{}", self.key, uuid::Uuid::new_v4()), 0);
-        billing::probes::run(&ctx, &p)
-            .await
-            .map_err(billing::jobs::task_error)
-    }
+impl Task for Tick {
+    const NAME: &'static str = "test.tick";
 
-    fn uniq(&self) -> bool {
+    fn unique(&self) -> bool {
         true
     }
 
-    fn cron(&self) -> Option<Scheduled> {
-        Some(Scheduled::CronPattern("* * * * * *".into()))
+    fn cron(&self) -> Option<&'static str> {
+        Some("* * * * * *")
     }
 }
 
-fn tick() -> Vec<Box<dyn AsyncRunnable>> {
-    vec![Box::new(Tick { key: "tick".into() })]
+#[async_trait]
+impl Perform for Tick {
+    async fn perform(&self, ctx: &billing::Ctx) -> Outcome {
+        let p = probe(format!("{}-{}", self.key, uuid::Uuid::new_v4()), 0);
+        Outcome::of_unit(billing::probes::run(ctx, &p).await)
+    }
+}
+
+fn tick() -> Vec<Job> {
+    vec![Job::of(&Tick { key: "tick".into() }).unwrap()]
 }
 
 #[tokio::test]
@@ -393,7 +407,8 @@ async fn a_periodic_chain_survives_a_worker_dying_mid_run() {
     let (url, db) = test_db().await;
     // A worker claims the occurrence and dies holding it.
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue_at(&mut conn, &Tick { key: "tick".into() }, chrono::Utc::now())
+    let now = chrono::Utc::now();
+    billing::jobs::enqueue_at(&mut conn, &Tick { key: "tick".into() }, now, now)
         .await
         .unwrap();
     let claimed = billing::jobs::claim(
@@ -403,6 +418,7 @@ async fn a_periodic_chain_survives_a_worker_dying_mid_run() {
         Duration::from_millis(500),
         &Default::default(),
         10,
+        billing::jobs::ClaimOrder::Priority,
     )
     .await
     .unwrap();
@@ -451,12 +467,18 @@ async fn a_pool_takes_only_its_task_types_with_its_own_concurrency() {
     for i in 0..3 {
         let mut p = probe(format!("solo-{i}"), 300);
         p.task_type = Some("solo".into());
-        billing::jobs::enqueue(&mut conn, &p).await.unwrap();
-    }
-    for i in 0..20 {
-        billing::jobs::enqueue(&mut conn, &probe(format!("common-{i}"), 0))
+        billing::jobs::enqueue(&mut conn, &p, chrono::Utc::now())
             .await
             .unwrap();
+    }
+    for i in 0..20 {
+        billing::jobs::enqueue(
+            &mut conn,
+            &probe(format!("common-{i}"), 0),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
     }
     let mut most_solo = 0;
     let started = std::time::Instant::now();
@@ -495,26 +517,42 @@ async fn a_pool_takes_only_its_task_types_with_its_own_concurrency() {
 async fn a_claim_whose_lease_expired_cannot_be_finished_by_its_old_holder() {
     let (_url, db) = test_db().await;
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue(&mut conn, &probe("lease-0".into(), 0))
+    billing::jobs::enqueue(&mut conn, &probe("lease-0".into(), 0), chrono::Utc::now())
         .await
         .unwrap();
     let t0 = chrono::Utc::now();
     let lease = Duration::from_secs(1);
     let filter = Default::default();
-    let old = billing::jobs::claim(&mut conn, "old", t0, lease, &filter, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let old = billing::jobs::claim(
+        &mut conn,
+        "old",
+        t0,
+        lease,
+        &filter,
+        1,
+        billing::jobs::ClaimOrder::Priority,
+    )
+    .await
+    .unwrap()
+    .remove(0);
     // The old holder goes quiet; its lease runs out and someone else takes the task.
     let later = t0 + chrono::Duration::seconds(5);
     assert_eq!(
         billing::jobs::reap_expired(&mut conn, later).await.unwrap(),
         1
     );
-    let new = billing::jobs::claim(&mut conn, "new", later, lease, &filter, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let new = billing::jobs::claim(
+        &mut conn,
+        "new",
+        later,
+        lease,
+        &filter,
+        1,
+        billing::jobs::ClaimOrder::Priority,
+    )
+    .await
+    .unwrap()
+    .remove(0);
     assert_eq!(new.id, old.id);
     assert_eq!(new.retries, 1, "the expiry counted as an attempt");
 
@@ -533,7 +571,7 @@ async fn a_claim_whose_lease_expired_cannot_be_finished_by_its_old_holder() {
         0
     );
     assert!(
-        !billing::jobs::fail(&mut conn, old.id, old.lease_token, "late")
+        !billing::jobs::fail(&mut conn, old.id, old.lease_token, "late", later)
             .await
             .unwrap()
     );
@@ -566,7 +604,7 @@ async fn finished_tasks_are_kept_when_configured() {
         },
     );
     let mut conn = db.acquire().await.unwrap();
-    billing::jobs::enqueue(&mut conn, &probe("kept-0".into(), 0))
+    billing::jobs::enqueue(&mut conn, &probe("kept-0".into(), 0), chrono::Utc::now())
         .await
         .unwrap();
     wait_until("the task to finish", Duration::from_secs(5), || async {
@@ -574,5 +612,105 @@ async fn finished_tasks_are_kept_when_configured() {
     })
     .await;
     assert_eq!(runs(&db, "kept").await, (1, 1));
+    rt.stop().await;
+}
+
+/// When the probe `key` ran, by the database's clock (`job_probe_runs.ran_at`).
+async fn ran_at(db: &PgPool, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT ran_at FROM job_probe_runs WHERE probe_key = $1")
+        .bind(key)
+        .fetch_optional(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_work_overtakes_a_bulk_backlog_which_still_keeps_moving() {
+    let (url, db) = test_db().await;
+    // 5,000 due bulk jobs (the priority of `subscription.charge`), 20 ms each, 8 at a
+    // time: about 12 s of work in front of anything queued behind it by due time.
+    let bulk: Vec<billing::tasks::Probe> = (0..5_000)
+        .map(|i| billing::tasks::Probe {
+            priority: Some(billing::jobs::Priority::Bulk.as_i16()),
+            ..probe(format!("bulk-{i}"), 20)
+        })
+        .collect();
+    let mut conn = db.acquire().await.unwrap();
+    for chunk in bulk.chunks(1_000) {
+        billing::jobs::enqueue_many(&mut conn, chunk, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| s.worker.concurrency = 8,
+    );
+    wait_until(
+        "the worker to be busy on the backlog",
+        Duration::from_secs(10),
+        || async { runs(&db, "bulk").await.0 >= 50 },
+    )
+    .await;
+
+    // What a buyer or an undecided payment waits on (the priority of `payment.approve`
+    // and the reconcile tasks), enqueued behind the whole backlog.
+    for i in 0..5 {
+        let urgent = billing::tasks::Probe {
+            priority: Some(billing::jobs::Priority::Urgent.as_i16()),
+            ..probe(format!("urgent-{i}"), 0)
+        };
+        let queued_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        billing::jobs::enqueue(&mut conn, &urgent, chrono::Utc::now())
+            .await
+            .unwrap();
+        let key = format!("urgent-{i}");
+        wait_until("the urgent job to run", Duration::from_secs(10), || async {
+            ran_at(&db, &key).await.is_some()
+        })
+        .await;
+        let waited = ran_at(&db, &key).await.unwrap() - queued_at;
+        assert!(
+            waited < chrono::Duration::seconds(1),
+            "urgent job {i} started {waited} after it was queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = count(
+        &db,
+        "SELECT count(*) FROM fang_tasks WHERE metadata->>'key' LIKE 'bulk-%'",
+    )
+    .await;
+    assert!(
+        left > 1_000,
+        "the backlog was not in the way after all ({left} left)"
+    );
+
+    // A stream of urgent work never stops bulk work: every fifth claim is by due time.
+    let before = runs(&db, "bulk").await.0;
+    let stream: Vec<billing::tasks::Probe> = (0..400)
+        .map(|i| billing::tasks::Probe {
+            priority: Some(billing::jobs::Priority::Urgent.as_i16()),
+            ..probe(format!("stream-{i}"), 20)
+        })
+        .collect();
+    billing::jobs::enqueue_many(&mut conn, &stream, chrono::Utc::now())
+        .await
+        .unwrap();
+    wait_until(
+        "the urgent stream to drain",
+        Duration::from_secs(30),
+        || async { runs(&db, "stream").await.0 == 400 },
+    )
+    .await;
+    let during = runs(&db, "bulk").await.0 - before;
+    assert!(
+        during >= 40,
+        "only {during} bulk jobs ran beside 400 urgent ones"
+    );
     rt.stop().await;
 }

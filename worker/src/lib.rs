@@ -4,6 +4,7 @@
 pub mod outbox;
 pub mod queue;
 pub mod runtime;
+pub mod tasks;
 
 use std::future::{Future, IntoFuture};
 
@@ -33,20 +34,25 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// How long readiness waits for Postgres: a probe must answer before its own timeout,
+/// and a database that takes longer than this is not ready for work.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn ready(State(state): State<WorkerState>) -> impl IntoResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(state.ctx.db.pool())
-        .await
-    {
-        Ok(_) => (
+    let check = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.ctx.db.pool());
+    let failure = match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} ms", READY_TIMEOUT.as_millis())),
+    };
+    match failure {
+        None => (
             StatusCode::OK,
             Json(serde_json::json!({"status": "ready", "checks": {"postgres": "ok"}})),
         ),
-        Err(e) => (
+        Some(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                serde_json::json!({"status": "unavailable", "checks": {"postgres": e.to_string()}}),
-            ),
+            Json(serde_json::json!({"status": "unavailable", "checks": {"postgres": e}})),
         ),
     }
 }
@@ -59,11 +65,12 @@ async fn metrics(State(state): State<WorkerState>) -> impl IntoResponse {
 }
 
 /// Periodic tasks every worker keeps chained (one occurrence at a time across the fleet).
-pub fn periodic_tasks() -> Vec<Box<dyn fang::AsyncRunnable>> {
-    vec![
-        Box::new(billing::tasks::FlushViews {}),
-        Box::new(billing::tasks::SubscriptionsSweep { limit: None }),
-    ]
+pub fn periodic_tasks() -> billing::Result<Vec<billing::jobs::Job>> {
+    use billing::jobs::Job;
+    Ok(vec![
+        Job::of(&billing::tasks::FlushViews {})?,
+        Job::of(&billing::tasks::SubscriptionsSweep { limit: None })?,
+    ])
 }
 
 /// Runs the worker (job runtime + health server) until `shutdown` resolves.
@@ -87,7 +94,13 @@ pub async fn run(
     );
     let dispatcher = tokio::spawn(outbox::run(ctx.clone(), stopped(stop_rx.clone())));
     let cfg = runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
-    let jobs = tokio::spawn(runtime::run(ctx, cfg, periodic_tasks(), stopped(stop_rx)));
+    let jobs = tokio::spawn(runtime::run(
+        ctx,
+        cfg,
+        tasks::Registry::standard(),
+        periodic_tasks()?,
+        stopped(stop_rx),
+    ));
     shutdown.await;
     let _ = stop_tx.send(true);
     dispatcher.await?;

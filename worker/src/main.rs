@@ -158,7 +158,7 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
             let mut conn = ctx.db.acquire().await?;
             for i in 0..count {
                 let probe = billing::tasks::Probe::new(format!("{key}-{i}"));
-                billing::jobs::enqueue(&mut conn, &probe).await?;
+                billing::jobs::enqueue(&mut conn, &probe, ctx.clock.now()).await?;
             }
             println!("enqueued {count} probe(s); see job_probe_runs");
         }

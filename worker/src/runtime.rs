@@ -17,16 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use billing::jobs::{self, Claimed, TypeFilter};
+use billing::jobs::{self, ClaimOrder, Claimed, Job, Outcome, TypeFilter};
 use billing::settings::WorkerSettings;
 use chrono::Utc;
-use fang::{AsyncRunnable, Scheduled};
 use rand::Rng;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use crate::queue::PgQueue;
+use crate::tasks::{Registry, Runnable};
 
 /// One pool of task slots and the task types it takes.
 #[derive(Debug, Clone)]
@@ -124,7 +123,7 @@ enum Finish {
         token: Uuid,
         error: String,
     },
-    /// Refused before it could start (the PG guard): run again at `at`, no retry counted.
+    /// Nothing was attempted (the task said `Defer`): run again at `at`, no retry counted.
     Deferred {
         id: Uuid,
         token: Uuid,
@@ -136,7 +135,7 @@ enum Finish {
         id: Uuid,
         token: Uuid,
         error: Option<String>,
-        task: Arc<dyn AsyncRunnable>,
+        job: Box<Job>,
         next: chrono::DateTime<Utc>,
     },
     /// Stopped for shutdown between transactions: hand the claim back to the queue.
@@ -222,7 +221,7 @@ struct InFlight {
 struct Inner {
     ctx: billing::Ctx,
     cfg: RuntimeConfig,
-    queue: Arc<PgQueue>,
+    registry: Registry,
     /// Claims this worker holds, by lease token: renewed by the heartbeat until finalized.
     inflight: Mutex<HashMap<Uuid, InFlight>>,
     finish_tx: mpsc::UnboundedSender<Finish>,
@@ -245,17 +244,19 @@ impl Inner {
 
 /// Runs the worker's job runtime until `shutdown` resolves, then drains: stops claiming,
 /// lets in-flight tasks finish within the grace period, hands the rest back, flushes.
-/// `periodic` tasks (unique, with a cron pattern) are seeded and kept chained.
+/// Rows are run through `registry`; `periodic` tasks (unique, with a cron pattern) are
+/// seeded and kept chained.
 pub async fn run(
     ctx: billing::Ctx,
     cfg: RuntimeConfig,
-    periodic: Vec<Box<dyn AsyncRunnable>>,
+    registry: Registry,
+    periodic: Vec<Job>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (finish_tx, finish_rx) = mpsc::unbounded_channel();
     let wakers: Vec<Arc<Notify>> = cfg.pools.iter().map(|_| Arc::new(Notify::new())).collect();
     let inner = Arc::new(Inner {
-        queue: Arc::new(PgQueue::new(ctx.db.pool().clone())),
+        registry,
         ctx,
         cfg,
         inflight: Mutex::new(HashMap::new()),
@@ -337,7 +338,7 @@ pub async fn run(
 async fn release_with_retries(inner: &Inner, tokens: &[(Uuid, Uuid)]) {
     for attempt in 0..10u32 {
         match inner.ctx.db.acquire().await {
-            Ok(mut conn) => match jobs::release(&mut conn, tokens).await {
+            Ok(mut conn) => match jobs::release(&mut conn, tokens, inner.ctx.clock.now()).await {
                 Ok(n) => {
                     tracing::info!(released = n, "handed unfinished tasks back to the queue");
                     return;
@@ -354,17 +355,19 @@ async fn release_with_retries(inner: &Inner, tokens: &[(Uuid, Uuid)]) {
     );
 }
 
-async fn seed_periodic(inner: &Inner, periodic: &[Box<dyn AsyncRunnable>]) {
-    for task in periodic {
-        let name = task_name(&serde_json::to_value(task.as_ref()).unwrap_or_default());
-        if !task.uniq() || !matches!(task.cron(), Some(Scheduled::CronPattern(_))) {
+async fn seed_periodic(inner: &Inner, periodic: &[Job]) {
+    for job in periodic {
+        let name = job.name;
+        if job.uniq_hash.is_none() || job.cron.is_none() {
             tracing::error!(task = %name, "periodic tasks must be unique and have a cron pattern; not seeded");
             continue;
         }
         // Retried below by the next start or by any other worker seeding the same task.
         let result = async {
+            let now = inner.ctx.clock.now();
+            let at = job.first_run(now)?;
             let mut conn = inner.ctx.db.acquire().await?;
-            jobs::enqueue(&mut conn, task.as_ref()).await
+            jobs::insert(&mut conn, job, at, now).await
         }
         .await;
         match result {
@@ -397,6 +400,7 @@ async fn claim_loop(
 ) {
     let slots = Arc::new(Semaphore::new(pool.concurrency));
     let mut backoff = Duration::from_millis(100);
+    let mut claims: u64 = 0;
     loop {
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -410,6 +414,14 @@ async fn claim_loop(
             }
         }
         let now = inner.ctx.clock.now();
+        // Urgent work first, except on every FIFO_EVERY-th claim, which takes due work in
+        // due order so bulk work keeps moving under a stream of urgent work.
+        claims += 1;
+        let order = if claims % jobs::FIFO_EVERY == 0 {
+            ClaimOrder::Due
+        } else {
+            ClaimOrder::Priority
+        };
         let claimed = async {
             let mut conn = inner.ctx.db.acquire().await?;
             jobs::claim(
@@ -419,6 +431,7 @@ async fn claim_loop(
                 inner.cfg.lease,
                 &pool.filter,
                 permits.len() as i64,
+                order,
             )
             .await
         }
@@ -526,14 +539,12 @@ async fn execute(
     let span = tracing::info_span!("job", job_id = %claimed.id, task = %name, attempt = claimed.retries + 1,
         request_id = claimed.request_id.as_deref().unwrap_or_default());
 
-    let task: Arc<dyn AsyncRunnable> = match serde_json::from_value::<Box<dyn AsyncRunnable>>(
-        claimed.metadata.clone(),
-    ) {
+    let task: Arc<dyn Runnable> = match inner.registry.decode(&claimed.metadata) {
         Ok(t) => Arc::from(t),
         Err(e) => {
             metrics::counter!("jobs_finished_total", "task" => name.clone(), "outcome" => "undecodable")
                 .increment(1);
-            let error = format!("cannot decode task `{name}`: {e}");
+            let error = e.to_string();
             span.in_scope(|| tracing::error!(%error, "task row failed"));
             return Finish::Failed {
                 id: claimed.id,
@@ -552,42 +563,36 @@ async fn execute(
     // The task's transactions are counted, so a stop waits for the open one to end.
     let open = billing::db::OpenTransactions::default();
     let ctx = inner.ctx.counting_transactions(&open);
-    let queue = inner.queue.clone();
     let began = Instant::now();
     // Its own task, so a panic is caught as an error rather than killing the runner.
     let running = task.clone();
     let request_id = claimed.request_id.clone();
-    let run = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let work = billing::telemetry::with_request_id(
-                request_id,
-                jobs::scope(ctx, running.run(queue.as_ref())),
-            );
-            let stop = async {
-                tokio::select! {
-                    () = tokio::time::sleep(timeout) => Stop::TimedOut,
-                    s = stop.wait_for(Option::is_some) => match s {
-                        Ok(s) => s.unwrap_or(Stop::Shutdown),
-                        // The runner is gone: the process is going down.
-                        Err(_) => Stop::Shutdown,
-                    },
-                }
-            };
-            billing::db::stop_between_transactions(work, &open, stop).await
-        },
-        span.clone(),
-    ));
+    let run =
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let work = billing::telemetry::with_request_id(request_id, async move {
+                    running.run(&ctx).await
+                });
+                let stop = async {
+                    tokio::select! {
+                        () = tokio::time::sleep(timeout) => Stop::TimedOut,
+                        s = stop.wait_for(Option::is_some) => match s {
+                            Ok(s) => s.unwrap_or(Stop::Shutdown),
+                            // The runner is gone: the process is going down.
+                            Err(_) => Stop::Shutdown,
+                        },
+                    }
+                };
+                billing::db::stop_between_transactions(work, &open, stop).await
+            },
+            span.clone(),
+        ));
     let _guard = AbortOnDrop(run.abort_handle());
-    let mut deferral = None;
     let outcome = match run.await {
-        Ok(Ok((Ok(()), _))) => Ok(()),
-        Ok(Ok((Err(e), deferred))) => {
-            deferral = deferred;
-            Err(("failed", e.description))
-        }
-        Ok(Err(Stop::TimedOut)) => Err((
-            "timed_out",
-            format!("timed out after {} ms", timeout.as_millis()),
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(Stop::TimedOut)) => Outcome::retry(format!(
+            "timed_out: timed out after {} ms",
+            timeout.as_millis()
         )),
         Ok(Err(Stop::LeaseLost)) => {
             record_outcome(&name, "abandoned");
@@ -602,17 +607,22 @@ async fn execute(
                 token: claimed.lease_token,
             };
         }
-        Err(join) if join.is_panic() => Err(("panicked", "task panicked".to_owned())),
-        Err(_) => Err(("failed", "task was cancelled".to_owned())),
+        Err(join) if join.is_panic() => Outcome::retry("panicked: task panicked"),
+        Err(_) => Outcome::retry("cancelled: task was cancelled"),
     };
     let elapsed = began.elapsed();
     metrics::histogram!("job_run_seconds", "task" => name.clone()).record(elapsed.as_secs_f64());
     let now = inner.ctx.clock.now();
 
     // Periodic tasks chain their next occurrence whatever this one's outcome.
-    if let Some(Scheduled::CronPattern(pattern)) = task.cron() {
-        if let Ok(next) = jobs::next_cron(&pattern, now) {
-            let error = outcome.as_ref().err().map(|(_, e)| e.clone());
+    if let Some(pattern) = task.cron() {
+        if let Ok(next) = jobs::next_cron(pattern, now) {
+            let error = match &outcome {
+                Outcome::Done => None,
+                Outcome::Retry { reason, .. }
+                | Outcome::Defer { reason, .. }
+                | Outcome::Fail { reason } => Some(reason.clone()),
+            };
             record_outcome(
                 &name,
                 if error.is_some() {
@@ -625,21 +635,10 @@ async fn execute(
                 id: claimed.id,
                 token: claimed.lease_token,
                 error,
-                task,
+                job: Box::new(Job::again(&claimed, task.unique(), Some(pattern))),
                 next,
             };
         }
-    }
-    if let (Some(after), Err((_, reason))) = (deferral, &outcome) {
-        record_outcome(&name, "deferred");
-        tracing::debug!(job_id = %claimed.id, task = %name, %reason,
-            retry_in_ms = after.as_millis() as u64, "task deferred");
-        return Finish::Deferred {
-            id: claimed.id,
-            token: claimed.lease_token,
-            at: now + chrono::Duration::from_std(after).unwrap_or_default(),
-            reason: reason.clone(),
-        };
     }
     decide(inner, &claimed, &name, outcome, task.as_ref(), now)
 }
@@ -649,43 +648,67 @@ fn record_outcome(name: &str, outcome: &'static str) {
         .increment(1);
 }
 
+/// What the runtime does with a run's outcome: the one place a job's fate is decided.
 fn decide(
     inner: &Inner,
     claimed: &Claimed,
     name: &str,
-    outcome: Result<(), (&'static str, String)>,
-    task: &dyn AsyncRunnable,
+    outcome: Outcome,
+    task: &dyn Runnable,
     now: chrono::DateTime<Utc>,
 ) -> Finish {
+    let (id, token) = (claimed.id, claimed.lease_token);
     match outcome {
-        Ok(()) => {
+        Outcome::Done => {
             record_outcome(name, "succeeded");
-            Finish::Succeeded {
-                id: claimed.id,
-                token: claimed.lease_token,
+            Finish::Succeeded { id, token }
+        }
+        Outcome::Defer { after, reason } => {
+            record_outcome(name, "deferred");
+            tracing::debug!(job_id = %id, task = %name, %reason,
+                retry_in_ms = after.as_millis() as u64, "task deferred");
+            Finish::Deferred {
+                id,
+                token,
+                at: now + chrono::Duration::from_std(after).unwrap_or_default(),
+                reason,
             }
         }
-        Err((kind, error)) if claimed.retries < claimed.max_retries => {
-            let base = task.backoff(claimed.retries.max(0) as u32);
-            let delay = jittered(Duration::from_secs(u64::from(base)), inner.cfg.max_backoff);
+        Outcome::Retry { after, reason } if claimed.retries < claimed.max_retries => {
+            let delay = after.unwrap_or_else(|| {
+                jittered(
+                    task.backoff(claimed.retries.max(0) as u32),
+                    inner.cfg.max_backoff,
+                )
+            });
             record_outcome(name, "retried");
-            tracing::warn!(job_id = %claimed.id, task = %name, kind, %error, attempt = claimed.retries + 1,
+            tracing::warn!(job_id = %id, task = %name, error = %reason, attempt = claimed.retries + 1,
                 retry_in_ms = delay.as_millis() as u64, "task failed; will retry");
             Finish::Retry {
-                id: claimed.id,
-                token: claimed.lease_token,
+                id,
+                token,
                 at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                error: format!("{kind}: {error}"),
+                error: reason,
             }
         }
-        Err((kind, error)) => {
+        Outcome::Retry { reason, .. } => {
             record_outcome(name, "failed");
-            tracing::error!(job_id = %claimed.id, task = %name, kind, %error, attempts = claimed.retries + 1,
-                "task failed for good");
+            tracing::error!(job_id = %id, task = %name, error = %reason, attempts = claimed.retries + 1,
+                "task failed for good: retries used up");
             Finish::Failed {
-                id: claimed.id,
-                token: claimed.lease_token,
-                error: format!("{kind}: {error}"),
+                id,
+                token,
+                error: reason,
+            }
+        }
+        Outcome::Fail { reason } => {
+            record_outcome(name, "rejected");
+            tracing::error!(job_id = %id, task = %name, error = %reason, attempt = claimed.retries + 1,
+                "task failed permanently; not retried");
+            Finish::Failed {
+                id,
+                token,
+                error: format!("permanent: {reason}"),
             }
         }
     }
@@ -771,21 +794,21 @@ async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
                 token,
                 at,
                 error,
-            } => jobs::retry_at(&mut conn, *id, *token, *at, error).await?,
+            } => jobs::retry_at(&mut conn, *id, *token, *at, error, now).await?,
             Finish::Failed { id, token, error } => {
-                jobs::fail(&mut conn, *id, *token, error).await?
+                jobs::fail(&mut conn, *id, *token, error, now).await?
             }
             Finish::Deferred {
                 id,
                 token,
                 at,
                 reason,
-            } => jobs::defer(&mut conn, *id, *token, *at, reason).await?,
+            } => jobs::defer(&mut conn, *id, *token, *at, reason, now).await?,
             Finish::Periodic {
                 id,
                 token,
                 error,
-                task,
+                job,
                 next,
             } => {
                 finish_periodic(
@@ -793,7 +816,7 @@ async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
                     *id,
                     *token,
                     error.as_deref(),
-                    task.as_ref(),
+                    job,
                     *next,
                     inner.cfg.keep_finished,
                     now,
@@ -801,7 +824,7 @@ async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Result<()> {
                 .await?
             }
             Finish::Released { id, token } => {
-                jobs::release(&mut conn, &[(*id, *token)]).await? == 1
+                jobs::release(&mut conn, &[(*id, *token)], now).await? == 1
             }
             Finish::Succeeded { .. } | Finish::Abandoned { .. } | Finish::Shutdown => true,
         };
@@ -821,7 +844,7 @@ async fn finish_periodic(
     id: Uuid,
     token: Uuid,
     error: Option<&str>,
-    task: &dyn AsyncRunnable,
+    job: &Job,
     next: chrono::DateTime<Utc>,
     keep: bool,
     now: chrono::DateTime<Utc>,
@@ -830,10 +853,10 @@ async fn finish_periodic(
     let mut tx = conn.begin().await?;
     let held = match error {
         None => jobs::complete(&mut tx, &[(id, token)], keep, now).await? == 1,
-        Some(e) => jobs::fail(&mut tx, id, token, e).await?,
+        Some(e) => jobs::fail(&mut tx, id, token, e, now).await?,
     };
     if held {
-        jobs::enqueue_at(&mut tx, task, next).await?;
+        jobs::insert(&mut tx, job, next, now).await?;
         tx.commit().await?;
     }
     Ok(held)

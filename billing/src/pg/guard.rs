@@ -2,11 +2,13 @@
 //! (concurrent calls) and the rate cap (calls per second), with their metrics.
 //!
 //! A call first takes a [`Permit`] ([`PgGuard::admit`]: fails fast while the breaker is
-//! open, then waits for a bulkhead slot), does its own preparation (e.g. records a charge
-//! attempt), and sends through [`Permit::call`], which waits for a rate permit, asks the
-//! breaker once more and records the outcome. A refusal is a [`GatewayError`] of kind
-//! `Unavailable` with `retry_after`: nothing was sent, so the job runtime defers the
-//! work without using up a retry, and no dunning attempt is consumed.
+//! open or a misconfiguration hold is on, then waits for a bulkhead slot and a rate
+//! permit, first come first served), does its own preparation (e.g. records a charge
+//! attempt), and sends through [`Permit::call`], which asks the breaker once more and
+//! records the outcome. So a rate cap far below demand delays work before anything is
+//! recorded, never after. A refusal is a [`GatewayError`] of kind `Unavailable` with
+//! `retry_after`: nothing was sent, so the job runtime defers the work without using up
+//! a retry, and no dunning attempt is consumed.
 //!
 //! The breaker is hand-written because the requirement is resilience4j's count-based
 //! breaker with a minimum number of calls and a fixed number of half-open trial calls;
@@ -284,8 +286,20 @@ pub struct PgGuard {
     bulkhead: Arc<Semaphore>,
     max_concurrent: usize,
     limiter: DefaultDirectRateLimiter,
+    /// Rate permits in arrival order: governor's own wait is not a queue, and under a cap
+    /// far below demand an unlucky waiter would wait forever.
+    rate_queue: tokio::sync::Mutex<()>,
+    /// The same quota again at the moment of sending: what was recorded between the
+    /// permit and the send takes varying time, and calls permitted a second apart must
+    /// not reach the PG in the same second. Its waits are short (the permit already
+    /// paced the work), in arrival order, and never refuse: the attempt is recorded.
+    send_spacing: DefaultDirectRateLimiter,
+    send_queue: tokio::sync::Mutex<()>,
     max_wait: Duration,
     defer_jitter: Duration,
+    /// While set and in the future, nothing is sent: the PG refused our credentials.
+    hold_until: Mutex<Option<Instant>>,
+    misconfigured_hold: Duration,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -307,8 +321,13 @@ impl PgGuard {
             bulkhead: Arc::new(Semaphore::new(s.max_concurrent)),
             max_concurrent: s.max_concurrent,
             limiter: RateLimiter::direct(quota),
+            rate_queue: tokio::sync::Mutex::new(()),
+            send_spacing: RateLimiter::direct(quota),
+            send_queue: tokio::sync::Mutex::new(()),
             max_wait: Duration::from_millis(s.max_wait_ms),
             defer_jitter: Duration::from_millis(s.defer_jitter_ms),
+            hold_until: Mutex::new(None),
+            misconfigured_hold: Duration::from_millis(s.misconfigured_hold_ms),
         }
     }
 
@@ -334,12 +353,39 @@ impl PgGuard {
         GatewayError::unavailable(endpoint, format!("not sent: {why}"), self.defer(remaining))
     }
 
-    /// A permit for one call to `endpoint`: refused at once while the breaker is open;
-    /// otherwise waits (up to `max_wait_ms`) for a bulkhead slot. Waiting is not a failure.
+    /// How long the misconfiguration hold has left, if one is on.
+    fn held(&self, now: Instant) -> Option<Duration> {
+        let until = (*self
+            .hold_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))?;
+        (until > now).then(|| until - now)
+    }
+
+    /// The PG refused our credentials or address: send nothing for the hold's length.
+    fn hold(&self, now: Instant) {
+        *self
+            .hold_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now + self.misconfigured_hold);
+        metrics::counter!("pg_misconfigured_holds_total").increment(1);
+    }
+
+    /// The misconfiguration hold (how long work refused for it waits).
+    pub fn misconfigured_hold(&self) -> Duration {
+        self.misconfigured_hold
+    }
+
+    /// A permit for one call to `endpoint`: refused at once while the breaker is open or
+    /// a misconfiguration hold is on; otherwise waits (up to `max_wait_ms` in all) for a
+    /// bulkhead slot, then for a rate permit in arrival order. Waiting is not a failure.
     pub async fn admit(&self, endpoint: &'static str) -> PgResult<Permit<'_>> {
+        let now = Instant::now();
+        if let Some(left) = self.held(now) {
+            return Err(self.refused(endpoint, "misconfigured", left));
+        }
         {
             let b = self.lock();
-            let now = Instant::now();
             if b.would_refuse(now) {
                 return Err(self.refused(endpoint, "circuit_open", b.open_remaining(now)));
             }
@@ -352,6 +398,17 @@ impl PgGuard {
             .ok_or_else(|| self.refused(endpoint, "bulkhead_full", Duration::ZERO))?;
         metrics::histogram!("pg_permit_wait_seconds", "permit" => "bulkhead")
             .record(started.elapsed().as_secs_f64());
+        let waited = Instant::now();
+        let left = self.max_wait.saturating_sub(started.elapsed());
+        let rate = async {
+            let _turn = self.rate_queue.lock().await;
+            self.limiter.until_ready().await;
+        };
+        if tokio::time::timeout(left, rate).await.is_err() {
+            return Err(self.refused(endpoint, "rate_capped", Duration::ZERO));
+        }
+        metrics::histogram!("pg_permit_wait_seconds", "permit" => "rate")
+            .record(waited.elapsed().as_secs_f64());
         metrics::gauge!("pg_calls_in_flight").set(
             self.max_concurrent
                 .saturating_sub(self.bulkhead.available_permits()) as f64,
@@ -360,7 +417,6 @@ impl PgGuard {
             guard: self,
             endpoint,
             _slot: slot,
-            started,
         })
     }
 
@@ -400,25 +456,21 @@ pub struct Permit<'a> {
     guard: &'a PgGuard,
     endpoint: &'static str,
     _slot: OwnedSemaphorePermit,
-    started: Instant,
 }
 
 impl Permit<'_> {
-    /// Waits for a rate permit, asks the breaker, sends `call` and records its outcome.
-    /// Refused → `Unavailable` with `retry_after` (nothing sent).
+    /// Asks the breaker (and the misconfiguration hold) once more, sends `call` and
+    /// records its outcome. Refused → `Unavailable` with `retry_after` (nothing sent).
     pub async fn call<T>(self, call: impl Future<Output = PgResult<T>>) -> PgResult<T> {
         let guard = self.guard;
         let endpoint = self.endpoint;
-        let left = guard.max_wait.saturating_sub(self.started.elapsed());
-        let waited = Instant::now();
-        if tokio::time::timeout(left, guard.limiter.until_ready())
-            .await
-            .is_err()
-        {
-            return Err(guard.refused(endpoint, "rate_capped", Duration::ZERO));
+        if let Some(left) = guard.held(Instant::now()) {
+            return Err(guard.refused(endpoint, "misconfigured", left));
         }
-        metrics::histogram!("pg_permit_wait_seconds", "permit" => "rate")
-            .record(waited.elapsed().as_secs_f64());
+        {
+            let _turn = guard.send_queue.lock().await;
+            guard.send_spacing.until_ready().await;
+        }
         let (admission, t) = guard.lock().admit(Instant::now());
         guard.transitioned(t, endpoint);
         let ticket = match admission {
@@ -434,6 +486,11 @@ impl Permit<'_> {
             ticket: Some(ticket),
         };
         let result = call.await;
+        if let Err(e) = &result {
+            if e.kind == super::ErrorKind::Configuration {
+                guard.hold(Instant::now());
+            }
+        }
         let failed = result
             .as_ref()
             .err()

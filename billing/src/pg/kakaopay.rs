@@ -13,13 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::error::{excerpt, from_status, transport_kind, ErrorKind, GatewayError, Transport};
 use super::types::{
     ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, ChargeRequest, CidKind,
     OrderResponse, ReadyRequest, ReadyResponse, SidInactiveResponse, SidState, SidStatusResponse,
 };
 use super::{PaymentGateway, PgResult};
 use crate::money::Money;
+use crate::pg_error::{excerpt, from_status, transport_kind, ErrorKind, GatewayError, Transport};
 use crate::settings::KakaoPaySettings;
 
 /// Everything the client needs. `Debug` shows the secret as `[REDACTED]` (secrecy).

@@ -6,9 +6,9 @@
 //! do with an ambiguous outcome (reconciliation) is the job layer's decision, so the client
 //! reports it as [`ErrorKind::Ambiguous`] rather than guessing.
 
-mod error;
 pub mod guard;
 mod kakaopay;
+pub mod policy;
 mod types;
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
-pub use error::{
+pub use crate::pg_error::{
     classify_code, from_status, parse_error_body, transport_kind, ErrorKind, GatewayError,
     PgErrorBody, Transport,
 };
@@ -29,6 +29,28 @@ pub use types::{
 };
 
 pub type PgResult<T> = Result<T, GatewayError>;
+
+/// A digest of a PG answer, kept with the row it decided (evidence without the payload).
+pub fn digest<T: serde::Serialize>(value: &T) -> Option<String> {
+    use sha2::Digest;
+    serde_json::to_vec(value)
+        .ok()
+        .map(|b| hex::encode(sha2::Sha256::digest(&b)))
+}
+
+/// KakaoPay's `item_name` for an order: the first line's name and how many more there
+/// are ("루테인 외 2건"), at most 100 characters.
+pub fn item_name(first: String, lines: i64) -> String {
+    let mut name = if lines > 1 {
+        format!("{first} 외 {}건", lines - 1)
+    } else {
+        first
+    };
+    if name.chars().count() > 100 {
+        name = name.chars().take(99).collect::<String>() + "…";
+    }
+    name
+}
 
 /// The operations Pillivery needs from a PG. Object-safe so workers hold a
 /// [`SharedGateway`] and tests can substitute their own.

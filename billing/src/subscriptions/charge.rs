@@ -14,11 +14,12 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, SubscriptionId};
+use crate::jobs::{self, Outcome, Task};
 use crate::money::Money;
 use crate::orders;
-use crate::payments::{digest, pg_code, pg_item_name};
-use crate::pg::{ChargeRequest, ErrorKind, GatewayError};
-use crate::{jobs, tasks, Ctx};
+use crate::pg::policy::{self as error_policy, Action, Step};
+use crate::pg::{self, ChargeRequest, GatewayError};
+use crate::{tasks, Ctx};
 
 /// A product as priced when an attempt started; the cycle's order is written from these.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,18 +58,22 @@ struct Approval {
 /// crashed worker becomes `unknown` and goes to reconciliation; the once-a-day guard moves
 /// a charge that would be the second of a local day. Otherwise the attempt is recorded
 /// and committed before KakaoPay is called, so a crash at any point leaves evidence.
-pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Result<()> {
+pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Result<Outcome> {
     let policy = policy(ctx)?;
-    // Before anything is recorded: while the breaker is open the charge is deferred
-    // untouched, and no attempt (dunning or otherwise) is used up.
-    let permit = ctx.pg_guard.admit("subscription").await?;
+    // Before anything is recorded: while the breaker is open, or the rate cap has no
+    // permit in time, the charge is deferred untouched, and no attempt (dunning or
+    // otherwise) is used up.
+    let permit = match ctx.pg_guard.admit("subscription").await {
+        Ok(p) => p,
+        Err(e) => return Ok(job_outcome(ctx, error_policy::decide(Step::Charge, &e), &e)),
+    };
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let Some(s) = lock(&mut tx, id, None).await? else {
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     if !s.status.is_billable() || s.schedule_seq != seq || s.current_cycle + 1 != cycle {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     if let Some((open, status)) = open_attempt(&mut tx, id).await? {
         if status == super::AttemptStatus::InFlight {
@@ -83,26 +88,26 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
             enqueue_reconcile(ctx, &mut tx, open, 1, now, None).await?;
             tx.commit().await?;
         }
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let Some(next) = s.next(&policy) else {
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     if next.at > now {
         // Woken early (a clock step back, or an edit that forgot to reschedule): run again
         // at the right time rather than lose the charge.
-        reschedule(&mut tx, &s, Some(next), cycle).await?;
+        reschedule(&mut tx, &s, Some(next), cycle, now).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     if let Some(last) = s.last_charged_at {
         if policy.local_date(now) <= policy.local_date(last) {
             let moved = policy.not_before(next.due_on, now, Some(last));
             tracing::warn!(subscription_id = id.0, next_charge_at = %moved.at,
                 "a second charge on one local day refused; moved to the next day");
-            reschedule(&mut tx, &s, Some(moved), cycle).await?;
+            reschedule(&mut tx, &s, Some(moved), cycle, now).await?;
             tx.commit().await?;
-            return Ok(());
+            return Ok(Outcome::Done);
         }
     }
     let lines = priced_lines(&mut tx, id).await?;
@@ -113,12 +118,12 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
     if lines.is_empty() || amount <= 0 {
         cancel_locked(&mut tx, &s, "items_unavailable", now).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let Some(sid) = s.sid.clone() else {
         cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     let attempt = record_attempt(&mut tx, &s, cycle, &lines, Money(amount), now).await?;
     tx.commit().await?;
@@ -128,7 +133,7 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
         sid,
         partner_order_id: attempt.partner_order_id.clone(),
         partner_user_id: partner_user_id(&s),
-        item_name: pg_item_name(lines[0].name.clone(), lines.len() as i64),
+        item_name: pg::item_name(lines[0].name.clone(), lines.len() as i64),
         item_code: None,
         quantity: u32::try_from(units).unwrap_or(u32::MAX),
         total_amount: Money(amount),
@@ -140,12 +145,18 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
             let approval = Approval {
                 tid: Some(res.tid.clone()),
                 aid: Some(res.aid.clone()),
-                digest: digest(&res),
+                digest: pg::digest(&res),
             };
-            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now()).await
+            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now()).await?;
+            Ok(Outcome::Done)
         }
         Err(e) => apply_failure(ctx, &policy, &s, &attempt, e).await,
     }
+}
+
+/// The job's outcome for an action the charge steps leave to the runtime.
+fn job_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
+    error_policy::job_outcome(action, e, ctx.pg_guard.misconfigured_hold())
 }
 
 /// The SID's original partner user id (the first payment's).
@@ -279,14 +290,16 @@ async fn mark_not_charged(
     attempt: i64,
     code: &str,
     message: &str,
+    now: DateTime<Utc>,
 ) -> Result<bool> {
     let n = sqlx::query!(
         "UPDATE charge_attempts SET status = 'not_charged', failure_code = $2,
-                failure_message = $3, finished_at = now()
+                failure_message = $3, finished_at = $4
          WHERE id = $1 AND status IN ('in_flight', 'unknown')",
         attempt,
         code,
-        message
+        message,
+        now
     )
     .execute(&mut *conn)
     .await?
@@ -305,7 +318,7 @@ async fn enqueue_reconcile(
     not_after: Option<DateTime<Utc>>,
 ) -> Result<()> {
     let p = &ctx.settings.payments;
-    let delay = crate::payments::reconcile_delay(
+    let delay = error_policy::inquiry_delay(
         round,
         std::time::Duration::from_millis(p.reconcile_min_backoff_ms),
         std::time::Duration::from_millis(p.reconcile_max_backoff_ms),
@@ -322,6 +335,7 @@ async fn enqueue_reconcile(
             round,
         },
         at,
+        now,
     )
     .await?;
     Ok(())
@@ -339,6 +353,7 @@ async fn apply_success(
     approval: Approval,
     charged_at: DateTime<Utc>,
 ) -> Result<()> {
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
         return Err(Error::Internal(format!(
@@ -376,7 +391,8 @@ async fn apply_success(
                 status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END,
                 due_on = COALESCE($4, due_on),
                 next_charge_at = CASE WHEN $5::timestamptz IS NULL THEN next_charge_at ELSE $5 END,
-                schedule_seq = schedule_seq + 1, version = version + 1
+                schedule_seq = schedule_seq + 1, version = version + 1,
+                attention_code = NULL, attention_message = NULL, attention_since = NULL
            WHERE id = $1
            RETURNING schedule_seq, version, status AS "status: SubscriptionStatus""#,
         s.id.0,
@@ -396,6 +412,7 @@ async fn apply_success(
                 seq: updated.schedule_seq,
             },
             next.at,
+            now,
         )
         .await?;
     }
@@ -424,7 +441,7 @@ async fn apply_success(
         },
     )
     .await?;
-    jobs::enqueue(&mut tx, &tasks::OrderCountSales { order_id: order.0 }).await?;
+    jobs::enqueue(&mut tx, &tasks::OrderCountSales { order_id: order.0 }, now).await?;
     tx.commit().await?;
     metrics::counter!("subscription_charges_total", "outcome" => "succeeded").increment(1);
     tracing::info!(
@@ -544,53 +561,72 @@ async fn write_cycle_order(
     Ok(OrderId(order))
 }
 
-/// A failed call: a decline follows the dunning schedule; an unusable SID ends the
-/// subscription; nothing-sent failures free the attempt and are returned for the job to
-/// back off (no dunning attempt used); an ambiguous one waits for reconciliation.
+/// A failed call, as the policy decides for [`Step::Charge`]: a decline follows the
+/// dunning schedule; an unusable SID ends the subscription; an ambiguous answer waits for
+/// reconciliation; otherwise nothing was charged — the attempt is `not_charged` (no
+/// dunning attempt used) and the job retries, is deferred, or, for a request KakaoPay
+/// rejects, fails to the operators' list with the subscription flagged for attention and
+/// the cycle still due.
 async fn apply_failure(
     ctx: &Ctx,
     policy: &Policy,
     s: &Row,
     a: &Attempt,
     e: GatewayError,
-) -> Result<()> {
-    let code = pg_code(&e);
-    match e.kind {
-        ErrorKind::Decline => apply_decline(ctx, policy, a, &code, &e.message).await,
-        _ if e.sid_unusable() => {
+) -> Result<Outcome> {
+    let code = e.record_code();
+    let now = ctx.clock.now();
+    match error_policy::decide(Step::Charge, &e) {
+        Action::CustomerFailure => {
+            apply_decline(ctx, policy, a, &code, &e.message).await?;
+            Ok(Outcome::Done)
+        }
+        Action::SidUnusable => {
             let mut tx = ctx.db.begin().await?;
-            mark_not_charged(&mut tx, a.id, &code, &e.message).await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
             if let Some(s) = lock(&mut tx, s.id, None).await? {
                 if s.status != SubscriptionStatus::Canceled {
                     tracing::error!(subscription_id = s.id.0, error = %e, "the SID cannot charge; subscription canceled");
-                    cancel_locked(&mut tx, &s, "sid_unusable", ctx.clock.now()).await?;
+                    cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
                 }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
         }
-        ErrorKind::Transient
-        | ErrorKind::Unavailable
-        | ErrorKind::Permanent
-        | ErrorKind::Expired => {
-            let mut tx = ctx.db.begin().await?;
-            mark_not_charged(&mut tx, a.id, &code, &e.message).await?;
-            tx.commit().await?;
-            metrics::counter!("subscription_charges_total", "outcome" => "not_charged")
-                .increment(1);
-            if !e.is_retryable() {
-                tracing::error!(subscription_id = s.id.0, error = %e, "KakaoPay refused the charge request itself");
-            }
-            Err(e.into())
-        }
-        ErrorKind::Ambiguous | ErrorKind::AlreadyDone | ErrorKind::Mismatch => {
+        Action::Reconcile => {
             tracing::warn!(subscription_id = s.id.0, cycle = a.cycle, error = %e,
                 "charge outcome unknown; reconciling from the SID status");
             let mut tx = ctx.db.begin().await?;
             mark_unknown(&mut tx, a.id, &e.message).await?;
-            enqueue_reconcile(ctx, &mut tx, a.id, 1, ctx.clock.now(), None).await?;
+            enqueue_reconcile(ctx, &mut tx, a.id, 1, now, None).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
+        }
+        Action::Reject => {
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
+            sqlx::query!(
+                "UPDATE subscriptions SET attention_code = $2, attention_message = $3,
+                        attention_since = COALESCE(attention_since, $4)
+                 WHERE id = $1",
+                s.id.0,
+                code,
+                e.message,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            metrics::counter!("subscription_charges_total", "outcome" => "rejected").increment(1);
+            Ok(job_outcome(ctx, Action::Reject, &e))
+        }
+        other => {
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
+            tx.commit().await?;
+            metrics::counter!("subscription_charges_total", "outcome" => "not_charged")
+                .increment(1);
+            Ok(job_outcome(ctx, other, &e))
         }
     }
 }
@@ -661,7 +697,7 @@ async fn apply_decline(
                 due_on: pending.unwrap_or_else(|| policy.local_date(at)),
                 at,
             };
-            reschedule(&mut tx, &s, Some(next), a.cycle).await?;
+            reschedule(&mut tx, &s, Some(next), a.cycle, now).await?;
             tracing::info!(subscription_id = s.id.0, cycle = a.cycle, declines, code, retry_at = %at,
                 "charge declined; retry scheduled");
         }
@@ -685,14 +721,14 @@ async fn apply_decline(
 /// start (less the clock skew allowance) → it landed; earlier once the safety window has
 /// passed → it did not, and the cycle is tried again at once; earlier before that → ask
 /// again later. Undecided past the review window → the operators' review list.
-pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
+pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome> {
     let policy = policy(ctx)?;
     let cfg = &ctx.settings.subscriptions;
     let Some((a, status)) = load_attempt(&mut *ctx.db.acquire().await?, attempt_id).await? else {
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     if status != super::AttemptStatus::Unknown {
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let sid = sqlx::query_scalar!(
         "SELECT sid FROM subscriptions WHERE id = $1",
@@ -714,7 +750,11 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
         }
         Err(e) => {
             flag_for_review(ctx, &a, now, review_at).await?;
-            return Err(e.into());
+            return Ok(job_outcome(
+                ctx,
+                error_policy::decide(Step::SidStatus, &e),
+                &e,
+            ));
         }
     };
     let window_end = a.started_at + chrono::Duration::seconds(cfg.reconcile_window_secs as i64);
@@ -722,18 +762,20 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
         Some(true) => {
             // Charged around when the attempt was sent: the schedule and the daily guard
             // count from then.
-            apply_success(ctx, &policy, &a, Approval::default(), a.started_at).await
+            apply_success(ctx, &policy, &a, Approval::default(), a.started_at).await?;
+            Ok(Outcome::Done)
         }
         Some(false) if now >= window_end => {
             let mut tx = ctx.db.begin().await?;
             let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
-                return Ok(());
+                return Ok(Outcome::Done);
             };
             if mark_not_charged(
                 &mut tx,
                 a.id,
                 "not_landed",
                 "KakaoPay shows no charge since the attempt",
+                now,
             )
             .await?
             {
@@ -750,11 +792,11 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
                         due_on: pending.unwrap_or_else(|| policy.local_date(now)),
                         at: now,
                     };
-                    reschedule(&mut tx, &s, Some(again), a.cycle).await?;
+                    reschedule(&mut tx, &s, Some(again), a.cycle, now).await?;
                 }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
         }
         Some(false) | None => {
             flag_for_review(ctx, &a, now, review_at).await?;
@@ -768,7 +810,7 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<()> {
             let cap = (now < window_end).then_some(window_end);
             enqueue_reconcile(ctx, &mut tx, a.id, round + 1, now, cap).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Outcome::Done)
         }
     }
 }
@@ -817,7 +859,7 @@ pub async fn reconcile_now(ctx: &Ctx, attempt_id: i64) -> Result<ReconcileAction
     }
     let found = jobs::run_now(
         &mut tx,
-        tasks::SUBSCRIPTION_RECONCILE,
+        tasks::SubscriptionReconcile::NAME,
         serde_json::json!({ "attempt_id": attempt_id }),
         ctx.clock.now(),
     )
@@ -833,6 +875,7 @@ pub async fn reconcile_now(ctx: &Ctx, attempt_id: i64) -> Result<ReconcileAction
                 attempt_id,
                 round: row.reconcile_rounds + 1,
             },
+            ctx.clock.now(),
             ctx.clock.now(),
         )
         .await?;
@@ -878,8 +921,8 @@ async fn flag_for_review(
 
 /// Task `payment.inactivate_sid {subscription_id}`: a canceled subscription's SID can no
 /// longer be charged at KakaoPay. Idempotent; a SID KakaoPay no longer knows or already
-/// inactivated counts as done.
-pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
+/// inactivated counts as done ([`Step::SidInactivate`]).
+pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<Outcome> {
     let row = sqlx::query!(
         r#"SELECT sid, sid_inactivated_at, status AS "status: SubscriptionStatus"
            FROM subscriptions WHERE id = $1"#,
@@ -887,10 +930,12 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
     )
     .fetch_optional(ctx.db.pool())
     .await?;
-    let Some(r) = row else { return Ok(()) };
+    let Some(r) = row else {
+        return Ok(Outcome::Done);
+    };
     let (Some(sid), None, SubscriptionStatus::Canceled) = (r.sid, r.sid_inactivated_at, r.status)
     else {
-        return Ok(());
+        return Ok(Outcome::Done);
     };
     match ctx
         .pg_guard
@@ -898,10 +943,12 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
         .await
     {
         Ok(_) => {}
-        Err(e) if e.sid_unusable() => {
-            tracing::info!(subscription_id = id.0, error = %e, "SID already unusable at KakaoPay");
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => match error_policy::decide(Step::SidInactivate, &e) {
+            Action::AlreadyDone => {
+                tracing::info!(subscription_id = id.0, error = %e, "SID already unusable at KakaoPay");
+            }
+            other => return Ok(job_outcome(ctx, other, &e)),
+        },
     }
     let mut tx = ctx.db.begin().await?;
     sqlx::query!(
@@ -913,7 +960,7 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<()> {
     .await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, "SID inactivated");
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Task `subscriptions.sweep`: every billable subscription that is due, with nothing in
@@ -944,11 +991,7 @@ pub async fn sweep(ctx: &Ctx, limit: i64) -> Result<u64> {
     let mut inserted = 0;
     let mut conn = ctx.db.acquire().await?;
     for chunk in tasks.chunks(1_000) {
-        let refs: Vec<&dyn fang::AsyncRunnable> = chunk
-            .iter()
-            .map(|t| t as &dyn fang::AsyncRunnable)
-            .collect();
-        inserted += jobs::enqueue_many(&mut conn, &refs).await?;
+        inserted += jobs::enqueue_many(&mut conn, chunk, now).await?;
     }
     if inserted > 0 {
         tracing::info!(

@@ -303,6 +303,7 @@ pub async fn create_from_order(
             seq: 0,
         },
         next.at,
+        paid_at,
     )
     .await?;
     metrics::counter!("subscriptions_created_total").increment(1);
@@ -318,13 +319,14 @@ pub(crate) async fn reschedule(
     s: &Row,
     next: Option<Next>,
     cycle: i32,
+    now: DateTime<Utc>,
 ) -> Result<()> {
     let old = tasks::SubscriptionCharge {
         subscription_id: s.id.0,
         cycle,
         seq: s.schedule_seq,
     };
-    if let Some(hash) = jobs::uniq_hash(&old)? {
+    if let Some(hash) = jobs::Job::of(&old)?.uniq_hash {
         sqlx::query!(
             "DELETE FROM fang_tasks WHERE uniq_hash = $1 AND state IN ('new', 'retried')",
             hash
@@ -351,6 +353,7 @@ pub(crate) async fn reschedule(
                 seq,
             },
             next.at,
+            now,
         )
         .await?;
     }
@@ -507,7 +510,14 @@ pub async fn update(
             refuse_if_charging(&mut tx, id).await?;
             let last = s.last_charged_at.unwrap_or(now);
             let next = policy.after_period_change(last, period, now);
-            reschedule(&mut tx, &s, Some(next), s.current_cycle + 1).await?;
+            reschedule(
+                &mut tx,
+                &s,
+                Some(next),
+                s.current_cycle + 1,
+                ctx.clock.now(),
+            )
+            .await?;
             event = "subscription.rescheduled";
         }
     }
@@ -538,7 +548,14 @@ pub async fn skip(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscri
         .next(&policy)
         .ok_or_else(|| Error::Internal(format!("active subscription {id} has no next charge")))?;
     let next = policy.after_skip(pending.due_on, s.period_days, now, s.last_charged_at);
-    reschedule(&mut tx, &s, Some(next), s.current_cycle + 1).await?;
+    reschedule(
+        &mut tx,
+        &s,
+        Some(next),
+        s.current_cycle + 1,
+        ctx.clock.now(),
+    )
+    .await?;
     record_event(&mut tx, id, "subscription.skipped", EventExtra::default()).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription skipped a charge");
@@ -550,7 +567,7 @@ pub async fn pause(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscr
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let s = lock_active(&mut tx, user, id).await?;
-    reschedule(&mut tx, &s, None, s.current_cycle + 1).await?;
+    reschedule(&mut tx, &s, None, s.current_cycle + 1, ctx.clock.now()).await?;
     sqlx::query!(
         "UPDATE subscriptions SET status = 'paused', paused_at = $2 WHERE id = $1",
         id.0,
@@ -580,7 +597,14 @@ pub async fn resume(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subsc
     )
     .execute(&mut *tx)
     .await?;
-    reschedule(&mut tx, &s, Some(next), s.current_cycle + 1).await?;
+    reschedule(
+        &mut tx,
+        &s,
+        Some(next),
+        s.current_cycle + 1,
+        ctx.clock.now(),
+    )
+    .await?;
     record_event(&mut tx, id, "subscription.resumed", EventExtra::default()).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription resumed");
@@ -606,7 +630,7 @@ pub(crate) async fn cancel_locked(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    reschedule(conn, s, None, s.current_cycle + 1).await?;
+    reschedule(conn, s, None, s.current_cycle + 1, now).await?;
     sqlx::query!(
         "UPDATE subscriptions SET status = 'canceled', cancel_reason = $2, canceled_at = $3
          WHERE id = $1",
@@ -632,6 +656,7 @@ pub(crate) async fn cancel_locked(
             &tasks::SubscriptionInactivateSid {
                 subscription_id: s.id.0,
             },
+            now,
         )
         .await?;
     }
@@ -823,19 +848,23 @@ pub async fn preview(
     Ok(policy.preview(&start, outcomes))
 }
 
-/// Sets `subscription_charges_unknown` (charges sent with no answer yet) and
-/// `subscription_charges_review_required` (those past the review window), which the
-/// alert rules watch.
+/// Sets `subscription_charges_unknown` (charges sent with no answer yet),
+/// `subscription_charges_review_required` (those past the review window) and
+/// `subscriptions_needing_attention` (a charge request KakaoPay rejected; the cycle is
+/// still due), which the alert rules watch.
 pub async fn refresh_gauges(ctx: &Ctx) -> Result<()> {
     let row = sqlx::query!(
         r#"SELECT count(*) AS "unknown!",
-                  count(*) FILTER (WHERE review_required_at IS NOT NULL) AS "review!"
+                  count(*) FILTER (WHERE review_required_at IS NOT NULL) AS "review!",
+                  (SELECT count(*) FROM subscriptions WHERE attention_since IS NOT NULL)
+                      AS "attention!"
            FROM charge_attempts WHERE status = 'unknown'"#
     )
     .fetch_one(ctx.db.pool())
     .await?;
     metrics::gauge!("subscription_charges_unknown").set(row.unknown as f64);
     metrics::gauge!("subscription_charges_review_required").set(row.review as f64);
+    metrics::gauge!("subscriptions_needing_attention").set(row.attention as f64);
     Ok(())
 }
 

@@ -138,14 +138,10 @@ pub(super) async fn enqueue_all(
     now: DateTime<Utc>,
 ) -> Result<()> {
     if due <= now {
-        let refs: Vec<&dyn fang::AsyncRunnable> = tasks
-            .iter()
-            .map(|t| t as &dyn fang::AsyncRunnable)
-            .collect();
-        jobs::enqueue_many(conn, &refs).await?;
+        jobs::enqueue_many(conn, tasks, now).await?;
     } else {
         for t in tasks {
-            jobs::enqueue_at(conn, t, due).await?;
+            jobs::enqueue_at(conn, t, due, now).await?;
         }
     }
     Ok(())
@@ -369,7 +365,7 @@ pub async fn deliver(ctx: &Ctx, id: DeliveryId, round: i32, attempt: i32) -> Res
                 round,
                 attempt: attempt + 1,
             };
-            jobs::enqueue_at(&mut tx, &next, at).await?;
+            jobs::enqueue_at(&mut tx, &next, at, now).await?;
             tracing::info!(delivery_id = %id, endpoint_id = %t.endpoint_id, attempt, status,
                 error, next_attempt_at = %at, "webhook attempt failed; will retry");
         }

@@ -8,8 +8,24 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use billing::tasks::{Noop, Probe};
 use clap::{Parser, Subcommand};
-use fang::AsyncRunnable;
+use fang::typetag;
 use sqlx::PgPool;
+
+/// The `diag.noop` rows as stock fang runs them: fang's own task model (typetag-decoded
+/// `AsyncRunnable`), so the comparison is the same rows on the same table.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FangNoop {
+    #[serde(default)]
+    n: u64,
+}
+
+#[typetag::serde(name = "diag.noop")]
+#[async_trait::async_trait]
+impl fang::AsyncRunnable for FangNoop {
+    async fn run(&self, _queue: &dyn fang::AsyncQueueable) -> Result<(), fang::FangError> {
+        Ok(())
+    }
+}
 
 #[derive(Parser)]
 struct Cli {
@@ -73,8 +89,7 @@ async fn fill(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let tasks: Vec<Noop> = (0..n as u64).map(|n| Noop { n }).collect();
     let mut conn = pool.acquire().await?;
     for chunk in tasks.chunks(5_000) {
-        let refs: Vec<&dyn AsyncRunnable> = chunk.iter().map(|t| t as &dyn AsyncRunnable).collect();
-        billing::jobs::enqueue_many(&mut conn, &refs).await?;
+        billing::jobs::enqueue_many(&mut conn, chunk, chrono::Utc::now()).await?;
     }
     Ok(())
 }
@@ -121,9 +136,16 @@ impl Runtime {
     fn start(ctx: billing::Ctx) -> Self {
         let cfg = worker::runtime::RuntimeConfig::from_settings(&ctx.settings.worker);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(worker::runtime::run(ctx, cfg, Vec::new(), async {
-            let _ = stopped.await;
-        }));
+        let registry = worker::tasks::Registry::standard();
+        let handle = tokio::spawn(worker::runtime::run(
+            ctx,
+            cfg,
+            registry,
+            Vec::new(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self { stop, handle }
     }
 
@@ -205,7 +227,7 @@ async fn latency(url: &str, pool: &PgPool, samples: usize) -> anyhow::Result<()>
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let sent = chrono::Utc::now().timestamp_micros();
         let probe = Probe::new(format!("lat-{i}-{sent}"));
-        billing::jobs::enqueue(&mut tx, &probe).await?;
+        billing::jobs::enqueue(&mut tx, &probe, chrono::Utc::now()).await?;
         tx.commit().await?;
         // Idle between samples: each job finds the worker waiting.
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -20,11 +20,7 @@ pub async fn enqueue_probes(db: &PgPool, prefix: &str, n: usize, sleep_ms: u64) 
         .collect();
     let mut conn = db.acquire().await.unwrap();
     for chunk in probes.chunks(1000) {
-        let tasks: Vec<&dyn fang::AsyncRunnable> = chunk
-            .iter()
-            .map(|p| p as &dyn fang::AsyncRunnable)
-            .collect();
-        let inserted = billing::jobs::enqueue_many(&mut conn, &tasks)
+        let inserted = billing::jobs::enqueue_many(&mut conn, chunk, chrono::Utc::now())
             .await
             .unwrap();
         assert_eq!(inserted as usize, chunk.len());

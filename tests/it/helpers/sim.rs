@@ -98,6 +98,7 @@ impl Billing {
         let handle = tokio::spawn(worker::runtime::run(
             self.ctx.clone(),
             cfg,
+            worker::tasks::Registry::standard(),
             Vec::new(),
             async {
                 let _ = rx.await;

@@ -1,5 +1,7 @@
-//! What a failed payment-gateway call means for the caller: the error kinds and the rules
-//! that map KakaoPay's HTTP statuses, error codes and transport failures onto them.
+//! What a failed payment-gateway call means: the error kinds and the rules that map
+//! KakaoPay's HTTP statuses, error codes and transport failures onto them. Plain types
+//! and pure functions (foundation: the crate's `Error` carries a `GatewayError`); the
+//! client in `pg` produces them and `pg::policy` decides what each step does with them.
 //!
 //! The rules are pure functions so the whole table is unit-tested without a server.
 
@@ -14,8 +16,13 @@ pub enum ErrorKind {
     /// The PG says it already did this or the payment is in another state (−702, −783…−785):
     /// decide by inquiry.
     AlreadyDone,
-    /// Our request or configuration is wrong; the same request will fail again. Alert.
+    /// Our request is wrong (invalid parameters, unknown or inactive SID, a code the notes
+    /// do not list); the same request will fail again. Never re-sent; alert.
     Permanent,
+    /// The PG refuses *us*, not the request: a wrong or rotated secret key (HTTP 401/403)
+    /// or a server address KakaoPay does not allow (−798). Our misconfiguration: the work
+    /// waits for the fix and operators are alerted; customers are never failed for it.
+    Configuration,
     /// The buyer let the payment expire (−723) and must start again.
     Expired,
     /// Nothing happened at the PG (or the call is idempotent): back off and call again.
@@ -39,6 +46,7 @@ impl ErrorKind {
             ErrorKind::Decline => "decline",
             ErrorKind::AlreadyDone => "already_done",
             ErrorKind::Permanent => "permanent",
+            ErrorKind::Configuration => "configuration",
             ErrorKind::Expired => "expired",
             ErrorKind::Transient => "transient",
             ErrorKind::Ambiguous => "ambiguous",
@@ -148,6 +156,14 @@ impl GatewayError {
         }
     }
 
+    /// The code recorded on an order, payment or attempt: KakaoPay's own code, or
+    /// `pg_<kind>` when the PG sent none.
+    pub fn record_code(&self) -> String {
+        self.code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| format!("pg_{}", self.kind.as_str()))
+    }
+
     /// The SID can no longer charge (−750 no such SID, −751 inactive SID): the subscription
     /// needs a new payment method.
     pub fn sid_unusable(&self) -> bool {
@@ -163,16 +179,11 @@ pub fn classify_code(code: i64, method_result_code: Option<&str>) -> ErrorKind {
         -780 | -782 | -797 | -752 => ErrorKind::Decline,
         -702 | -783 | -784 | -785 => ErrorKind::AlreadyDone,
         -723 => ErrorKind::Expired,
-        -708..=-701
-        | -710
-        | -726..=-721
-        | -733..=-730
-        | -750
-        | -751
-        | -753
-        | -761
-        | -798
-        | -799 => ErrorKind::Permanent,
+        -708..=-701 | -710 | -726..=-721 | -733..=-730 | -750 | -751 | -753 | -761 | -799 => {
+            ErrorKind::Permanent
+        }
+        // "This server's IP is not allowed": the PG refuses us whatever we send.
+        -798 => ErrorKind::Configuration,
         // A code the notes do not list: the PG refused the request, and repeating it
         // unchanged is not known to help, so stop and alert rather than guess.
         _ => ErrorKind::Permanent,
@@ -260,6 +271,9 @@ pub fn from_status(
         // The server refused to process it (request timeout, rate limit): nothing happened,
         // and DESIGN §5 says rate limits never count as declines.
         ErrorKind::Transient
+    } else if status == 401 || status == 403 {
+        // The secret key is wrong, expired or rotated, or our address is refused.
+        ErrorKind::Configuration
     } else if (400..500).contains(&status) {
         match &parsed {
             Some(p) => classify_code(p.code, p.method_result_code.as_deref()),
@@ -342,7 +356,7 @@ mod tests {
             (-751, None, Permanent),
             (-753, None, Permanent),
             (-761, None, Permanent),
-            (-798, None, Permanent),
+            (-798, None, Configuration),
             (-799, None, Permanent),
             // Not in the notes: refuse to guess, alert.
             (-709, None, Permanent),
@@ -390,7 +404,23 @@ mod tests {
             (400, old, false, AlreadyDone, Some(-702), None),
             (400, old_expired, false, Expired, Some(-723), None),
             (400, no_sid, false, Permanent, Some(-750), None),
-            (401, "", false, Permanent, None, None),
+            (401, "", false, Configuration, None, None),
+            (
+                403,
+                r#"{"error_code":-798,"error_message":"ip"}"#,
+                false,
+                Configuration,
+                Some(-798),
+                None,
+            ),
+            (
+                400,
+                r#"{"error_code":-798,"error_message":"ip"}"#,
+                false,
+                Configuration,
+                Some(-798),
+                None,
+            ),
             (404, "<html>nope</html>", false, Permanent, None, None),
             (400, "{not json", true, Permanent, None, None),
             (408, "", false, Transient, None, None),
@@ -415,7 +445,7 @@ mod tests {
     #[test]
     fn kakaopay_unparseable_4xx_names_the_status() {
         let e = from_status("cancel", 403, b"Forbidden", false);
-        assert_eq!(e.kind, Permanent);
+        assert_eq!(e.kind, Configuration);
         assert!(e.message.contains("403"), "{}", e.message);
         assert!(e.message.contains("Forbidden"));
     }
