@@ -896,14 +896,8 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
             if let Some(p) = payment {
-                crate::payments::abandon(
-                    &mut tx,
-                    p,
-                    "customer_canceled",
-                    "canceled by the customer",
-                    ctx.clock.now(),
-                )
-                .await?;
+                let failure = ("customer_canceled", "canceled by the customer");
+                crate::payments::abandon(&mut tx, id, p, failure, ctx.clock.now()).await?;
             }
             record_event(&mut tx, id, version, "order.canceled", None).await?;
             tracing::info!(order_id = id.0, "order canceled before payment");
@@ -918,7 +912,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
-            crate::payments::request_refund(&mut tx, p, ctx.clock.now()).await?;
+            crate::payments::request_refund(&mut tx, id, p, ctx.clock.now()).await?;
             tracing::info!(order_id = id.0, "refund requested");
         }
         OrderStatus::Approving => return Err(Error::PaymentInProgress),

@@ -143,6 +143,111 @@ async fn load(conn: &mut PgConnection, id: PaymentId) -> Result<Row> {
     })
 }
 
+// ---- the one way a payment moves ----------------------------------------------------------
+
+/// What a payment's move writes besides its status and the matching time column; `None`
+/// leaves a column as it is.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    tid: Option<&'a str>,
+    redirect_pc_url: Option<&'a str>,
+    redirect_mobile_url: Option<&'a str>,
+    redirect_app_url: Option<&'a str>,
+    pg_token: Option<&'a str>,
+    aid: Option<&'a str>,
+    sid: Option<&'a str>,
+    response_digest: Option<String>,
+    /// The reason of a failed or abandoned payment, carried by its order's event too.
+    failure: Option<(&'a str, &'a str)>,
+}
+
+/// A payment's move and what it does to its order.
+struct Move<'a> {
+    from: &'a [PaymentStatus],
+    to: PaymentStatus,
+    fields: Fields<'a>,
+    /// The order's move (from one of, to) and the event recorded when it happens; `None`
+    /// when the caller moves the order itself.
+    order: Option<(&'a [OrderStatus], OrderStatus, Option<&'static str>)>,
+}
+
+/// What [`advance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Advanced {
+    /// The payment was no longer in `from`: someone else decided first; nothing written.
+    Lost,
+    /// The payment moved; the order's new version if the order moved too.
+    Moved(Option<i32>),
+}
+
+/// The one way a payment changes state, in the caller's transaction: lock its order,
+/// compare-and-set the payment (status, its time column, the fields), move the order and
+/// record the order's event. Whoever loses the compare-and-set writes nothing.
+async fn advance(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    id: PaymentId,
+    mv: Move<'_>,
+    now: DateTime<Utc>,
+) -> Result<Advanced> {
+    orders::lock(conn, order_id).await?;
+    let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+    let f = &mv.fields;
+    let moved = sqlx::query_scalar!(
+        r#"UPDATE payments SET status = $2,
+                  tid = COALESCE($4, tid),
+                  redirect_pc_url = COALESCE($5, redirect_pc_url),
+                  redirect_mobile_url = COALESCE($6, redirect_mobile_url),
+                  redirect_app_url = COALESCE($7, redirect_app_url),
+                  pg_token = COALESCE($8, pg_token),
+                  aid = COALESCE($9, aid),
+                  sid = COALESCE($10, sid),
+                  response_digest = COALESCE($11, response_digest),
+                  failure_code = CASE WHEN $2 = 'refunded' THEN NULL
+                                      ELSE COALESCE($12, failure_code) END,
+                  failure_message = CASE WHEN $2 = 'refunded' THEN NULL
+                                         ELSE COALESCE($13, failure_message) END,
+                  canceled_amount = CASE WHEN $2 = 'refunded' THEN amount
+                                         ELSE canceled_amount END,
+                  ready_at = CASE WHEN $2 = 'ready' THEN $14 ELSE ready_at END,
+                  approving_at = CASE WHEN $2 = 'approving' THEN $14 ELSE approving_at END,
+                  approved_at = CASE WHEN $2 = 'approved' THEN $14 ELSE approved_at END,
+                  failed_at = CASE WHEN $2 IN ('failed', 'abandoned') THEN $14
+                                   ELSE failed_at END,
+                  refunded_at = CASE WHEN $2 = 'refunded' THEN $14 ELSE refunded_at END
+           WHERE id = $1 AND status = ANY($3) RETURNING id"#,
+        id.0,
+        mv.to.as_str(),
+        &from as &[&str],
+        f.tid,
+        f.redirect_pc_url,
+        f.redirect_mobile_url,
+        f.redirect_app_url,
+        f.pg_token,
+        f.aid,
+        f.sid,
+        f.response_digest,
+        f.failure.map(|x| x.0),
+        f.failure.map(|x| x.1),
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if moved.is_none() {
+        return Ok(Advanced::Lost);
+    }
+    let Some((order_from, order_to, event)) = mv.order else {
+        return Ok(Advanced::Moved(None));
+    };
+    let version = orders::transition(conn, order_id, order_from, order_to).await?;
+    if let (Some(v), Some(event)) = (version, event) {
+        // The reason travels with `order.payment_failed` only.
+        let failure = f.failure.filter(|_| order_to == OrderStatus::PaymentFailed);
+        orders::record_event(conn, order_id, v, event, failure).await?;
+    }
+    Ok(Advanced::Moved(version))
+}
+
 // ---- ready --------------------------------------------------------------------------------
 
 /// KakaoPay's item name for the order: the first line's name and how many more there are.
@@ -201,41 +306,28 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
         Ok(res) => {
             let now = ctx.clock.now();
             let mut tx = ctx.db.begin().await?;
-            orders::lock(&mut tx, p.order_id).await?;
-            let updated = sqlx::query_scalar!(
-                "UPDATE payments SET status = 'ready', tid = $2, redirect_pc_url = $3,
-                        redirect_mobile_url = $4, redirect_app_url = $5, ready_at = $7,
-                        response_digest = $6
-                 WHERE id = $1 AND status = 'created' RETURNING id",
-                id.0,
-                res.tid,
-                res.next_redirect_pc_url,
-                res.next_redirect_mobile_url,
-                res.next_redirect_app_url,
-                pg::digest(&res),
-                now,
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if updated.is_some() {
-                let moved = orders::transition(
-                    &mut tx,
-                    p.order_id,
+            let fields = Fields {
+                tid: Some(&res.tid),
+                redirect_pc_url: res.next_redirect_pc_url.as_deref(),
+                redirect_mobile_url: res.next_redirect_mobile_url.as_deref(),
+                redirect_app_url: res.next_redirect_app_url.as_deref(),
+                response_digest: pg::digest(&res),
+                ..Fields::default()
+            };
+            let mv = Move {
+                from: &[PaymentStatus::Created],
+                to: PaymentStatus::Ready,
+                fields,
+                order: Some((
                     &[OrderStatus::PendingPayment],
                     OrderStatus::PaymentReady,
-                )
-                .await?;
-                if moved.is_none() {
-                    // Canceled while ready was in flight: the tid is never used.
-                    abandon(
-                        &mut tx,
-                        id,
-                        "customer_canceled",
-                        "canceled by the customer",
-                        now,
-                    )
-                    .await?;
-                }
+                    None,
+                )),
+            };
+            if advance(&mut tx, p.order_id, id, mv, now).await? == Advanced::Moved(None) {
+                // Canceled while ready was in flight: the tid is never used.
+                let failure = ("customer_canceled", "canceled by the customer");
+                abandon(&mut tx, p.order_id, id, failure, now).await?;
             }
             tx.commit().await?;
             tracing::info!(order_id = p.order_id.0, payment_id = id.0, "payment ready");
@@ -358,22 +450,16 @@ pub async fn redirect(
     let now = ctx.clock.now();
     let status = match action {
         RedirectAction::Approve => {
-            sqlx::query!(
-                "UPDATE payments SET status = 'approving', pg_token = $2, approving_at = $3
-                 WHERE id = $1 AND status = 'ready'",
-                id.0,
-                pg_token,
-                now,
-            )
-            .execute(&mut *tx)
-            .await?;
-            orders::transition(
-                &mut tx,
-                order_id,
-                &[OrderStatus::PaymentReady],
-                OrderStatus::Approving,
-            )
-            .await?;
+            let mv = Move {
+                from: &[PaymentStatus::Ready],
+                to: PaymentStatus::Approving,
+                fields: Fields {
+                    pg_token,
+                    ..Fields::default()
+                },
+                order: Some((&[OrderStatus::PaymentReady], OrderStatus::Approving, None)),
+            };
+            advance(&mut tx, order_id, id, mv, now).await?;
             jobs::enqueue(
                 &mut tx,
                 &tasks::PaymentApprove {
@@ -386,37 +472,28 @@ pub async fn redirect(
             OrderStatus::Approving
         }
         RedirectAction::Cancel => {
-            let version = orders::transition(
-                &mut tx,
-                order_id,
-                &[OrderStatus::PaymentReady],
-                OrderStatus::Canceled,
-            )
-            .await?;
-            abandon(
-                &mut tx,
-                id,
-                "buyer_canceled",
-                "the buyer canceled at KakaoPay",
-                now,
-            )
-            .await?;
-            if let Some(v) = version {
-                orders::record_event(&mut tx, order_id, v, "order.canceled", None).await?;
-            }
+            let mv = Move {
+                from: &[PaymentStatus::Ready],
+                to: PaymentStatus::Abandoned,
+                fields: Fields {
+                    failure: Some(("buyer_canceled", "the buyer canceled at KakaoPay")),
+                    ..Fields::default()
+                },
+                order: Some((
+                    &[OrderStatus::PaymentReady],
+                    OrderStatus::Canceled,
+                    Some("order.canceled"),
+                )),
+            };
+            advance(&mut tx, order_id, id, mv, now).await?;
             OrderStatus::Canceled
         }
         RedirectAction::Fail => {
-            let p = load(&mut tx, id).await?;
-            fail(
-                &mut tx,
-                &p,
-                &[PaymentStatus::Ready],
+            let failure = (
                 "buyer_payment_failed",
                 "KakaoPay reported that the payment failed",
-                now,
-            )
-            .await?;
+            );
+            fail(&mut tx, order_id, id, &[PaymentStatus::Ready], failure, now).await?;
             OrderStatus::PaymentFailed
         }
     };
@@ -512,36 +589,31 @@ async fn mark_paid(
     response_digest: Option<String>,
 ) -> Result<()> {
     let now = ctx.clock.now();
-    orders::lock(conn, p.order_id).await?;
-    let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'approved', aid = $2, sid = $3, approved_at = $5,
-                response_digest = COALESCE($4, response_digest)
-         WHERE id = $1 AND status = 'approving' RETURNING id",
-        p.id.0,
-        approval.aid,
-        approval.sid,
-        response_digest,
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if updated.is_none() {
-        return Ok(());
+    let mv = Move {
+        from: &[PaymentStatus::Approving],
+        to: PaymentStatus::Approved,
+        fields: Fields {
+            aid: approval.aid.as_deref(),
+            sid: approval.sid.as_deref(),
+            response_digest,
+            ..Fields::default()
+        },
+        order: Some((
+            &[OrderStatus::Approving],
+            OrderStatus::Paid,
+            Some("order.paid"),
+        )),
+    };
+    match advance(conn, p.order_id, p.id, mv, now).await? {
+        Advanced::Lost => return Ok(()),
+        Advanced::Moved(Some(_)) => {}
+        Advanced::Moved(None) => {
+            return Err(Error::Internal(format!(
+                "order {} of an approving payment was not approving",
+                p.order_id.0
+            )))
+        }
     }
-    let version = orders::transition(
-        conn,
-        p.order_id,
-        &[OrderStatus::Approving],
-        OrderStatus::Paid,
-    )
-    .await?
-    .ok_or_else(|| {
-        Error::Internal(format!(
-            "order {} of an approving payment was not approving",
-            p.order_id.0
-        ))
-    })?;
-    orders::record_event(conn, p.order_id, version, "order.paid", None).await?;
     if p.kind == CidKind::Subscription {
         match &approval.sid {
             Some(sid) => {
@@ -574,52 +646,38 @@ async fn mark_paid(
 /// `payment_failed` with the reason, and `order.payment_failed`.
 async fn fail(
     conn: &mut PgConnection,
-    p: &Row,
+    order_id: OrderId,
+    id: PaymentId,
     from: &[PaymentStatus],
-    code: &str,
-    message: &str,
+    failure: (&str, &str),
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    orders::lock(conn, p.order_id).await?;
-    let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3,
-                failed_at = $5
-         WHERE id = $1 AND status = ANY($4) RETURNING id",
-        p.id.0,
-        code,
-        message,
-        &from as &[&str],
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if updated.is_none() {
-        return Ok(());
+    let mv = Move {
+        from,
+        to: PaymentStatus::Failed,
+        fields: Fields {
+            failure: Some(failure),
+            ..Fields::default()
+        },
+        order: Some((
+            &[
+                OrderStatus::PendingPayment,
+                OrderStatus::PaymentReady,
+                OrderStatus::Approving,
+            ],
+            OrderStatus::PaymentFailed,
+            Some("order.payment_failed"),
+        )),
+    };
+    if advance(conn, order_id, id, mv, now).await? != Advanced::Lost {
+        metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+        tracing::info!(
+            order_id = order_id.0,
+            code = failure.0,
+            message = failure.1,
+            "payment failed"
+        );
     }
-    let version = orders::transition(
-        conn,
-        p.order_id,
-        &[
-            OrderStatus::PendingPayment,
-            OrderStatus::PaymentReady,
-            OrderStatus::Approving,
-        ],
-        OrderStatus::PaymentFailed,
-    )
-    .await?;
-    if let Some(v) = version {
-        orders::record_event(
-            conn,
-            p.order_id,
-            v,
-            "order.payment_failed",
-            Some((code, message)),
-        )
-        .await?;
-    }
-    metrics::counter!("payments_total", "outcome" => "failed").increment(1);
-    tracing::info!(order_id = p.order_id.0, code, message, "payment failed");
     Ok(())
 }
 
@@ -632,30 +690,38 @@ async fn fail_now(
     message: &str,
 ) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
-    fail(&mut tx, p, from, code, message, ctx.clock.now()).await?;
+    fail(
+        &mut tx,
+        p.order_id,
+        p.id,
+        from,
+        (code, message),
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// The order was canceled before payment: a payment not yet approving is abandoned.
+/// The order was canceled before payment: a payment not yet approving is abandoned (the
+/// caller moves the order).
 pub async fn abandon(
     conn: &mut PgConnection,
+    order_id: OrderId,
     id: PaymentId,
-    code: &str,
-    message: &str,
+    failure: (&str, &str),
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query!(
-        "UPDATE payments SET status = 'abandoned', failure_code = $2, failure_message = $3,
-                failed_at = $4
-         WHERE id = $1 AND status IN ('created', 'ready')",
-        id.0,
-        code,
-        message,
-        now
-    )
-    .execute(&mut *conn)
-    .await?;
+    let mv = Move {
+        from: &[PaymentStatus::Created, PaymentStatus::Ready],
+        to: PaymentStatus::Abandoned,
+        fields: Fields {
+            failure: Some(failure),
+            ..Fields::default()
+        },
+        order: None,
+    };
+    advance(conn, order_id, id, mv, now).await?;
     Ok(())
 }
 
@@ -664,17 +730,17 @@ pub async fn abandon(
 /// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
 pub async fn request_refund(
     conn: &mut PgConnection,
+    order_id: OrderId,
     id: PaymentId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'refund_requested' WHERE id = $1 AND status = 'approved'
-         RETURNING id",
-        id.0
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if updated.is_none() {
+    let mv = Move {
+        from: &[PaymentStatus::Approved],
+        to: PaymentStatus::RefundRequested,
+        fields: Fields::default(),
+        order: None,
+    };
+    if advance(conn, order_id, id, mv, now).await? == Advanced::Lost {
         return Err(Error::Internal(format!(
             "payment {} of a paid order is not approved",
             id.0
@@ -761,28 +827,18 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
 }
 
 async fn mark_refunded(conn: &mut PgConnection, p: &Row, now: DateTime<Utc>) -> Result<()> {
-    orders::lock(conn, p.order_id).await?;
-    let updated = sqlx::query_scalar!(
-        "UPDATE payments SET status = 'refunded', canceled_amount = amount, refunded_at = $2,
-                failure_code = NULL, failure_message = NULL
-         WHERE id = $1 AND status = 'refund_requested' RETURNING id",
-        p.id.0,
-        now
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if updated.is_none() {
+    let mv = Move {
+        from: &[PaymentStatus::RefundRequested],
+        to: PaymentStatus::Refunded,
+        fields: Fields::default(),
+        order: Some((
+            &[OrderStatus::RefundRequested],
+            OrderStatus::Refunded,
+            Some("order.refunded"),
+        )),
+    };
+    if advance(conn, p.order_id, p.id, mv, now).await? == Advanced::Lost {
         return Ok(());
-    }
-    let version = orders::transition(
-        conn,
-        p.order_id,
-        &[OrderStatus::RefundRequested],
-        OrderStatus::Refunded,
-    )
-    .await?;
-    if let Some(v) = version {
-        orders::record_event(conn, p.order_id, v, "order.refunded", None).await?;
     }
     metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
     tracing::info!(
@@ -911,12 +967,16 @@ pub async fn reconcile(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
             .await?;
         }
         PaymentStatus::Approving if status.is_failed() => {
-            fail(
-                &mut tx,
-                &p,
-                &[PaymentStatus::Approving],
+            let failure = (
                 status.as_str(),
                 "KakaoPay reports the payment did not complete",
+            );
+            fail(
+                &mut tx,
+                p.order_id,
+                p.id,
+                &[PaymentStatus::Approving],
+                failure,
                 now,
             )
             .await?;
