@@ -4,6 +4,7 @@
 //! the result. Every function takes the `Ctx` (shared handles) or a `&mut PgConnection`
 //! so one service call owns its transaction.
 
+pub mod accounts;
 pub mod carts;
 pub mod clock;
 pub mod db;
@@ -25,6 +26,7 @@ pub mod probes;
 pub mod reviews;
 pub mod sessions;
 pub mod settings;
+pub mod store;
 pub mod subscriptions;
 pub mod tasks;
 pub mod telemetry;

@@ -24,6 +24,7 @@ use crate::ids::{OrderId, PaymentId, UserId};
 use crate::money::Money;
 use crate::page::{Page, PageRequest};
 use crate::payments::PaymentStatus;
+use crate::store;
 use crate::validate::{self, Checks};
 use crate::{jobs, outbox, tasks, Ctx};
 
@@ -54,6 +55,15 @@ pub enum OrderStatus {
     Canceled,
     RefundRequested,
     Refunded,
+}
+
+impl OrderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::OneTime => "one_time",
+            OrderKind::Subscription => "subscription",
+        }
+    }
 }
 
 impl OrderStatus {
@@ -207,14 +217,8 @@ pub struct Placed {
 
 // ---- placing ----------------------------------------------------------------------------
 
-/// A priced line, ready to insert.
-struct Priced {
-    item_id: i64,
-    name: String,
-    unit_price: i64,
-    unit_discount: i64,
-    quantity: i32,
-}
+/// A line as priced now (written as the order's line).
+type Priced = store::orders::LineRow;
 
 fn validate_key(key: &str) -> Result<()> {
     let ok = !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
@@ -468,30 +472,32 @@ pub async fn place(
         ));
     }
 
-    let inserted = sqlx::query!(
-        r#"INSERT INTO orders (user_id, kind, receiver_name, receiver_phone, receiver_city,
-                               receiver_address, total_amount, total_discount, item_count,
-                               period_days, idempotency_key, idempotency_hash, from_cart)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-           ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-           RETURNING id, created_at, updated_at"#,
-        user.0,
-        kind as OrderKind,
-        receiver.name,
-        receiver.phone,
-        receiver.city,
-        receiver.detail_address,
-        total,
-        discount,
-        count,
-        period_days,
-        idempotency_key,
-        hash,
-        input.from_cart,
+    let now = ctx.clock.now();
+    let written = store::orders::insert(
+        &mut tx,
+        &store::orders::NewOrder {
+            user,
+            kind: kind.as_str(),
+            ship_to: store::orders::ShipTo::Given {
+                name: &receiver.name,
+                phone: &receiver.phone,
+                city: &receiver.city,
+                address: &receiver.detail_address,
+            },
+            lines: &lines,
+            total: Money(total),
+            discount: Money(discount),
+            period_days,
+            cycle: None,
+            idempotency: idempotency_key.zip(hash.as_deref()),
+            from_cart: input.from_cart,
+            payment: store::orders::NewPayment::Created,
+        },
+        &format!("pv-user-{}", user.0),
+        now,
     )
-    .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = inserted else {
+    let Some(written) = written else {
         // A concurrent request with the same key committed first: answer with its order.
         drop(tx);
         let (Some(key), Some(hash)) = (idempotency_key, hash.as_deref()) else {
@@ -507,34 +513,13 @@ pub async fn place(
             replayed: true,
         });
     };
-
-    let order_id = row.id;
-    let item_ids: Vec<i64> = lines.iter().map(|l| l.item_id).collect();
-    let names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
-    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price).collect();
-    let discounts: Vec<i64> = lines.iter().map(|l| l.unit_discount).collect();
-    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-    sqlx::query!(
-        r#"INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount, quantity)
-           SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::int[])"#,
-        order_id,
-        &item_ids,
-        &names,
-        &prices,
-        &discounts,
-        &quantities,
-    )
-    .execute(&mut *tx)
-    .await?;
-
-    let payment =
-        crate::payments::create(&mut tx, OrderId(order_id), user, kind, Money(total)).await?;
+    let order_id = written.order.0;
     jobs::enqueue(
         &mut tx,
         &tasks::PaymentReady {
-            payment_id: payment.0,
+            payment_id: written.payment.0,
         },
-        ctx.clock.now(),
+        now,
     )
     .await?;
     tx.commit().await?;
@@ -565,8 +550,8 @@ pub async fn place(
             approved_at: None,
             refunded_amount: Money::ZERO,
         }),
-        created_at: row.created_at,
-        updated_at: row.updated_at,
+        created_at: now,
+        updated_at: now,
         paid_at: None,
         canceled_at: None,
         refunded_at: None,

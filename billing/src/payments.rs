@@ -9,17 +9,16 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
-use crate::ids::{OrderId, PaymentId, UserId};
+use crate::ids::{OrderId, PaymentId};
 use crate::jobs::{self, Outcome};
 use crate::money::Money;
-use crate::orders::{self, OrderKind, OrderStatus};
+use crate::orders::{self, OrderStatus};
 use crate::pg::policy::{self, Action, Step};
 use crate::pg::{
     self, ApproveRequest, ApproveResponse, CancelRequest, CidKind, GatewayError, ReadyRequest,
@@ -57,39 +56,6 @@ impl PaymentStatus {
             PaymentStatus::Refunded => "refunded",
         }
     }
-}
-
-/// Writes an order's payment row (status `created`) with a fresh unguessable token.
-pub async fn create(
-    conn: &mut PgConnection,
-    order: OrderId,
-    user: UserId,
-    kind: OrderKind,
-    amount: Money,
-) -> Result<PaymentId> {
-    let token = new_token();
-    let kind = match kind {
-        OrderKind::OneTime => "one_time",
-        OrderKind::Subscription => "subscription",
-    };
-    let id = sqlx::query_scalar!(
-        "INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id, amount)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        order.0,
-        kind,
-        token,
-        format!("pv-order-{}", order.0),
-        format!("pv-user-{}", user.0),
-        amount.0,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(PaymentId(id))
-}
-
-/// A payment's unguessable token (256 random bits, URL-safe).
-pub(crate) fn new_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
 /// What the steps need to know about a payment and its order.

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::error::{unique_violation, Error, FieldError, Result};
 use crate::ids::UserId;
 use crate::validate::{self, Checks};
-use crate::{passwords, sessions, Ctx};
+use crate::{passwords, Ctx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -253,10 +253,9 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
     Ok(user)
 }
 
-/// Withdraws the account: sessions are revoked first, so a failure leaves the customer
-/// logged out rather than withdrawn with live tokens.
-pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
-    sessions::revoke_all(ctx, id).await?;
+/// `active` → `withdrawn`; false if the account was not active (the caller ends its
+/// sessions: `accounts::withdraw`).
+pub(crate) async fn mark_withdrawn(ctx: &Ctx, id: UserId) -> Result<bool> {
     let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
         r#"UPDATE users SET status = 'withdrawn', withdrawn_at = now()
@@ -266,11 +265,7 @@ pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound);
-    }
-    tracing::info!(user_id = %id, "account withdrawn");
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 // ---- repository -------------------------------------------------------------------------

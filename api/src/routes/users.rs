@@ -111,6 +111,6 @@ async fn update_me(
 #[utoipa::path(delete, path = "/api/users/me", tag = "accounts", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn withdraw(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResult<StatusCode> {
-    billing::users::withdraw(&state.ctx, p.user_id).await?;
+    billing::accounts::withdraw(&state.ctx, p.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 //! re-enqueues any due subscription whose charge job is missing.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
@@ -19,17 +19,10 @@ use crate::money::Money;
 use crate::orders;
 use crate::pg::policy::{self as error_policy, Action, Step};
 use crate::pg::{self, ChargeRequest, GatewayError};
-use crate::{tasks, Ctx};
+use crate::{store, tasks, Ctx};
 
 /// A product as priced when an attempt started; the cycle's order is written from these.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PricedLine {
-    item_id: i64,
-    name: String,
-    unit_price: i64,
-    unit_discount: i64,
-    quantity: i32,
-}
+type PricedLine = crate::store::orders::LineRow;
 
 /// An attempt as the outcome handlers need it.
 #[derive(Debug)]
@@ -469,61 +462,39 @@ async fn write_cycle_order(
         .iter()
         .map(|l| l.unit_discount * i64::from(l.quantity))
         .sum();
-    let count: i32 = a.lines.iter().map(|l| l.quantity).sum();
-    // Shipped where the first order went.
-    let order = sqlx::query_scalar!(
-        r#"INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone, receiver_city,
-                               receiver_address, total_amount, total_discount, item_count,
-                               period_days, subscription_id, cycle, paid_at)
-           SELECT s.user_id, 'subscription', 'paid', f.receiver_name, f.receiver_phone,
-                  f.receiver_city, f.receiver_address, $2, $3, $4, s.period_days, s.id, $5, $6
-           FROM subscriptions s JOIN orders f ON f.id = s.first_order_id
-           WHERE s.id = $1
-           RETURNING id"#,
-        s.id.0,
-        a.amount.0,
-        discount,
-        count,
-        a.cycle,
+    let written = store::orders::insert(
+        conn,
+        &store::orders::NewOrder {
+            user: s.user_id,
+            kind: "subscription",
+            // Shipped where the first order went.
+            ship_to: store::orders::ShipTo::FirstOrderOf(s.id),
+            lines: &a.lines,
+            total: a.amount,
+            discount: Money(discount),
+            period_days: Some(s.period_days),
+            cycle: Some((s.id, a.cycle)),
+            idempotency: None,
+            from_cart: false,
+            payment: store::orders::NewPayment::Approved {
+                partner_order_id: &a.partner_order_id,
+                tid: approval.tid.as_deref(),
+                sid: s.sid.as_deref(),
+                aid: approval.aid.as_deref(),
+                response_digest: approval.digest.as_deref(),
+            },
+        },
+        &partner_user_id(s),
         paid_at,
     )
-    .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| Error::Internal(format!("subscription {} has no first order", s.id.0)))?;
-    let ids: Vec<i64> = a.lines.iter().map(|l| l.item_id).collect();
-    let names: Vec<String> = a.lines.iter().map(|l| l.name.clone()).collect();
-    let prices: Vec<i64> = a.lines.iter().map(|l| l.unit_price).collect();
-    let discounts: Vec<i64> = a.lines.iter().map(|l| l.unit_discount).collect();
-    let quantities: Vec<i32> = a.lines.iter().map(|l| l.quantity).collect();
-    // The payment row in the same statement: one round trip for both.
-    sqlx::query!(
-        r#"WITH lines AS (
-             INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount,
-                                      quantity)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
-                                      $6::int[])
-           )
-           INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
-                                 amount, status, tid, sid, aid, approved_at, response_digest)
-           VALUES ($1, 'subscription', $7, $8, $9, $10, 'approved', $11, $12, $13, $14, $15)"#,
-        order,
-        &ids,
-        &names,
-        &prices,
-        &discounts,
-        &quantities,
-        crate::payments::new_token(),
-        a.partner_order_id,
-        partner_user_id(s),
-        a.amount.0,
-        approval.tid,
-        s.sid,
-        approval.aid,
-        paid_at,
-        approval.digest,
-    )
-    .execute(&mut *conn)
-    .await?;
+    .ok_or_else(|| {
+        Error::Internal(format!(
+            "cycle order of subscription {} not written",
+            s.id.0
+        ))
+    })?;
+    let order = written.order.0;
     let data = orders::OrderEventData {
         order_id: order,
         user_id: s.user_id.0,
