@@ -443,6 +443,7 @@ pub async fn place(
         }
     }
 
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let (lines, period_days) = match &input.lines {
         Some(lines) => (price_lines(&mut tx, lines).await?, input.period_days),
@@ -471,8 +472,9 @@ pub async fn place(
     let inserted = sqlx::query!(
         r#"INSERT INTO orders (user_id, kind, receiver_name, receiver_phone, receiver_city,
                                receiver_address, total_amount, total_discount, item_count,
-                               period_days, idempotency_key, idempotency_hash, from_cart)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                               period_days, idempotency_key, idempotency_hash, from_cart,
+                               created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
            ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
            RETURNING id, created_at, updated_at"#,
         user.0,
@@ -488,6 +490,7 @@ pub async fn place(
         idempotency_key,
         hash,
         input.from_cart,
+        now,
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -529,11 +532,12 @@ pub async fn place(
 
     let payment =
         crate::payments::create(&mut tx, OrderId(order_id), user, kind, Money(total)).await?;
-    jobs::enqueue(
+    jobs::enqueue_at(
         &mut tx,
         &tasks::PaymentReady {
             payment_id: payment.0,
         },
+        now,
     )
     .await?;
     tx.commit().await?;
@@ -778,22 +782,48 @@ pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
 }
 
 /// Moves an order from one of `from` to `to` (compare-and-set), bumping its version and
-/// stamping the matching time column; wakes `?wait`ers when the transaction commits.
-/// `None` if the order was not in any of `from` (someone else decided first).
+/// stamping the matching time column with `at` (the `Clock`'s time); wakes `?wait`ers
+/// when the transaction commits. `None` if the order was not in any of `from` (someone
+/// else decided first).
+pub async fn transition_at(
+    conn: &mut PgConnection,
+    id: OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    at: DateTime<Utc>,
+) -> Result<Option<i32>> {
+    stamp_transition(conn, id, from, to, Some(at)).await
+}
+
+/// [`transition_at`] stamped with the database's clock instead of the `Clock`.
+///
+/// Only for callers that have no `Ctx` at hand yet (`payments.rs`); they should move to
+/// `transition_at(…, ctx.clock.now())`, after which this and the `now()` fallback go.
 pub async fn transition(
     conn: &mut PgConnection,
     id: OrderId,
     from: &[OrderStatus],
     to: OrderStatus,
 ) -> Result<Option<i32>> {
+    stamp_transition(conn, id, from, to, None).await
+}
+
+async fn stamp_transition(
+    conn: &mut PgConnection,
+    id: OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<i32>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     // The notify rides on the update, so it is sent exactly when the change commits.
     let version = sqlx::query_scalar!(
         r#"WITH changed AS (
              UPDATE orders SET status = $2, version = version + 1,
-                 paid_at = CASE WHEN $2 = 'paid' THEN now() ELSE paid_at END,
-                 canceled_at = CASE WHEN $2 = 'canceled' THEN now() ELSE canceled_at END,
-                 refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END
+                 paid_at = CASE WHEN $2 = 'paid' THEN stamp.at ELSE paid_at END,
+                 canceled_at = CASE WHEN $2 = 'canceled' THEN stamp.at ELSE canceled_at END,
+                 refunded_at = CASE WHEN $2 = 'refunded' THEN stamp.at ELSE refunded_at END
+             FROM (SELECT COALESCE($5::timestamptz, now()) AS at) stamp
              WHERE id = $1 AND status = ANY($3)
              RETURNING id, version
            )
@@ -802,6 +832,7 @@ pub async fn transition(
         to.as_str(),
         &from as &[&str],
         CHANGES_CHANNEL,
+        at,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -871,6 +902,7 @@ pub async fn record_event(
 /// `POST /api/orders/{id}/cancel`: before payment the order is canceled (a readied
 /// payment is abandoned); after payment a refund is requested and a worker refunds it.
 pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let row = sqlx::query!(
         r#"SELECT o.status AS "status: OrderStatus", p.id AS "payment_id?"
@@ -886,11 +918,12 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
     let payment = row.payment_id.map(PaymentId);
     match row.status {
         OrderStatus::PendingPayment | OrderStatus::PaymentReady => {
-            let version = transition(
+            let version = transition_at(
                 &mut tx,
                 id,
                 &[OrderStatus::PendingPayment, OrderStatus::PaymentReady],
                 OrderStatus::Canceled,
+                now,
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
@@ -908,11 +941,12 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
         }
         OrderStatus::Paid => {
             let p = payment.ok_or(Error::Internal("paid order without a payment".into()))?;
-            transition(
+            transition_at(
                 &mut tx,
                 id,
                 &[OrderStatus::Paid],
                 OrderStatus::RefundRequested,
+                now,
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
@@ -936,9 +970,10 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
 pub async fn count_sales(ctx: &Ctx, id: OrderId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let first = sqlx::query_scalar!(
-        "UPDATE orders SET sales_counted_at = now()
+        "UPDATE orders SET sales_counted_at = $2
          WHERE id = $1 AND sales_counted_at IS NULL AND paid_at IS NOT NULL RETURNING id",
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -963,10 +998,11 @@ pub async fn count_sales(ctx: &Ctx, id: OrderId) -> Result<()> {
 pub async fn clear_cart(ctx: &Ctx, id: OrderId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let order = sqlx::query!(
-        r#"UPDATE orders SET cart_cleared_at = now()
+        r#"UPDATE orders SET cart_cleared_at = $2
            WHERE id = $1 AND cart_cleared_at IS NULL AND from_cart AND paid_at IS NOT NULL
            RETURNING user_id, kind AS "kind: OrderKind""#,
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -259,9 +259,10 @@ pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
     sessions::revoke_all(ctx, id).await?;
     let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
-        r#"UPDATE users SET status = 'withdrawn', withdrawn_at = now()
+        r#"UPDATE users SET status = 'withdrawn', withdrawn_at = $2
            WHERE id = $1 AND status = 'active'"#,
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .execute(&mut *tx)
     .await?;

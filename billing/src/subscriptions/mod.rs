@@ -627,11 +627,12 @@ pub(crate) async fn cancel_locked(
     )
     .await?;
     if s.sid.is_some() {
-        jobs::enqueue(
+        jobs::enqueue_at(
             conn,
             &tasks::SubscriptionInactivateSid {
                 subscription_id: s.id.0,
             },
+            now,
         )
         .await?;
     }
