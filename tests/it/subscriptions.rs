@@ -286,6 +286,9 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     let mut b = Billing::start(|s| {
         s.subscriptions.reconcile_window_secs = 60;
         s.subscriptions.review_after_secs = 600;
+        // The breaker's open time is real time; simulated minutes pass in milliseconds, so
+        // it must not outlast the outage it reacts to.
+        s.pg_guard.breaker_open_ms = 50;
     })
     .await;
     let (id, _, _) = monthly(&b).await;
