@@ -483,8 +483,9 @@ pub async fn update(ctx: &Ctx, id: i64, patch: ItemPatch) -> Result<ItemDetail> 
 pub async fn delete(ctx: &Ctx, id: i64) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
-        "UPDATE items SET deleted_at = now(), selling = false WHERE id = $1 AND deleted_at IS NULL",
-        id
+        "UPDATE items SET deleted_at = $2, selling = false WHERE id = $1 AND deleted_at IS NULL",
+        id,
+        ctx.clock.now()
     )
     .execute(&mut *tx)
     .await?;
@@ -1124,10 +1125,13 @@ async fn invalidate_pages(ctx: &Ctx) {
 
 // ---- detail and unique views ------------------------------------------------------------
 
-/// The store's calendar: views are unique per client IP per item per day in Korea (UTC+9,
-/// no daylight saving).
-fn store_day(at: DateTime<Utc>) -> NaiveDate {
-    (at + chrono::Duration::hours(9)).date_naive()
+/// The store's calendar day now: views are unique per client IP per item per local day
+/// of the configured store time zone (`subscriptions.time_zone`), by the `Clock`.
+pub fn store_day(ctx: &Ctx) -> NaiveDate {
+    ctx.settings
+        .subscriptions
+        .time_zone
+        .local_date(ctx.clock.now())
 }
 
 fn views_key(day: NaiveDate, item: i64) -> String {
@@ -1155,7 +1159,7 @@ pub async fn detail(ctx: &Ctx, id: i64, client: IpAddr) -> Result<ItemDetail> {
 }
 
 async fn record_view(ctx: &Ctx, id: i64, client: IpAddr) -> Result<()> {
-    let day = store_day(ctx.clock.now());
+    let day = store_day(ctx);
     let key = ctx.kv.key(&views_key(day, id));
     let dirty = ctx.kv.key(&dirty_key(day));
     let ip = client.to_string();
@@ -1211,6 +1215,7 @@ pub async fn apply_view_counts(
     conn: &mut PgConnection,
     day: NaiveDate,
     counts: &[(i64, i64)],
+    now: DateTime<Utc>,
 ) -> Result<i64> {
     if counts.is_empty() {
         return Ok(0);
@@ -1230,7 +1235,7 @@ pub async fn apply_view_counts(
                SELECT item_id, $3, cnt FROM input
                ON CONFLICT (item_id, day) DO UPDATE
                    SET counted = GREATEST(item_view_days.counted, EXCLUDED.counted),
-                       updated_at = now()
+                       updated_at = $4
                RETURNING item_id, counted
            ),
            delta AS (
@@ -1245,7 +1250,8 @@ pub async fn apply_view_counts(
            SELECT coalesce(sum(n), 0)::int8 AS "added!" FROM bumped"#,
         &items,
         &values,
-        day
+        day,
+        now
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -1254,7 +1260,7 @@ pub async fn apply_view_counts(
 
 /// Flushes yesterday's and today's unique views into `items.view_count`.
 pub async fn flush_views(ctx: &Ctx) -> Result<i64> {
-    let today = store_day(ctx.clock.now());
+    let today = store_day(ctx);
     let mut added = 0;
     for day in [today.pred_opt().unwrap_or(today), today] {
         let counts = read_view_counts(ctx, day).await?;
@@ -1266,7 +1272,7 @@ pub async fn flush_views(ctx: &Ctx) -> Result<i64> {
         )
         .execute(&mut *tx)
         .await?;
-        added += apply_view_counts(&mut tx, day, &counts).await?;
+        added += apply_view_counts(&mut tx, day, &counts, ctx.clock.now()).await?;
         tx.commit().await?;
     }
     if added > 0 {
@@ -1321,19 +1327,6 @@ mod tests {
         }
         assert_eq!(Category::parse("eye"), Some(Category::Eye));
         assert_eq!(Category::parse("nope"), None);
-    }
-
-    #[test]
-    fn the_store_day_is_korean() {
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(
-            store_day(at("2026-01-01T14:59:59Z")).to_string(),
-            "2026-01-01"
-        );
-        assert_eq!(
-            store_day(at("2026-01-01T15:00:00Z")).to_string(),
-            "2026-01-02"
-        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! token and finishes with contact details; an e-mail that already belongs to an account
 //! is never silently attached to the social identity.
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -95,7 +94,7 @@ pub fn authorize_url(ctx: &Ctx, name: &str) -> Result<String> {
         &StateClaims {
             prv: p.name.clone(),
             nonce: Uuid::new_v4().to_string(),
-            exp: Utc::now().timestamp() + ctx.settings.auth.oauth_state_ttl_secs as i64,
+            exp: ctx.clock.now().timestamp() + ctx.settings.auth.oauth_state_ttl_secs as i64,
         },
     )?;
     let mut url = url::Url::parse(&p.authorize_url)
@@ -242,7 +241,7 @@ pub async fn callback(ctx: &Ctx, name: &str, params: CallbackParams) -> Result<C
             prv: p.name.clone(),
             sub: subject,
             email: email.clone(),
-            exp: Utc::now().timestamp() + ctx.settings.auth.signup_token_ttl_secs as i64,
+            exp: ctx.clock.now().timestamp() + ctx.settings.auth.signup_token_ttl_secs as i64,
         },
     )?;
     Ok(CallbackOutcome::SignupRequired {

@@ -447,6 +447,7 @@ pub async fn place(
         }
     }
 
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let (lines, period_days) = match &input.lines {
         Some(lines) => (price_lines(&mut tx, lines).await?, input.period_days),
@@ -472,7 +473,6 @@ pub async fn place(
         ));
     }
 
-    let now = ctx.clock.now();
     let written = store::orders::insert(
         &mut tx,
         &store::orders::NewOrder {
@@ -764,22 +764,24 @@ pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
 }
 
 /// Moves an order from one of `from` to `to` (compare-and-set), bumping its version and
-/// stamping the matching time column; wakes `?wait`ers when the transaction commits.
-/// `None` if the order was not in any of `from` (someone else decided first).
+/// stamping the matching time column with `at` (the `Clock`'s time); wakes `?wait`ers
+/// when the transaction commits. `None` if the order was not in any of `from` (someone
+/// else decided first).
 pub async fn transition(
     conn: &mut PgConnection,
     id: OrderId,
     from: &[OrderStatus],
     to: OrderStatus,
+    at: DateTime<Utc>,
 ) -> Result<Option<i32>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     // The notify rides on the update, so it is sent exactly when the change commits.
     let version = sqlx::query_scalar!(
         r#"WITH changed AS (
              UPDATE orders SET status = $2, version = version + 1,
-                 paid_at = CASE WHEN $2 = 'paid' THEN now() ELSE paid_at END,
-                 canceled_at = CASE WHEN $2 = 'canceled' THEN now() ELSE canceled_at END,
-                 refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END
+                 paid_at = CASE WHEN $2 = 'paid' THEN $5 ELSE paid_at END,
+                 canceled_at = CASE WHEN $2 = 'canceled' THEN $5 ELSE canceled_at END,
+                 refunded_at = CASE WHEN $2 = 'refunded' THEN $5 ELSE refunded_at END
              WHERE id = $1 AND status = ANY($3)
              RETURNING id, version
            )
@@ -788,6 +790,7 @@ pub async fn transition(
         to.as_str(),
         &from as &[&str],
         CHANGES_CHANNEL,
+        at,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -857,6 +860,7 @@ pub async fn record_event(
 /// `POST /api/orders/{id}/cancel`: before payment the order is canceled (a readied
 /// payment is abandoned); after payment a refund is requested and a worker refunds it.
 pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
+    let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let row = sqlx::query!(
         r#"SELECT o.status AS "status: OrderStatus", p.id AS "payment_id?"
@@ -877,6 +881,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
                 id,
                 &[OrderStatus::PendingPayment, OrderStatus::PaymentReady],
                 OrderStatus::Canceled,
+                now,
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
@@ -894,6 +899,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
                 id,
                 &[OrderStatus::Paid],
                 OrderStatus::RefundRequested,
+                now,
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
@@ -917,9 +923,10 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
 pub async fn count_sales(ctx: &Ctx, id: OrderId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let first = sqlx::query_scalar!(
-        "UPDATE orders SET sales_counted_at = now()
+        "UPDATE orders SET sales_counted_at = $2
          WHERE id = $1 AND sales_counted_at IS NULL AND paid_at IS NOT NULL RETURNING id",
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -944,10 +951,11 @@ pub async fn count_sales(ctx: &Ctx, id: OrderId) -> Result<()> {
 pub async fn clear_cart(ctx: &Ctx, id: OrderId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let order = sqlx::query!(
-        r#"UPDATE orders SET cart_cleared_at = now()
+        r#"UPDATE orders SET cart_cleared_at = $2
            WHERE id = $1 AND cart_cleared_at IS NULL AND from_cart AND paid_at IS NOT NULL
            RETURNING user_id, kind AS "kind: OrderKind""#,
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .fetch_optional(&mut *tx)
     .await?;

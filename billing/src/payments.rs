@@ -205,7 +205,7 @@ async fn advance(
     let Some((order_from, order_to, event)) = mv.order else {
         return Ok(Advanced::Moved(None));
     };
-    let version = orders::transition(conn, order_id, order_from, order_to).await?;
+    let version = orders::transition(conn, order_id, order_from, order_to, now).await?;
     if let (Some(v), Some(event)) = (version, event) {
         // The reason travels with `order.payment_failed` only.
         let failure = f.failure.filter(|_| order_to == OrderStatus::PaymentFailed);

@@ -304,10 +304,11 @@ pub async fn delete(ctx: &Ctx, user: UserId, id: i64) -> Result<()> {
         .ok_or(Error::NotFound)?;
     lock_item(&mut tx, item_id, true).await?;
     let deleted = sqlx::query!(
-        "UPDATE reviews SET deleted_at = now()
+        "UPDATE reviews SET deleted_at = $3
          WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
         id,
         user.0,
+        ctx.clock.now(),
     )
     .execute(&mut *tx)
     .await?;

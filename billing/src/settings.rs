@@ -250,8 +250,9 @@ impl Default for PaymentsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubscriptionsSettings {
-    /// The store's time zone (IANA name): billing dates are its local dates.
-    pub time_zone: String,
+    /// The store's time zone (an IANA name, parsed once at load): billing dates and the
+    /// days views are counted in are its local dates.
+    pub time_zone: StoreTimeZone,
     /// Local time of day charges are scheduled at, `HH:MM`.
     pub charge_time: String,
     /// The dunning schedule: after the n-th decline of a cycle the next attempt waits the
@@ -275,7 +276,7 @@ pub struct SubscriptionsSettings {
 impl Default for SubscriptionsSettings {
     fn default() -> Self {
         Self {
-            time_zone: "Asia/Seoul".into(),
+            time_zone: StoreTimeZone::default(),
             charge_time: "02:00".into(),
             retry_delays_secs: vec![0, 86_400, 86_400, 86_400],
             reconcile_skew_secs: 60,
@@ -283,6 +284,53 @@ impl Default for SubscriptionsSettings {
             review_after_secs: 3_600,
             upcoming: 3,
         }
+    }
+}
+
+/// The store's time zone: read from its IANA name once, when the settings load (a bad
+/// name stops the process there, naming the key), then used as a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeZone(chrono_tz::Tz);
+
+impl StoreTimeZone {
+    pub fn tz(self) -> chrono_tz::Tz {
+        self.0
+    }
+
+    /// The store-local calendar date of an instant.
+    pub fn local_date(self, at: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+        at.with_timezone(&self.0).date_naive()
+    }
+}
+
+impl Default for StoreTimeZone {
+    fn default() -> Self {
+        Self(chrono_tz::Asia::Seoul)
+    }
+}
+
+impl From<chrono_tz::Tz> for StoreTimeZone {
+    fn from(tz: chrono_tz::Tz) -> Self {
+        Self(tz)
+    }
+}
+
+impl std::str::FromStr for StoreTimeZone {
+    type Err = String;
+
+    /// Exactly an IANA zone name (`Asia/Seoul`, `UTC`); offsets and abbreviations are
+    /// refused because they do not follow a zone's daylight-saving rules.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| format!("`{s}` is not an IANA time zone such as Asia/Seoul"))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreTimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -614,12 +662,6 @@ impl Settings {
             ));
         }
         let sub = &self.subscriptions;
-        if sub.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(invalid(
-                "subscriptions.time_zone",
-                "must be an IANA time zone such as Asia/Seoul",
-            ));
-        }
         if chrono::NaiveTime::parse_from_str(&sub.charge_time, "%H:%M").is_err() {
             return Err(invalid("subscriptions.charge_time", "must be HH:MM"));
         }
@@ -921,6 +963,76 @@ mod tests {
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains(key), "expected {key} in {err}");
         }
+    }
+
+    #[test]
+    fn the_store_time_zone_is_an_iana_name() {
+        let cases: &[(&str, Option<chrono_tz::Tz>)] = &[
+            ("Asia/Seoul", Some(chrono_tz::Asia::Seoul)),
+            ("UTC", Some(chrono_tz::UTC)),
+            ("America/New_York", Some(chrono_tz::America::New_York)),
+            ("Europe/London", Some(chrono_tz::Europe::London)),
+            ("", None),
+            ("Seoul", None),
+            ("KST", None),
+            ("+09:00", None),
+            ("UTC+9", None),
+            ("Asia/Seoul ", None),
+            ("Mars/Olympus_Mons", None),
+        ];
+        for (name, want) in cases {
+            let got = name.parse::<StoreTimeZone>();
+            match want {
+                Some(tz) => assert_eq!(got.map(StoreTimeZone::tz), Ok(*tz), "{name:?}"),
+                None => assert!(
+                    got.as_ref().is_err_and(|e| e.contains("IANA")),
+                    "{name:?} should be refused, got {got:?}"
+                ),
+            }
+        }
+        assert_eq!(StoreTimeZone::default().tz(), chrono_tz::Asia::Seoul);
+    }
+
+    #[test]
+    fn the_store_day_follows_the_zone() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let cases = [
+            // Seoul is UTC+9 with no daylight saving.
+            ("Asia/Seoul", "2026-01-01T14:59:59Z", "2026-01-01"),
+            ("Asia/Seoul", "2026-01-01T15:00:00Z", "2026-01-02"),
+            ("UTC", "2026-01-01T23:59:59Z", "2026-01-01"),
+            // New York: UTC−5 in winter, UTC−4 in summer.
+            ("America/New_York", "2026-01-02T04:59:59Z", "2026-01-01"),
+            ("America/New_York", "2026-07-02T03:59:59Z", "2026-07-01"),
+            ("America/New_York", "2026-07-02T04:00:00Z", "2026-07-02"),
+        ];
+        for (zone, instant, day) in cases {
+            let tz: StoreTimeZone = zone.parse().unwrap();
+            assert_eq!(
+                tz.local_date(at(instant)).to_string(),
+                day,
+                "{zone} {instant}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_time_zone_stops_loading_and_names_its_key() {
+        let dir = std::env::temp_dir().join(format!("pv-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, "[subscriptions]\ntime_zone = \"Seoul\"\n").unwrap();
+        let err = Settings::load_from(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("key `subscriptions.time_zone`"), "{err}");
+        assert!(err.contains("IANA"), "{err}");
+        std::fs::write(&path, "[subscriptions]\ntime_zone = \"UTC\"\n").unwrap();
+        let s = Settings::load_from(Some(&path)).unwrap();
+        assert_eq!(s.subscriptions.time_zone.tz(), chrono_tz::UTC);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -258,9 +258,10 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
 pub(crate) async fn mark_withdrawn(ctx: &Ctx, id: UserId) -> Result<bool> {
     let mut tx = ctx.db.begin().await?;
     let done = sqlx::query!(
-        r#"UPDATE users SET status = 'withdrawn', withdrawn_at = now()
+        r#"UPDATE users SET status = 'withdrawn', withdrawn_at = $2
            WHERE id = $1 AND status = 'active'"#,
-        id.0
+        id.0,
+        ctx.clock.now()
     )
     .execute(&mut *tx)
     .await?;

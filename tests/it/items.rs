@@ -511,12 +511,12 @@ async fn unique_views_count_once_per_ip_per_day_and_flushes_never_double_count()
     )
     .unwrap();
     // A flusher reads the counts and dies before committing: nothing is added...
-    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    let today = billing::items::store_day(&ctx);
     let read = billing::items::read_view_counts(&ctx, today).await.unwrap();
     assert_eq!(read, vec![(a, 1), (b, 2)]);
     {
         let mut tx = app.db.begin().await.unwrap();
-        billing::items::apply_view_counts(&mut tx, today, &read)
+        billing::items::apply_view_counts(&mut tx, today, &read, ctx.clock.now())
             .await
             .unwrap();
         tx.rollback().await.unwrap();
@@ -530,7 +530,7 @@ async fn unique_views_count_once_per_ip_per_day_and_flushes_never_double_count()
     assert_eq!(billing::items::flush_views(&ctx).await.unwrap(), 0);
     let mut conn = app.db.acquire().await.unwrap();
     assert_eq!(
-        billing::items::apply_view_counts(&mut conn, today, &read)
+        billing::items::apply_view_counts(&mut conn, today, &read, ctx.clock.now())
             .await
             .unwrap(),
         0,

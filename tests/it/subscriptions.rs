@@ -286,11 +286,13 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     let mut b = Billing::start(|s| {
         s.subscriptions.reconcile_window_secs = 60;
         s.subscriptions.review_after_secs = 600;
+        // The breaker's open time is real time; simulated minutes pass in milliseconds, so
+        // it must not outlast the outage it reacts to.
+        s.pg_guard.breaker_open_ms = 50;
     })
     .await;
     let (id, _, _) = monthly(&b).await;
     let app = b.api().await;
-    let (_, admin) = app.admin().await;
     // The charge meets a 5xx (sent, outcome unknown) and the SID status cannot be read
     // for a while either.
     b.set_knobs(json!({"server_error_rate": 1.0,
@@ -298,6 +300,8 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
         .await;
     b.start_worker();
     b.run_until(kst(2027, 1, 31, 2, 20)).await;
+    // Tokens expire by the same clock: the operator logs in at the simulated time.
+    let (_, admin) = app.admin().await;
     let list: Value = app
         .get_json("/api/admin/charges/unknown?review=true", &admin.access)
         .await;
@@ -321,6 +325,7 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
     let statuses: Vec<String> = attempts(&b, id).await.into_iter().map(|a| a.2).collect();
     assert_eq!(statuses, vec!["not_charged", "succeeded"]);
     assert_eq!(b.ledger("charge").await.len(), 1);
+    let (_, admin) = app.admin().await;
     let list: Value = app
         .get_json("/api/admin/charges/unknown", &admin.access)
         .await;
@@ -338,16 +343,17 @@ async fn an_operator_has_an_unknown_charge_decided_now_rather_than_after_its_bac
     })
     .await;
     let (id, _, _) = monthly(&b).await;
-    let app = b.api().await;
-    let (_, admin) = app.admin().await;
-    let customer = app.signup().await;
-    let customer = app.login(&customer).await;
     // The cycle's charge meets one 5xx: sent, outcome unknown.
     b.set_knobs(json!({"server_error_rate": 1.0, "endpoints": ["subscription"], "max_faults": 1}))
         .await;
     b.start_worker();
     b.run_until(kst(2027, 1, 31, 2, 5)).await;
     b.stop_worker().await;
+    // Tokens expire by the same clock, so the operator and the customer log in now.
+    let app = b.api().await;
+    let (_, admin) = app.admin().await;
+    let customer = app.signup().await;
+    let customer = app.login(&customer).await;
     assert_eq!(attempts(&b, id).await[0].2, "unknown");
     let list: Value = app
         .get_json("/api/admin/charges/unknown", &admin.access)

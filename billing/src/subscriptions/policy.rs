@@ -46,10 +46,7 @@ impl Policy {
 
     /// From validated settings.
     pub fn from_settings(s: &SubscriptionsSettings) -> Result<Self> {
-        let tz = s
-            .time_zone
-            .parse::<Tz>()
-            .map_err(|e| Error::Internal(format!("subscriptions.time_zone: {e}")))?;
+        let tz = s.time_zone.tz();
         let charge_time = NaiveTime::parse_from_str(&s.charge_time, "%H:%M")
             .map_err(|e| Error::Internal(format!("subscriptions.charge_time: {e}")))?;
         let delays = s
