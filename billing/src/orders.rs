@@ -23,71 +23,18 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::{OrderId, PaymentId, UserId};
 use crate::money::Money;
 use crate::page::{Page, PageRequest};
-use crate::payments::PaymentStatus;
 use crate::store;
+use crate::store::orders::load_lines;
+use crate::store::orders::PaymentStatus;
+pub use crate::store::orders::{
+    lock, record_event, transition, OrderEventData, OrderKind, OrderLine, OrderStatus,
+    CHANGES_CHANNEL,
+};
 use crate::validate::{self, Checks};
-use crate::{jobs, outbox, tasks, Ctx};
+use crate::{jobs, tasks, Ctx};
 
 /// Lines per order; a real basket is far smaller, and KakaoPay's item name summarises them.
 pub const MAX_LINES: usize = 50;
-
-/// `pg_notify` channel of order state changes; the payload is the order id.
-pub const CHANGES_CHANNEL: &str = "pillivery_orders";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum OrderKind {
-    OneTime,
-    Subscription,
-}
-
-/// DESIGN §2's order states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum OrderStatus {
-    PendingPayment,
-    PaymentReady,
-    Approving,
-    Paid,
-    PaymentFailed,
-    Canceled,
-    RefundRequested,
-    Refunded,
-}
-
-impl OrderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderKind::OneTime => "one_time",
-            OrderKind::Subscription => "subscription",
-        }
-    }
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "pending_payment",
-            OrderStatus::PaymentReady => "payment_ready",
-            OrderStatus::Approving => "approving",
-            OrderStatus::Paid => "paid",
-            OrderStatus::PaymentFailed => "payment_failed",
-            OrderStatus::Canceled => "canceled",
-            OrderStatus::RefundRequested => "refund_requested",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
-    /// States a worker will move on without the buyer: `?wait` waits only in these.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::PendingPayment | OrderStatus::Approving | OrderStatus::RefundRequested
-        )
-    }
-}
 
 /// Who receives the parcel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -131,40 +78,6 @@ pub struct NewOrder {
     pub period_days: Option<i32>,
     #[schema(required = true)]
     pub receiver: Option<Receiver>,
-}
-
-/// A line as ordered: the item's name and prices when the order was placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct OrderLine {
-    pub item_id: i64,
-    pub item_name: String,
-    /// KRW paid per unit (after discount).
-    #[schema(value_type = i64)]
-    pub unit_price: Money,
-    #[schema(value_type = i64)]
-    pub unit_discount: Money,
-    pub quantity: i32,
-    #[schema(value_type = i64)]
-    pub line_amount: Money,
-}
-
-impl OrderLine {
-    pub fn new(
-        item_id: i64,
-        item_name: String,
-        unit_price: i64,
-        unit_discount: i64,
-        quantity: i32,
-    ) -> Self {
-        Self {
-            item_id,
-            item_name,
-            unit_price: Money(unit_price),
-            unit_discount: Money(unit_discount),
-            quantity,
-            line_amount: Money(unit_price.saturating_mul(i64::from(quantity))),
-        }
-    }
 }
 
 /// The order's payment as the buyer's client needs it.
@@ -651,30 +564,6 @@ async fn fetch_many(db: &PgPool, user: Option<UserId>, ids: &[i64]) -> Result<Ve
 }
 
 /// The lines of orders, by order id, in the order they were placed.
-async fn load_lines(
-    conn: &mut PgConnection,
-    order_ids: &[i64],
-) -> Result<HashMap<i64, Vec<OrderLine>>> {
-    let rows = sqlx::query!(
-        r#"SELECT order_id, item_id, item_name, unit_price, unit_discount, quantity
-           FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id"#,
-        order_ids
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut lines: HashMap<i64, Vec<OrderLine>> = HashMap::new();
-    for l in rows {
-        lines.entry(l.order_id).or_default().push(OrderLine::new(
-            l.item_id,
-            l.item_name,
-            l.unit_price,
-            l.unit_discount,
-            l.quantity,
-        ));
-    }
-    Ok(lines)
-}
-
 async fn fetch(db: &PgPool, user: Option<UserId>, id: OrderId) -> Result<Option<Order>> {
     Ok(fetch_many(db, user, &[id.0]).await?.into_iter().next())
 }
@@ -754,109 +643,6 @@ pub async fn list(
 
 // ---- state changes ----------------------------------------------------------------------
 
-/// Locks the order row for the rest of the transaction. Every transaction that changes an
-/// order and its payment locks the order first, so two of them never deadlock.
-pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
-    sqlx::query_scalar!("SELECT id FROM orders WHERE id = $1 FOR UPDATE", id.0)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Moves an order from one of `from` to `to` (compare-and-set), bumping its version and
-/// stamping the matching time column with `at` (the `Clock`'s time); wakes `?wait`ers
-/// when the transaction commits. `None` if the order was not in any of `from` (someone
-/// else decided first).
-pub async fn transition(
-    conn: &mut PgConnection,
-    id: OrderId,
-    from: &[OrderStatus],
-    to: OrderStatus,
-    at: DateTime<Utc>,
-) -> Result<Option<i32>> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    // The notify rides on the update, so it is sent exactly when the change commits.
-    let version = sqlx::query_scalar!(
-        r#"WITH changed AS (
-             UPDATE orders SET status = $2, version = version + 1,
-                 paid_at = CASE WHEN $2 = 'paid' THEN $5 ELSE paid_at END,
-                 canceled_at = CASE WHEN $2 = 'canceled' THEN $5 ELSE canceled_at END,
-                 refunded_at = CASE WHEN $2 = 'refunded' THEN $5 ELSE refunded_at END
-             WHERE id = $1 AND status = ANY($3)
-             RETURNING id, version
-           )
-           SELECT version AS "version!" FROM changed, pg_notify($4, changed.id::text)"#,
-        id.0,
-        to.as_str(),
-        &from as &[&str],
-        CHANGES_CHANNEL,
-        at,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(version)
-}
-
-/// The order facts an outbox event carries.
-#[derive(Debug, Serialize)]
-pub struct OrderEventData {
-    pub order_id: i64,
-    pub user_id: i64,
-    pub kind: OrderKind,
-    pub status: OrderStatus,
-    pub total_amount: Money,
-    pub period_days: Option<i32>,
-    pub lines: Vec<OrderLine>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_message: Option<String>,
-}
-
-/// Writes `event_type` for the order at `version`, with its current facts.
-pub async fn record_event(
-    conn: &mut PgConnection,
-    id: OrderId,
-    version: i32,
-    event_type: &str,
-    failure: Option<(&str, &str)>,
-) -> Result<()> {
-    let o = sqlx::query!(
-        r#"SELECT user_id, kind AS "kind: OrderKind", status AS "status: OrderStatus",
-                  total_amount, period_days FROM orders WHERE id = $1"#,
-        id.0
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let lines = load_lines(conn, &[id.0])
-        .await?
-        .remove(&id.0)
-        .unwrap_or_default();
-    let data = OrderEventData {
-        order_id: id.0,
-        user_id: o.user_id,
-        kind: o.kind,
-        status: o.status,
-        total_amount: Money(o.total_amount),
-        period_days: o.period_days,
-        lines,
-        failure_code: failure.map(|f| f.0.to_owned()),
-        failure_message: failure.map(|f| f.1.to_owned()),
-    };
-    outbox::record(
-        conn,
-        outbox::Event {
-            event_type,
-            aggregate_type: "order",
-            aggregate_id: id.0,
-            aggregate_version: version,
-            data: &data,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 /// `POST /api/orders/{id}/cancel`: before payment the order is canceled (a readied
 /// payment is abandoned); after payment a refund is requested and a worker refunds it.
 pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
@@ -887,7 +673,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             .ok_or(Error::Internal("locked order changed state".into()))?;
             if let Some(p) = payment {
                 let failure = ("customer_canceled", "canceled by the customer");
-                crate::payments::abandon(&mut tx, id, p, failure, ctx.clock.now()).await?;
+                store::orders::abandon(&mut tx, id, p, failure, ctx.clock.now()).await?;
             }
             record_event(&mut tx, id, version, "order.canceled", None).await?;
             tracing::info!(order_id = id.0, "order canceled before payment");
@@ -903,7 +689,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             )
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
-            crate::payments::request_refund(&mut tx, id, p, ctx.clock.now()).await?;
+            store::orders::request_refund(&mut tx, id, p, ctx.clock.now()).await?;
             tracing::info!(order_id = id.0, "refund requested");
         }
         OrderStatus::Approving => return Err(Error::PaymentInProgress),

@@ -18,45 +18,13 @@ use crate::error::{Error, Result};
 use crate::ids::{OrderId, PaymentId};
 use crate::jobs::{self, Outcome};
 use crate::money::Money;
-use crate::orders::{self, OrderStatus};
 use crate::pg::policy::{self, Action, Step};
 use crate::pg::{
     self, ApproveRequest, ApproveResponse, CancelRequest, CidKind, GatewayError, ReadyRequest,
 };
+use crate::store::orders::{self as rows, advance, Advanced, Fields, Move, OrderStatus};
+pub use crate::store::orders::{abandon, request_refund, PaymentStatus};
 use crate::{tasks, Ctx};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum PaymentStatus {
-    /// Written with the order; `ready` not yet answered.
-    Created,
-    /// KakaoPay gave a tid and redirect URLs; waiting for the buyer.
-    Ready,
-    /// The buyer came back with a `pg_token`; approval under way.
-    Approving,
-    Approved,
-    Failed,
-    /// The order was canceled before the buyer paid.
-    Abandoned,
-    RefundRequested,
-    Refunded,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Created => "created",
-            PaymentStatus::Ready => "ready",
-            PaymentStatus::Approving => "approving",
-            PaymentStatus::Approved => "approved",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::Abandoned => "abandoned",
-            PaymentStatus::RefundRequested => "refund_requested",
-            PaymentStatus::Refunded => "refunded",
-        }
-    }
-}
 
 /// What the steps need to know about a payment and its order.
 #[derive(Debug)]
@@ -107,111 +75,6 @@ async fn load(conn: &mut PgConnection, id: PaymentId) -> Result<Row> {
         order_status: r.order_status,
         order_created_at: r.order_created_at,
     })
-}
-
-// ---- the one way a payment moves ----------------------------------------------------------
-
-/// What a payment's move writes besides its status and the matching time column; `None`
-/// leaves a column as it is.
-#[derive(Debug, Default)]
-struct Fields<'a> {
-    tid: Option<&'a str>,
-    redirect_pc_url: Option<&'a str>,
-    redirect_mobile_url: Option<&'a str>,
-    redirect_app_url: Option<&'a str>,
-    pg_token: Option<&'a str>,
-    aid: Option<&'a str>,
-    sid: Option<&'a str>,
-    response_digest: Option<String>,
-    /// The reason of a failed or abandoned payment, carried by its order's event too.
-    failure: Option<(&'a str, &'a str)>,
-}
-
-/// A payment's move and what it does to its order.
-struct Move<'a> {
-    from: &'a [PaymentStatus],
-    to: PaymentStatus,
-    fields: Fields<'a>,
-    /// The order's move (from one of, to) and the event recorded when it happens; `None`
-    /// when the caller moves the order itself.
-    order: Option<(&'a [OrderStatus], OrderStatus, Option<&'static str>)>,
-}
-
-/// What [`advance`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Advanced {
-    /// The payment was no longer in `from`: someone else decided first; nothing written.
-    Lost,
-    /// The payment moved; the order's new version if the order moved too.
-    Moved(Option<i32>),
-}
-
-/// The one way a payment changes state, in the caller's transaction: lock its order,
-/// compare-and-set the payment (status, its time column, the fields), move the order and
-/// record the order's event. Whoever loses the compare-and-set writes nothing.
-async fn advance(
-    conn: &mut PgConnection,
-    order_id: OrderId,
-    id: PaymentId,
-    mv: Move<'_>,
-    now: DateTime<Utc>,
-) -> Result<Advanced> {
-    orders::lock(conn, order_id).await?;
-    let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-    let f = &mv.fields;
-    let moved = sqlx::query_scalar!(
-        r#"UPDATE payments SET status = $2,
-                  tid = COALESCE($4, tid),
-                  redirect_pc_url = COALESCE($5, redirect_pc_url),
-                  redirect_mobile_url = COALESCE($6, redirect_mobile_url),
-                  redirect_app_url = COALESCE($7, redirect_app_url),
-                  pg_token = COALESCE($8, pg_token),
-                  aid = COALESCE($9, aid),
-                  sid = COALESCE($10, sid),
-                  response_digest = COALESCE($11, response_digest),
-                  failure_code = CASE WHEN $2 = 'refunded' THEN NULL
-                                      ELSE COALESCE($12, failure_code) END,
-                  failure_message = CASE WHEN $2 = 'refunded' THEN NULL
-                                         ELSE COALESCE($13, failure_message) END,
-                  canceled_amount = CASE WHEN $2 = 'refunded' THEN amount
-                                         ELSE canceled_amount END,
-                  ready_at = CASE WHEN $2 = 'ready' THEN $14 ELSE ready_at END,
-                  approving_at = CASE WHEN $2 = 'approving' THEN $14 ELSE approving_at END,
-                  approved_at = CASE WHEN $2 = 'approved' THEN $14 ELSE approved_at END,
-                  failed_at = CASE WHEN $2 IN ('failed', 'abandoned') THEN $14
-                                   ELSE failed_at END,
-                  refunded_at = CASE WHEN $2 = 'refunded' THEN $14 ELSE refunded_at END
-           WHERE id = $1 AND status = ANY($3) RETURNING id"#,
-        id.0,
-        mv.to.as_str(),
-        &from as &[&str],
-        f.tid,
-        f.redirect_pc_url,
-        f.redirect_mobile_url,
-        f.redirect_app_url,
-        f.pg_token,
-        f.aid,
-        f.sid,
-        f.response_digest,
-        f.failure.map(|x| x.0),
-        f.failure.map(|x| x.1),
-        now,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if moved.is_none() {
-        return Ok(Advanced::Lost);
-    }
-    let Some((order_from, order_to, event)) = mv.order else {
-        return Ok(Advanced::Moved(None));
-    };
-    let version = orders::transition(conn, order_id, order_from, order_to, now).await?;
-    if let (Some(v), Some(event)) = (version, event) {
-        // The reason travels with `order.payment_failed` only.
-        let failure = f.failure.filter(|_| order_to == OrderStatus::PaymentFailed);
-        orders::record_event(conn, order_id, v, event, failure).await?;
-    }
-    Ok(Advanced::Moved(version))
 }
 
 // ---- ready --------------------------------------------------------------------------------
@@ -393,7 +256,7 @@ pub async fn redirect(
         .await?
         .ok_or(Error::NotFound)?;
     let mut tx = ctx.db.begin().await?;
-    orders::lock(&mut tx, OrderId(order)).await?;
+    rows::lock(&mut tx, OrderId(order)).await?;
     let row = sqlx::query!(
         r#"SELECT p.id, p.status AS "status: PaymentStatus", p.order_id,
                   o.status AS "order_status: OrderStatus"
@@ -669,60 +532,7 @@ async fn fail_now(
     Ok(())
 }
 
-/// The order was canceled before payment: a payment not yet approving is abandoned (the
-/// caller moves the order).
-pub async fn abandon(
-    conn: &mut PgConnection,
-    order_id: OrderId,
-    id: PaymentId,
-    failure: (&str, &str),
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let mv = Move {
-        from: &[PaymentStatus::Created, PaymentStatus::Ready],
-        to: PaymentStatus::Abandoned,
-        fields: Fields {
-            failure: Some(failure),
-            ..Fields::default()
-        },
-        order: None,
-    };
-    advance(conn, order_id, id, mv, now).await?;
-    Ok(())
-}
-
 // ---- refund -------------------------------------------------------------------------------
-
-/// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
-pub async fn request_refund(
-    conn: &mut PgConnection,
-    order_id: OrderId,
-    id: PaymentId,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let mv = Move {
-        from: &[PaymentStatus::Approved],
-        to: PaymentStatus::RefundRequested,
-        fields: Fields::default(),
-        order: None,
-    };
-    if advance(conn, order_id, id, mv, now).await? == Advanced::Lost {
-        return Err(Error::Internal(format!(
-            "payment {} of a paid order is not approved",
-            id.0
-        )));
-    }
-    jobs::enqueue(
-        conn,
-        &tasks::PaymentCancel {
-            payment_id: id.0,
-            round: 0,
-        },
-        now,
-    )
-    .await?;
-    Ok(())
-}
 
 /// Step `payment.cancel`: refunds what is left to refund, guarded by
 /// `cancel_available_amount` so a repeat can never refund twice. What a failure does is

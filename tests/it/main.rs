@@ -18,6 +18,7 @@ mod health;
 mod items;
 mod jobs;
 mod kakaopay_client;
+mod layering;
 mod oauth;
 mod openapi;
 mod operations;

@@ -1,14 +1,20 @@
 //! Order rows: an order with its lines and its payment row is written here and nowhere
 //! else — a customer's checkout (`pending_payment`, payment `created`) and a subscription
-//! cycle (`paid`, payment `approved`) alike, in one statement.
+//! cycle (`paid`, payment `approved`) alike, in one statement. Here too are the order's
+//! and the payment's state changes: the order status compare-and-set, its outbox event,
+//! and the one way a payment moves ([`advance`]), which every flow goes through.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use utoipa::ToSchema;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{OrderId, PaymentId, SubscriptionId, UserId};
 use crate::money::Money;
+use crate::{jobs, outbox, tasks};
 
 /// A payment's unguessable token (256 random bits, URL-safe): the key of its KakaoPay
 /// redirect URLs.
@@ -198,4 +204,415 @@ pub async fn insert(
         order: OrderId(r.order_id),
         payment: PaymentId(r.id),
     }))
+}
+
+// ---- order states and events ----------------------------------------------------------
+
+/// `pg_notify` channel of order state changes; the payload is the order id.
+pub const CHANGES_CHANNEL: &str = "pillivery_orders";
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrderKind {
+    OneTime,
+    Subscription,
+}
+
+/// DESIGN §2's order states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrderStatus {
+    PendingPayment,
+    PaymentReady,
+    Approving,
+    Paid,
+    PaymentFailed,
+    Canceled,
+    RefundRequested,
+    Refunded,
+}
+
+impl OrderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::OneTime => "one_time",
+            OrderKind::Subscription => "subscription",
+        }
+    }
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::PaymentReady => "payment_ready",
+            OrderStatus::Approving => "approving",
+            OrderStatus::Paid => "paid",
+            OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::Canceled => "canceled",
+            OrderStatus::RefundRequested => "refund_requested",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    /// States a worker will move on without the buyer: `?wait` waits only in these.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::PendingPayment | OrderStatus::Approving | OrderStatus::RefundRequested
+        )
+    }
+}
+
+/// A line as ordered: the item's name and prices when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OrderLine {
+    pub item_id: i64,
+    pub item_name: String,
+    /// KRW paid per unit (after discount).
+    #[schema(value_type = i64)]
+    pub unit_price: Money,
+    #[schema(value_type = i64)]
+    pub unit_discount: Money,
+    pub quantity: i32,
+    #[schema(value_type = i64)]
+    pub line_amount: Money,
+}
+
+impl OrderLine {
+    pub fn new(
+        item_id: i64,
+        item_name: String,
+        unit_price: i64,
+        unit_discount: i64,
+        quantity: i32,
+    ) -> Self {
+        Self {
+            item_id,
+            item_name,
+            unit_price: Money(unit_price),
+            unit_discount: Money(unit_discount),
+            quantity,
+            line_amount: Money(unit_price.saturating_mul(i64::from(quantity))),
+        }
+    }
+}
+
+pub async fn load_lines(
+    conn: &mut PgConnection,
+    order_ids: &[i64],
+) -> Result<HashMap<i64, Vec<OrderLine>>> {
+    let rows = sqlx::query!(
+        r#"SELECT order_id, item_id, item_name, unit_price, unit_discount, quantity
+           FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, id"#,
+        order_ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut lines: HashMap<i64, Vec<OrderLine>> = HashMap::new();
+    for l in rows {
+        lines.entry(l.order_id).or_default().push(OrderLine::new(
+            l.item_id,
+            l.item_name,
+            l.unit_price,
+            l.unit_discount,
+            l.quantity,
+        ));
+    }
+    Ok(lines)
+}
+
+/// Locks the order row for the rest of the transaction. Every transaction that changes an
+/// order and its payment locks the order first, so two of them never deadlock.
+pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
+    sqlx::query_scalar!("SELECT id FROM orders WHERE id = $1 FOR UPDATE", id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves an order from one of `from` to `to` (compare-and-set), bumping its version and
+/// stamping the matching time column with `at` (the `Clock`'s time); wakes `?wait`ers
+/// when the transaction commits. `None` if the order was not in any of `from` (someone
+/// else decided first).
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    at: DateTime<Utc>,
+) -> Result<Option<i32>> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    // The notify rides on the update, so it is sent exactly when the change commits.
+    let version = sqlx::query_scalar!(
+        r#"WITH changed AS (
+             UPDATE orders SET status = $2, version = version + 1,
+                 paid_at = CASE WHEN $2 = 'paid' THEN $5 ELSE paid_at END,
+                 canceled_at = CASE WHEN $2 = 'canceled' THEN $5 ELSE canceled_at END,
+                 refunded_at = CASE WHEN $2 = 'refunded' THEN $5 ELSE refunded_at END
+             WHERE id = $1 AND status = ANY($3)
+             RETURNING id, version
+           )
+           SELECT version AS "version!" FROM changed, pg_notify($4, changed.id::text)"#,
+        id.0,
+        to.as_str(),
+        &from as &[&str],
+        CHANGES_CHANNEL,
+        at,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(version)
+}
+
+/// The order facts an outbox event carries.
+#[derive(Debug, Serialize)]
+pub struct OrderEventData {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub kind: OrderKind,
+    pub status: OrderStatus,
+    pub total_amount: Money,
+    pub period_days: Option<i32>,
+    pub lines: Vec<OrderLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
+}
+
+/// Writes `event_type` for the order at `version`, with its current facts.
+pub async fn record_event(
+    conn: &mut PgConnection,
+    id: OrderId,
+    version: i32,
+    event_type: &str,
+    failure: Option<(&str, &str)>,
+) -> Result<()> {
+    let o = sqlx::query!(
+        r#"SELECT user_id, kind AS "kind: OrderKind", status AS "status: OrderStatus",
+                  total_amount, period_days FROM orders WHERE id = $1"#,
+        id.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let lines = load_lines(conn, &[id.0])
+        .await?
+        .remove(&id.0)
+        .unwrap_or_default();
+    let data = OrderEventData {
+        order_id: id.0,
+        user_id: o.user_id,
+        kind: o.kind,
+        status: o.status,
+        total_amount: Money(o.total_amount),
+        period_days: o.period_days,
+        lines,
+        failure_code: failure.map(|f| f.0.to_owned()),
+        failure_message: failure.map(|f| f.1.to_owned()),
+    };
+    outbox::record(
+        conn,
+        outbox::Event {
+            event_type,
+            aggregate_type: "order",
+            aggregate_id: id.0,
+            aggregate_version: version,
+            data: &data,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+// ---- payment states --------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Written with the order; `ready` not yet answered.
+    Created,
+    /// KakaoPay gave a tid and redirect URLs; waiting for the buyer.
+    Ready,
+    /// The buyer came back with a `pg_token`; approval under way.
+    Approving,
+    Approved,
+    Failed,
+    /// The order was canceled before the buyer paid.
+    Abandoned,
+    RefundRequested,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Created => "created",
+            PaymentStatus::Ready => "ready",
+            PaymentStatus::Approving => "approving",
+            PaymentStatus::Approved => "approved",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Abandoned => "abandoned",
+            PaymentStatus::RefundRequested => "refund_requested",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+/// What a payment's move writes besides its status and the matching time column; `None`
+/// leaves a column as it is.
+#[derive(Debug, Default)]
+pub struct Fields<'a> {
+    pub tid: Option<&'a str>,
+    pub redirect_pc_url: Option<&'a str>,
+    pub redirect_mobile_url: Option<&'a str>,
+    pub redirect_app_url: Option<&'a str>,
+    pub pg_token: Option<&'a str>,
+    pub aid: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub response_digest: Option<String>,
+    /// The reason of a failed or abandoned payment, carried by its order's event too.
+    pub failure: Option<(&'a str, &'a str)>,
+}
+
+/// A payment's move and what it does to its order.
+pub struct Move<'a> {
+    pub from: &'a [PaymentStatus],
+    pub to: PaymentStatus,
+    pub fields: Fields<'a>,
+    /// The order's move (from one of, to) and the event recorded when it happens; `None`
+    /// when the caller moves the order itself.
+    pub order: Option<(&'a [OrderStatus], OrderStatus, Option<&'static str>)>,
+}
+
+/// What [`advance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advanced {
+    /// The payment was no longer in `from`: someone else decided first; nothing written.
+    Lost,
+    /// The payment moved; the order's new version if the order moved too.
+    Moved(Option<i32>),
+}
+
+/// The one way a payment changes state, in the caller's transaction: lock its order,
+/// compare-and-set the payment (status, its time column, the fields), move the order and
+/// record the order's event. Whoever loses the compare-and-set writes nothing.
+pub async fn advance(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    id: PaymentId,
+    mv: Move<'_>,
+    now: DateTime<Utc>,
+) -> Result<Advanced> {
+    lock(conn, order_id).await?;
+    let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+    let f = &mv.fields;
+    let moved = sqlx::query_scalar!(
+        r#"UPDATE payments SET status = $2,
+                  tid = COALESCE($4, tid),
+                  redirect_pc_url = COALESCE($5, redirect_pc_url),
+                  redirect_mobile_url = COALESCE($6, redirect_mobile_url),
+                  redirect_app_url = COALESCE($7, redirect_app_url),
+                  pg_token = COALESCE($8, pg_token),
+                  aid = COALESCE($9, aid),
+                  sid = COALESCE($10, sid),
+                  response_digest = COALESCE($11, response_digest),
+                  failure_code = CASE WHEN $2 = 'refunded' THEN NULL
+                                      ELSE COALESCE($12, failure_code) END,
+                  failure_message = CASE WHEN $2 = 'refunded' THEN NULL
+                                         ELSE COALESCE($13, failure_message) END,
+                  canceled_amount = CASE WHEN $2 = 'refunded' THEN amount
+                                         ELSE canceled_amount END,
+                  ready_at = CASE WHEN $2 = 'ready' THEN $14 ELSE ready_at END,
+                  approving_at = CASE WHEN $2 = 'approving' THEN $14 ELSE approving_at END,
+                  approved_at = CASE WHEN $2 = 'approved' THEN $14 ELSE approved_at END,
+                  failed_at = CASE WHEN $2 IN ('failed', 'abandoned') THEN $14
+                                   ELSE failed_at END,
+                  refunded_at = CASE WHEN $2 = 'refunded' THEN $14 ELSE refunded_at END
+           WHERE id = $1 AND status = ANY($3) RETURNING id"#,
+        id.0,
+        mv.to.as_str(),
+        &from as &[&str],
+        f.tid,
+        f.redirect_pc_url,
+        f.redirect_mobile_url,
+        f.redirect_app_url,
+        f.pg_token,
+        f.aid,
+        f.sid,
+        f.response_digest,
+        f.failure.map(|x| x.0),
+        f.failure.map(|x| x.1),
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if moved.is_none() {
+        return Ok(Advanced::Lost);
+    }
+    let Some((order_from, order_to, event)) = mv.order else {
+        return Ok(Advanced::Moved(None));
+    };
+    let version = transition(conn, order_id, order_from, order_to, now).await?;
+    if let (Some(v), Some(event)) = (version, event) {
+        // The reason travels with `order.payment_failed` only.
+        let failure = f.failure.filter(|_| order_to == OrderStatus::PaymentFailed);
+        record_event(conn, order_id, v, event, failure).await?;
+    }
+    Ok(Advanced::Moved(version))
+}
+
+/// The order was canceled before payment: a payment not yet approving is abandoned (the
+/// caller moves the order).
+pub async fn abandon(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    id: PaymentId,
+    failure: (&str, &str),
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mv = Move {
+        from: &[PaymentStatus::Created, PaymentStatus::Ready],
+        to: PaymentStatus::Abandoned,
+        fields: Fields {
+            failure: Some(failure),
+            ..Fields::default()
+        },
+        order: None,
+    };
+    advance(conn, order_id, id, mv, now).await?;
+    Ok(())
+}
+
+/// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
+pub async fn request_refund(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    id: PaymentId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mv = Move {
+        from: &[PaymentStatus::Approved],
+        to: PaymentStatus::RefundRequested,
+        fields: Fields::default(),
+        order: None,
+    };
+    if advance(conn, order_id, id, mv, now).await? == Advanced::Lost {
+        return Err(Error::Internal(format!(
+            "payment {} of a paid order is not approved",
+            id.0
+        )));
+    }
+    jobs::enqueue(
+        conn,
+        &tasks::PaymentCancel {
+            payment_id: id.0,
+            round: 0,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
 }

@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::ids::{OrderId, SubscriptionId};
 use crate::jobs::{self, Outcome, Task};
 use crate::money::Money;
-use crate::orders;
 use crate::pg::policy::{self as error_policy, Action, Step};
 use crate::pg::{self, ChargeRequest, GatewayError};
 use crate::{store, tasks, Ctx};
@@ -495,18 +494,18 @@ async fn write_cycle_order(
         ))
     })?;
     let order = written.order.0;
-    let data = orders::OrderEventData {
+    let data = store::orders::OrderEventData {
         order_id: order,
         user_id: s.user_id.0,
-        kind: orders::OrderKind::Subscription,
-        status: orders::OrderStatus::Paid,
+        kind: store::orders::OrderKind::Subscription,
+        status: store::orders::OrderStatus::Paid,
         total_amount: a.amount,
         period_days: Some(s.period_days),
         lines: a
             .lines
             .iter()
             .map(|l| {
-                orders::OrderLine::new(
+                store::orders::OrderLine::new(
                     l.item_id,
                     l.name.clone(),
                     l.unit_price,
