@@ -135,6 +135,13 @@ async fn a_rejected_charge_request_is_sent_once_fails_its_job_and_flags_the_subs
             .unwrap();
     assert_eq!(flag.0.as_deref(), Some("-701"));
     assert!(flag.1.is_some());
+    // The owner's (and the operators') view says so.
+    let attention = b
+        .sub(id)
+        .await
+        .needs_attention
+        .expect("flagged in the view");
+    assert_eq!(attention.code, "-701");
 
     // Fixed at KakaoPay's end, an operator retries the job: charged, flag cleared.
     b.set_knobs(json!({"decline_rate": 0.0})).await;
@@ -156,6 +163,7 @@ async fn a_rejected_charge_request_is_sent_once_fails_its_job_and_flags_the_subs
             .await
             .unwrap();
     assert_eq!(code, None);
+    assert_eq!(b.sub(id).await.needs_attention, None);
     b.stop_worker().await;
 }
 

@@ -98,11 +98,23 @@ pub struct Subscription {
     pub paused_at: Option<DateTime<Utc>>,
     pub cancel_reason: Option<String>,
     pub canceled_at: Option<DateTime<Utc>>,
+    /// Set when KakaoPay rejected this cycle's charge request itself (not a decline):
+    /// the cycle stays due, no retry is sent, and an operator must act.
+    pub needs_attention: Option<Attention>,
     /// Charge attempts, newest first (only on a single subscription's view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Why a subscription waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Attention {
+    /// KakaoPay's code (e.g. `-701`).
+    pub code: String,
+    pub message: String,
+    pub since: DateTime<Utc>,
 }
 
 /// A subscription row as the services need it.
@@ -719,7 +731,8 @@ async fn load(
     let rows = sqlx::query!(
         r#"SELECT id, status AS "status: SubscriptionStatus", period_days, current_cycle, due_on,
                   next_charge_at, anchor_at, last_charged_at, first_order_id, paused_at,
-                  cancel_reason, canceled_at, created_at, updated_at
+                  cancel_reason, canceled_at, created_at, updated_at, attention_code,
+                  attention_message, attention_since
            FROM subscriptions WHERE id = ANY($1) AND ($2::bigint IS NULL OR user_id = $2)
            ORDER BY id DESC"#,
         ids,
@@ -786,6 +799,14 @@ async fn load(
                 paused_at: r.paused_at,
                 cancel_reason: r.cancel_reason,
                 canceled_at: r.canceled_at,
+                needs_attention: match (r.attention_code, r.attention_since) {
+                    (Some(code), Some(since)) => Some(Attention {
+                        code,
+                        message: r.attention_message.unwrap_or_default(),
+                        since,
+                    }),
+                    _ => None,
+                },
                 attempts: None,
                 created_at: r.created_at,
                 updated_at: r.updated_at,
