@@ -99,6 +99,9 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Bound on connecting and on each command, so a dead Redis degrades quickly.
     pub timeout_ms: u64,
+    /// Lifetime of a cached catalog page (main page, category pages), ±20 % jitter so
+    /// pages cached together do not expire together. Item writes invalidate at once.
+    pub page_cache_ttl_secs: u64,
 }
 
 impl Default for RedisSettings {
@@ -107,6 +110,7 @@ impl Default for RedisSettings {
             url: SecretString::from("redis://127.0.0.1:6379"),
             prefix: "pillivery:".into(),
             timeout_ms: 500,
+            page_cache_ttl_secs: 60,
         }
     }
 }
@@ -158,6 +162,9 @@ pub struct WorkerSettings {
     /// Default per-task timeout; `task_timeouts_ms` overrides it by task name.
     pub task_timeout_ms: u64,
     pub task_timeouts_ms: BTreeMap<String, u64>,
+    /// Retry budgets by task name, overriding the one each task carries (the payment
+    /// steps' is 1,500: over a day of a PG outage at the 60 s backoff ceiling).
+    pub max_retries: BTreeMap<String, i32>,
     /// Ceiling of a retry's backoff.
     pub max_backoff_ms: u64,
     /// Keep finished tasks as `finished` rows instead of deleting them.
@@ -187,6 +194,7 @@ impl Default for WorkerSettings {
             reap_interval_ms: 5_000,
             task_timeout_ms: 300_000,
             task_timeouts_ms: BTreeMap::new(),
+            max_retries: BTreeMap::new(),
             max_backoff_ms: 3_600_000,
             keep_finished: false,
             pools: BTreeMap::new(),
@@ -640,6 +648,9 @@ impl Settings {
         if self.redis.timeout_ms == 0 {
             return Err(invalid("redis.timeout_ms", "must be positive"));
         }
+        if self.redis.page_cache_ttl_secs == 0 {
+            return Err(invalid("redis.page_cache_ttl_secs", "must be positive"));
+        }
         check_url("api.public_url", &self.api.public_url)?;
         check_url("kakaopay.base_url", &self.kakaopay.base_url)?;
         check_url("payments.result_url", &self.payments.result_url)?;
@@ -768,6 +779,12 @@ impl Settings {
         }
         if w.lease_ms < 300 {
             return Err(invalid("worker.lease_ms", "must be at least 300"));
+        }
+        if let Some((name, _)) = w.max_retries.iter().find(|(_, n)| **n < 0) {
+            return Err(invalid(
+                "worker.max_retries",
+                &format!("{name}: must not be negative"),
+            ));
         }
         if w.reap_interval_ms == 0 || w.task_timeout_ms == 0 || w.max_backoff_ms == 0 {
             return Err(invalid(

@@ -714,3 +714,32 @@ async fn urgent_work_overtakes_a_bulk_backlog_which_still_keeps_moving() {
     );
     rt.stop().await;
 }
+
+#[tokio::test]
+async fn a_configured_retry_budget_overrides_the_tasks_own() {
+    let (url, db) = test_db().await;
+    let rt = start_runtime(
+        &url,
+        Arc::new(billing::clock::SystemClock),
+        Vec::new(),
+        |s| {
+            s.worker.max_retries.insert("diag.probe".into(), 0);
+        },
+    );
+    // The probe's own budget is 5; the configured one (0) decides.
+    let mut doomed = probe("budget-0".into(), 0);
+    doomed.fail_runs = 100;
+    let mut conn = db.acquire().await.unwrap();
+    billing::jobs::enqueue(&mut conn, &doomed, chrono::Utc::now())
+        .await
+        .unwrap();
+    wait_until(
+        "the task to fail for good",
+        Duration::from_secs(5),
+        || async { matches!(state_of(&db, "budget-0").await, Some((s, _, _)) if s == "failed") },
+    )
+    .await;
+    let (_, retries, _) = state_of(&db, "budget-0").await.unwrap();
+    assert_eq!(retries, 0);
+    rt.stop().await;
+}

@@ -160,7 +160,7 @@ pub(super) fn decide(
                 reason,
             }
         }
-        Outcome::Retry { after, reason } if claimed.retries < claimed.max_retries => {
+        Outcome::Retry { after, reason } if claimed.retries < budget(inner, claimed, name) => {
             let delay = after.unwrap_or_else(|| {
                 jittered(
                     task.backoff(claimed.retries.max(0) as u32),
@@ -198,6 +198,16 @@ pub(super) fn decide(
             }
         }
     }
+}
+
+/// The task's retry budget: the configured one for its name, else its row's.
+fn budget(inner: &Inner, claimed: &Claimed, name: &str) -> i32 {
+    inner
+        .cfg
+        .max_retries
+        .get(name)
+        .copied()
+        .unwrap_or(claimed.max_retries)
 }
 
 /// Between half and all of the task's backoff (capped), so retries of a burst spread out.

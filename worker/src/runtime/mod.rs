@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     pub reap_interval: Duration,
     pub task_timeout: Duration,
     pub task_timeouts: HashMap<String, Duration>,
+    /// Retry budgets by task name, over the one stored with each row.
+    pub max_retries: HashMap<String, i32>,
     pub max_backoff: Duration,
     pub keep_finished: bool,
     pub shutdown_grace: Duration,
@@ -110,6 +112,7 @@ impl RuntimeConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), ms(*v)))
                 .collect(),
+            max_retries: s.max_retries.clone().into_iter().collect(),
             max_backoff: ms(s.max_backoff_ms),
             keep_finished: s.keep_finished,
             shutdown_grace: ms(s.shutdown_grace_ms),

@@ -1,0 +1,130 @@
+//! The page cache in Redis: jittered TTLs, one loader per key, generation-based
+//! invalidation on item writes; Redis down means no cache, never an error.
+
+use super::*;
+
+// ---- the page cache ---------------------------------------------------------------------
+
+/// Seconds a cached page lives, before jitter (±20 %) spreads expiries apart.
+/// The configured page lifetime, ±20 %.
+pub(super) fn jittered_ttl(ttl_secs: u64) -> u64 {
+    let spread = ttl_secs / 5;
+    ttl_secs - spread + rand::rng().random_range(0..=2 * spread)
+}
+
+/// One loader per key in this process: concurrent misses wait for the first one's result.
+pub(super) fn loader_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    map.insert(key.to_owned(), Arc::downgrade(&lock));
+    lock
+}
+
+/// The generation counter every invalidation bumps: a load that raced a write does not
+/// store what it read.
+pub(super) const GEN_KEY: &str = "cache:items:gen";
+
+pub(super) async fn cache_get(ctx: &Ctx, key: &str) -> Option<String> {
+    let full = ctx.kv.key(key);
+    ctx.kv
+        .run(|mut c| async move { c.get(&full).await })
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "cache read skipped"))
+        .ok()
+        .flatten()
+}
+
+/// The JSON text under `key`, or `load`'s, stored for next time (Redis errors only skip
+/// the cache).
+pub(super) async fn cached_json<F, Fut>(ctx: &Ctx, key: &str, load: F) -> Result<String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String>>,
+{
+    let kind = if key == MAIN_KEY {
+        "main"
+    } else if key.ends_with(":count") {
+        "count"
+    } else {
+        "page"
+    };
+    if let Some(hit) = cache_get(ctx, key).await {
+        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
+        return Ok(hit);
+    }
+    let lock = loader_lock(&ctx.kv.key(key));
+    let _guard = lock.lock().await;
+    if let Some(hit) = cache_get(ctx, key).await {
+        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
+        return Ok(hit);
+    }
+    metrics::counter!("cache_requests_total", "cache" => kind, "result" => "miss").increment(1);
+    let gen_key = ctx.kv.key(GEN_KEY);
+    let generation: Option<i64> = {
+        let g = gen_key.clone();
+        ctx.kv
+            .run(|mut c| async move { c.get(&g).await })
+            .await
+            .ok()
+            .flatten()
+    };
+    let value = load().await?;
+    {
+        let json = value.clone();
+        let full = ctx.kv.key(key);
+        let ttl = jittered_ttl(ctx.settings.redis.page_cache_ttl_secs);
+        let generation = generation.unwrap_or(0);
+        // Store only if no invalidation happened while loading.
+        let stored = ctx
+            .kv
+            .run(|mut c| async move {
+                redis::Script::new(
+                    "if tonumber(redis.call('GET', KEYS[2]) or '0') == tonumber(ARGV[2]) then \
+                       redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) return 1 end return 0",
+                )
+                .key(&full)
+                .key(&gen_key)
+                .arg(json)
+                .arg(generation)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut c)
+                .await
+            })
+            .await;
+        if let Err(e) = stored {
+            tracing::debug!(error = %e, "cache write skipped");
+        }
+    }
+    Ok(value)
+}
+
+/// Drops every cached listing page and the main page, and bumps the generation.
+pub(super) async fn invalidate_pages(ctx: &Ctx) {
+    let keys: Vec<String> = all_page_keys().iter().map(|k| ctx.kv.key(k)).collect();
+    let gen_key = ctx.kv.key(GEN_KEY);
+    let done = ctx
+        .kv
+        .run(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .incr(&gen_key, 1)
+                .ignore()
+                .del(&keys)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await;
+    if let Err(e) = done {
+        // The pages expire within the TTL anyway.
+        tracing::warn!(error = %e, "could not invalidate cached item pages");
+    }
+}
