@@ -783,7 +783,7 @@ impl Settings {
         if let Some((name, _)) = w.max_retries.iter().find(|(_, n)| **n < 0) {
             return Err(invalid(
                 "worker.max_retries",
-                &format!("{name}: must not be negative"),
+                format!("{name}: must not be negative"),
             ));
         }
         if w.reap_interval_ms == 0 || w.task_timeout_ms == 0 || w.max_backoff_ms == 0 {

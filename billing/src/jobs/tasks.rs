@@ -1,0 +1,343 @@
+//! What a job is: the `Task` contract of a payload, its `Priority`, the `Outcome` of a
+//! run, the encoded row (`Job`), and enqueueing on the caller's transaction.
+
+use super::*;
+
+pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
+
+/// Which work a worker claims first. Strict between levels, except that every
+/// [`FIFO_EVERY`]th claim of a pool takes due work in due order whatever its priority, so a
+/// steady stream of urgent work never starves bulk work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Charge bursts, sales counting, view flushes, sweeps.
+    Bulk = 0,
+    Normal = 1,
+    /// Someone or some money is waiting on it: buyers' checkouts and approvals, refunds,
+    /// reconciliation of undecided payments and charges.
+    Urgent = 2,
+}
+
+impl Priority {
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+}
+
+/// One claim in this many ignores priority (see [`Priority`]).
+pub const FIFO_EVERY: u64 = 5;
+
+/// A task's payload: plain data with a pinned name. The stored row is fang's format —
+/// `metadata` = `{"type": NAME, …fields}` — so rows queued by earlier releases (and by
+/// fang's own API) decode unchanged. What running it does lives with the runtime.
+pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The pinned name (`metadata.type`); never rename, or queued rows are stranded.
+    const NAME: &'static str;
+
+    /// The pool key: which worker pool claims it.
+    fn task_type(&self) -> Cow<'static, str> {
+        Cow::Borrowed("common")
+    }
+
+    /// At most one live (waiting or running) task with the same payload.
+    fn unique(&self) -> bool {
+        false
+    }
+
+    /// Retries (of `Retry` outcomes, timeouts, crashes) before it lands in the failed list.
+    fn max_retries(&self) -> i32 {
+        5
+    }
+
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+
+    /// The wait before retry number `retries + 1` (jittered and capped by the runtime).
+    fn backoff(&self, retries: u32) -> Duration {
+        Duration::from_secs(2u64.saturating_pow(retries).min(3_600))
+    }
+
+    /// A periodic task's cron pattern (with seconds): it is queued again for its next
+    /// occurrence whenever one ends.
+    fn cron(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// What a run of a task came to; the runtime acts on this and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished; the row is completed.
+    Done,
+    /// Failed in a way a later run may not (a database error, a PG that did not answer):
+    /// runs again after `after` (the task's backoff if `None`), using up one retry.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Nothing was attempted (the local PG guard refused, or the PG refuses our
+    /// credentials): runs again after `after` without using up a retry.
+    Defer { after: Duration, reason: String },
+    /// Will never succeed as it is: straight to the operators' failed list, no retries.
+    Fail { reason: String },
+}
+
+impl Outcome {
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Outcome::Retry {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Outcome::Fail {
+            reason: reason.into(),
+        }
+    }
+
+    /// The outcome of a step that returned an error instead of deciding: a guard refusal
+    /// is deferred; anything else (database, internal) is retried with backoff. Gateway
+    /// errors are decided by the steps through `pg::policy`; one that reaches here is
+    /// treated as retryable, the cautious reading for an idempotent step.
+    pub fn from_error(err: &Error) -> Self {
+        if let Error::Gateway(e) = err {
+            if let Some(after) = e.retry_after() {
+                return Outcome::Defer {
+                    after,
+                    reason: err.to_string(),
+                };
+            }
+        }
+        Outcome::retry(err.to_string())
+    }
+
+    /// `Ok(outcome)` as is, `Err` through [`Outcome::from_error`].
+    pub fn of(result: Result<Outcome>) -> Self {
+        match result {
+            Ok(o) => o,
+            Err(e) => Self::from_error(&e),
+        }
+    }
+
+    /// A step with nothing to decide: done, or its error.
+    pub fn of_unit(result: Result<()>) -> Self {
+        Self::of(result.map(|()| Outcome::Done))
+    }
+}
+
+/// A task encoded for its row: what `enqueue` writes, and what periodic chaining re-queues.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: &'static str,
+    pub metadata: serde_json::Value,
+    pub task_type: String,
+    pub uniq_hash: Option<String>,
+    pub max_retries: i32,
+    pub priority: Priority,
+    pub cron: Option<&'static str>,
+}
+
+/// The uniqueness key of a row's metadata: fang's definition, so rows stay
+/// interchangeable with stock fang's.
+pub(super) fn hash_of(metadata: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(metadata.to_string().as_bytes()))
+}
+
+impl Job {
+    pub fn of<T: Task>(task: &T) -> Result<Self> {
+        let fields = serde_json::to_value(task)
+            .map_err(|e| Error::Internal(format!("task {} does not serialize: {e}", T::NAME)))?;
+        let serde_json::Value::Object(fields) = fields else {
+            return Err(Error::Internal(format!(
+                "task {} is not a struct with named fields",
+                T::NAME
+            )));
+        };
+        // `type` first, as typetag writes it.
+        let mut map = serde_json::Map::with_capacity(fields.len() + 1);
+        map.insert("type".into(), serde_json::Value::String(T::NAME.into()));
+        map.extend(fields);
+        let metadata = serde_json::Value::Object(map);
+        Ok(Self {
+            name: T::NAME,
+            uniq_hash: task.unique().then(|| hash_of(&metadata)),
+            metadata,
+            task_type: task.task_type().into_owned(),
+            max_retries: task.max_retries(),
+            priority: task.priority(),
+            cron: task.cron(),
+        })
+    }
+
+    /// A row as it was claimed, to queue its next occurrence (periodic tasks).
+    pub fn again(claimed: &Claimed, unique: bool, cron: Option<&'static str>) -> Self {
+        Self {
+            name: "",
+            uniq_hash: unique.then(|| hash_of(&claimed.metadata)),
+            metadata: claimed.metadata.clone(),
+            task_type: claimed.task_type.clone(),
+            max_retries: claimed.max_retries,
+            priority: match claimed.priority {
+                0 => Priority::Bulk,
+                2 => Priority::Urgent,
+                _ => Priority::Normal,
+            },
+            cron,
+        }
+    }
+
+    /// When it first runs if queued at `now`: its cron's next occurrence, or now.
+    pub fn first_run(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        match self.cron {
+            Some(pattern) => next_cron(pattern, now),
+            None => Ok(now),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Inserted(Uuid),
+    /// A unique task with the same payload is already live (new, retried or running).
+    AlreadyQueued(Option<Uuid>),
+}
+
+impl Enqueued {
+    pub fn id(self) -> Option<Uuid> {
+        match self {
+            Enqueued::Inserted(id) => Some(id),
+            Enqueued::AlreadyQueued(id) => id,
+        }
+    }
+}
+
+/// The next time a cron pattern fires after `after`.
+pub fn next_cron(pattern: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let schedule: cron::Schedule = pattern
+        .parse()
+        .map_err(|e| Error::Internal(format!("cron pattern `{pattern}`: {e}")))?;
+    schedule
+        .after(&after)
+        .next()
+        .ok_or_else(|| Error::Internal(format!("cron pattern `{pattern}` never fires again")))
+}
+
+/// Enqueues on the caller's connection or transaction: a rolled-back transaction leaves
+/// no task, and workers are woken when it commits. `now` is the caller's clock; the task
+/// runs then, or at its cron's next occurrence.
+pub async fn enqueue<T: Task>(
+    conn: &mut PgConnection,
+    task: &T,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let job = Job::of(task)?;
+    let at = job.first_run(now)?;
+    insert(conn, &job, at, now).await
+}
+
+/// Enqueues to run at `at` (as soon as possible if that is not after `now`).
+pub async fn enqueue_at<T: Task>(
+    conn: &mut PgConnection,
+    task: &T,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    insert(conn, &Job::of(task)?, at, now).await
+}
+
+/// Enqueues an encoded job to run at `at`; workers are woken if it is due by `now`.
+pub async fn insert(
+    conn: &mut PgConnection,
+    job: &Job,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let inserted = sqlx::query!(
+        r#"WITH ins AS (
+             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, scheduled_at, max_retries,
+                                     request_id, priority, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $7, $8, $9, $9)
+             ON CONFLICT (uniq_hash)
+                 WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
+                 DO NOTHING
+             RETURNING id
+           )
+           SELECT id AS "id!",
+                  -- A job due later is found by the workers' timed sleep; waking every
+                  -- worker for it would only cost each a transaction.
+                  CASE WHEN $4 <= $9 THEN pg_notify($6, $2) IS NOT NULL
+                       ELSE false END AS "notified!"
+           FROM ins"#,
+        job.metadata,
+        job.task_type,
+        job.uniq_hash,
+        at,
+        job.max_retries,
+        NOTIFY_CHANNEL,
+        crate::telemetry::current_request_id(),
+        job.priority.as_i16(),
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Enqueued::Inserted(row.id));
+    }
+    let existing = sqlx::query_scalar!(
+        r#"SELECT id FROM fang_tasks
+           WHERE uniq_hash = $1 AND state IN ('new', 'retried', 'in_progress')"#,
+        job.uniq_hash
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(Enqueued::AlreadyQueued(existing))
+}
+
+/// Many tasks due at `now` in one statement (bulk loads, billing-day fan-out); unique
+/// ones that are already live are skipped. Returns how many rows were inserted.
+pub async fn enqueue_many<T: Task>(
+    conn: &mut PgConnection,
+    tasks: &[T],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut metadata = Vec::with_capacity(tasks.len());
+    let mut types = Vec::with_capacity(tasks.len());
+    let mut hashes: Vec<Option<String>> = Vec::with_capacity(tasks.len());
+    let mut retries = Vec::with_capacity(tasks.len());
+    let mut priorities = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let j = Job::of(task)?;
+        metadata.push(j.metadata);
+        types.push(j.task_type);
+        hashes.push(j.uniq_hash);
+        retries.push(j.max_retries);
+        priorities.push(j.priority.as_i16());
+    }
+    let inserted = sqlx::query_scalar!(
+        r#"WITH ins AS (
+             INSERT INTO fang_tasks (metadata, task_type, uniq_hash, max_retries, priority,
+                                     scheduled_at, created_at, updated_at)
+             SELECT m, t, h, r, p, $6, $6, $6
+             FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::int[], $7::int2[])
+                  AS u(m, t, h, r, p)
+             ON CONFLICT (uniq_hash)
+                 WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
+                 DO NOTHING
+             RETURNING task_type
+           ),
+           notified AS (SELECT pg_notify($5, task_type) FROM (SELECT DISTINCT task_type FROM ins) t)
+           SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified) AS "n!""#,
+        &metadata,
+        &types,
+        &hashes as &[Option<String>],
+        &retries,
+        NOTIFY_CHANNEL,
+        now,
+        &priorities,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(inserted as u64)
+}

@@ -1,0 +1,170 @@
+//! The recurring charge (DESIGN §4/§5): decide under the subscription's lock, record the
+//! attempt, call KakaoPay's `subscription` API, and apply its answer in one transaction
+//! (`outcome`); the attempt rows (`attempts`); the reconciliation of ambiguous charges
+//! (`reconcile`); SID inactivation and the sweep that re-enqueues any due subscription
+//! whose charge job is missing (`housekeeping`).
+
+mod attempts;
+mod housekeeping;
+mod outcome;
+mod reconcile;
+
+use attempts::*;
+pub use housekeeping::{inactivate_sid, sweep};
+use outcome::*;
+pub use reconcile::{reconcile, reconcile_now, ReconcileAction};
+// The attempt status as the query macros in the submodules name it (`super::…`).
+use super::AttemptStatus;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use super::{
+    cancel_locked, lock, policy, record_event, reschedule, EventExtra, Policy, Row,
+    SubscriptionStatus,
+};
+use crate::error::{Error, Result};
+use crate::ids::{OrderId, SubscriptionId};
+use crate::jobs::{self, Outcome, Task};
+use crate::money::Money;
+use crate::pg::policy::{self as error_policy, Action, Step};
+use crate::pg::{self, ChargeRequest, GatewayError};
+use crate::{store, tasks, Ctx};
+
+/// A product as priced when an attempt started; the cycle's order is written from these.
+pub(super) type PricedLine = crate::store::orders::LineRow;
+
+/// An attempt as the outcome handlers need it.
+#[derive(Debug)]
+pub(super) struct Attempt {
+    pub(super) id: i64,
+    pub(super) subscription_id: SubscriptionId,
+    pub(super) cycle: i32,
+    pub(super) partner_order_id: String,
+    pub(super) amount: Money,
+    pub(super) lines: Vec<PricedLine>,
+    pub(super) started_at: DateTime<Utc>,
+}
+
+/// What KakaoPay said about a successful charge (nothing when reconciliation found it).
+#[derive(Debug, Default)]
+pub(super) struct Approval {
+    pub(super) tid: Option<String>,
+    pub(super) aid: Option<String>,
+    pub(super) digest: Option<String>,
+}
+
+/// Task `subscription.charge {subscription_id, cycle, seq}`.
+///
+/// Under the subscription's lock: a canceled, paused, already charged or rescheduled
+/// (`seq` superseded) subscription is not charged; an attempt left `in_flight` by a
+/// crashed worker becomes `unknown` and goes to reconciliation; the once-a-day guard moves
+/// a charge that would be the second of a local day. Otherwise the attempt is recorded
+/// and committed before KakaoPay is called, so a crash at any point leaves evidence.
+pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Result<Outcome> {
+    let policy = policy(ctx)?;
+    // Before anything is recorded: while the breaker is open, or the rate cap has no
+    // permit in time, the charge is deferred untouched, and no attempt (dunning or
+    // otherwise) is used up.
+    let permit = match ctx.pg_guard.admit("subscription").await {
+        Ok(p) => p,
+        Err(e) => return Ok(job_outcome(ctx, error_policy::decide(Step::Charge, &e), &e)),
+    };
+    let now = ctx.clock.now();
+    let mut tx = ctx.db.begin().await?;
+    let Some(s) = lock(&mut tx, id, None).await? else {
+        return Ok(Outcome::Done);
+    };
+    if !s.status.is_billable() || s.schedule_seq != seq || s.current_cycle + 1 != cycle {
+        return Ok(Outcome::Done);
+    }
+    if let Some((open, status)) = open_attempt(&mut tx, id).await? {
+        if status == super::AttemptStatus::InFlight {
+            // The worker that sent it stopped before recording the answer: the PG may
+            // have charged, so only the SID's status may decide.
+            mark_unknown(
+                &mut tx,
+                open,
+                "the worker stopped before the answer was recorded",
+            )
+            .await?;
+            enqueue_reconcile(ctx, &mut tx, open, 1, now, None).await?;
+            tx.commit().await?;
+        }
+        return Ok(Outcome::Done);
+    }
+    let Some(next) = s.next(&policy) else {
+        return Ok(Outcome::Done);
+    };
+    if next.at > now {
+        // Woken early (a clock step back, or an edit that forgot to reschedule): run again
+        // at the right time rather than lose the charge.
+        reschedule(&mut tx, &s, Some(next), cycle, now).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Done);
+    }
+    if let Some(last) = s.last_charged_at {
+        if policy.local_date(now) <= policy.local_date(last) {
+            let moved = policy.not_before(next.due_on, now, Some(last));
+            tracing::warn!(subscription_id = id.0, next_charge_at = %moved.at,
+                "a second charge on one local day refused; moved to the next day");
+            reschedule(&mut tx, &s, Some(moved), cycle, now).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Done);
+        }
+    }
+    let lines = priced_lines(&mut tx, id).await?;
+    let amount: i64 = lines
+        .iter()
+        .map(|l| l.unit_price * i64::from(l.quantity))
+        .sum();
+    if lines.is_empty() || amount <= 0 {
+        cancel_locked(&mut tx, &s, "items_unavailable", now).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Done);
+    }
+    let Some(sid) = s.sid.clone() else {
+        cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Done);
+    };
+    let attempt = record_attempt(&mut tx, &s, cycle, &lines, Money(amount), now).await?;
+    tx.commit().await?;
+
+    let units: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
+    let req = ChargeRequest {
+        sid,
+        partner_order_id: attempt.partner_order_id.clone(),
+        partner_user_id: partner_user_id(&s),
+        item_name: pg::item_name(lines[0].name.clone(), lines.len() as i64),
+        item_code: None,
+        quantity: u32::try_from(units).unwrap_or(u32::MAX),
+        total_amount: Money(amount),
+        tax_free_amount: Money::ZERO,
+        vat_amount: None,
+    };
+    match permit.call(ctx.gateway.subscription_charge(&req)).await {
+        Ok(res) => {
+            let approval = Approval {
+                tid: Some(res.tid.clone()),
+                aid: Some(res.aid.clone()),
+                digest: pg::digest(&res),
+            };
+            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now()).await?;
+            Ok(Outcome::Done)
+        }
+        Err(e) => apply_failure(ctx, &policy, &s, &attempt, e).await,
+    }
+}
+
+/// The job's outcome for an action the charge steps leave to the runtime.
+pub(super) fn job_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
+    error_policy::job_outcome(action, e, ctx.pg_guard.misconfigured_hold())
+}
+
+/// The SID's original partner user id (the first payment's).
+pub(super) fn partner_user_id(s: &Row) -> String {
+    format!("pv-user-{}", s.user_id.0)
+}

@@ -1,0 +1,357 @@
+//! Applying KakaoPay's answer to a charge: the cycle's order and the next cycle on
+//! success; dunning on a decline; the policy's action on any other failure.
+
+use super::*;
+
+/// The cycle was charged: the cycle's order (paid, from the attempt's priced lines) with
+/// its payment row, the attempt `succeeded`, `order.paid` and `subscription.charged`,
+/// sales counted by a job, and — unless the subscription was paused or canceled
+/// meanwhile — the next cycle scheduled. One transaction, under the subscription's lock
+/// (every decider of an attempt holds it, so the attempt cannot be decided meanwhile).
+pub(super) async fn apply_success(
+    ctx: &Ctx,
+    policy: &Policy,
+    a: &Attempt,
+    approval: Approval,
+    charged_at: DateTime<Utc>,
+) -> Result<()> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.db.begin().await?;
+    let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
+        return Err(Error::Internal(format!(
+            "attempt {} lost its subscription",
+            a.id
+        )));
+    };
+    let order = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
+    let decided = sqlx::query_scalar!(
+        "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4,
+                order_id = $5
+         WHERE id = $1 AND status IN ('in_flight', 'unknown') RETURNING id",
+        a.id,
+        approval.tid,
+        approval.aid,
+        charged_at,
+        order.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if decided.is_none() {
+        // Decided already (a duplicate run): the order written above is rolled back.
+        return Ok(());
+    }
+    let recovered = s.status == SubscriptionStatus::PastDue;
+    let next = if s.status.is_billable() {
+        s.next(policy)
+            .map(|n| policy.after_success(n.due_on, s.period_days, charged_at))
+    } else {
+        None
+    };
+    // The running job is this cycle's; the next cycle gets a new sequence and job.
+    let updated = sqlx::query!(
+        r#"UPDATE subscriptions SET current_cycle = $2, last_charged_at = $3,
+                status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END,
+                due_on = COALESCE($4, due_on),
+                next_charge_at = CASE WHEN $5::timestamptz IS NULL THEN next_charge_at ELSE $5 END,
+                schedule_seq = schedule_seq + 1, version = version + 1,
+                attention_code = NULL, attention_message = NULL, attention_since = NULL
+           WHERE id = $1
+           RETURNING schedule_seq, version, status AS "status: SubscriptionStatus""#,
+        s.id.0,
+        a.cycle,
+        charged_at,
+        next.map(|n| n.due_on),
+        next.map(|n| n.at),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(next) = next {
+        jobs::enqueue_at(
+            &mut tx,
+            &tasks::SubscriptionCharge {
+                subscription_id: s.id.0,
+                cycle: a.cycle + 1,
+                seq: updated.schedule_seq,
+            },
+            next.at,
+            now,
+        )
+        .await?;
+    }
+    let data = crate::subscriptions::SubscriptionEventData {
+        subscription_id: s.id.0,
+        user_id: s.user_id.0,
+        status: updated.status,
+        period_days: s.period_days,
+        cycle: a.cycle,
+        next_charge_at: next
+            .map(|n| n.at)
+            .or(s.next_charge_at.filter(|_| s.status.is_billable())),
+        order_id: Some(order.0),
+        amount: Some(a.amount),
+        reason: None,
+        failure_code: None,
+    };
+    crate::outbox::record(
+        &mut tx,
+        crate::outbox::Event {
+            event_type: "subscription.charged",
+            aggregate_type: "subscription",
+            aggregate_id: s.id.0,
+            aggregate_version: updated.version,
+            data: &data,
+        },
+    )
+    .await?;
+    jobs::enqueue(&mut tx, &tasks::OrderCountSales { order_id: order.0 }, now).await?;
+    tx.commit().await?;
+    metrics::counter!("subscription_charges_total", "outcome" => "succeeded").increment(1);
+    tracing::info!(
+        subscription_id = s.id.0,
+        cycle = a.cycle,
+        order_id = order.0,
+        amount = a.amount.0,
+        recovered,
+        "subscription charged"
+    );
+    Ok(())
+}
+
+/// The cycle's order, paid, with its lines and payment row, and `order.paid` — written
+/// from what the attempt holds, without reading anything back.
+pub(super) async fn write_cycle_order(
+    conn: &mut PgConnection,
+    s: &Row,
+    a: &Attempt,
+    approval: &Approval,
+    paid_at: DateTime<Utc>,
+) -> Result<OrderId> {
+    let discount: i64 = a
+        .lines
+        .iter()
+        .map(|l| l.unit_discount * i64::from(l.quantity))
+        .sum();
+    let written = store::orders::insert(
+        conn,
+        &store::orders::NewOrder {
+            user: s.user_id,
+            kind: "subscription",
+            // Shipped where the first order went.
+            ship_to: store::orders::ShipTo::FirstOrderOf(s.id),
+            lines: &a.lines,
+            total: a.amount,
+            discount: Money(discount),
+            period_days: Some(s.period_days),
+            cycle: Some((s.id, a.cycle)),
+            idempotency: None,
+            from_cart: false,
+            payment: store::orders::NewPayment::Approved {
+                partner_order_id: &a.partner_order_id,
+                tid: approval.tid.as_deref(),
+                sid: s.sid.as_deref(),
+                aid: approval.aid.as_deref(),
+                response_digest: approval.digest.as_deref(),
+            },
+        },
+        &partner_user_id(s),
+        paid_at,
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::Internal(format!(
+            "cycle order of subscription {} not written",
+            s.id.0
+        ))
+    })?;
+    let order = written.order.0;
+    let data = store::orders::OrderEventData {
+        order_id: order,
+        user_id: s.user_id.0,
+        kind: store::orders::OrderKind::Subscription,
+        status: store::orders::OrderStatus::Paid,
+        total_amount: a.amount,
+        period_days: Some(s.period_days),
+        lines: a
+            .lines
+            .iter()
+            .map(|l| {
+                store::orders::OrderLine::new(
+                    l.item_id,
+                    l.name.clone(),
+                    l.unit_price,
+                    l.unit_discount,
+                    l.quantity,
+                )
+            })
+            .collect(),
+        failure_code: None,
+        failure_message: None,
+    };
+    crate::outbox::record(
+        conn,
+        crate::outbox::Event {
+            event_type: "order.paid",
+            aggregate_type: "order",
+            aggregate_id: order,
+            aggregate_version: 1,
+            data: &data,
+        },
+    )
+    .await?;
+    Ok(OrderId(order))
+}
+
+/// A failed call, as the policy decides for [`Step::Charge`]: a decline follows the
+/// dunning schedule; an unusable SID ends the subscription; an ambiguous answer waits for
+/// reconciliation; otherwise nothing was charged — the attempt is `not_charged` (no
+/// dunning attempt used) and the job retries, is deferred, or, for a request KakaoPay
+/// rejects, fails to the operators' list with the subscription flagged for attention and
+/// the cycle still due.
+pub(super) async fn apply_failure(
+    ctx: &Ctx,
+    policy: &Policy,
+    s: &Row,
+    a: &Attempt,
+    e: GatewayError,
+) -> Result<Outcome> {
+    let code = e.record_code();
+    let now = ctx.clock.now();
+    match error_policy::decide(Step::Charge, &e) {
+        Action::CustomerFailure => {
+            apply_decline(ctx, policy, a, &code, &e.message).await?;
+            Ok(Outcome::Done)
+        }
+        Action::SidUnusable => {
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
+            if let Some(s) = lock(&mut tx, s.id, None).await? {
+                if s.status != SubscriptionStatus::Canceled {
+                    tracing::error!(subscription_id = s.id.0, error = %e, "the SID cannot charge; subscription canceled");
+                    cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(Outcome::Done)
+        }
+        Action::Reconcile => {
+            tracing::warn!(subscription_id = s.id.0, cycle = a.cycle, error = %e,
+                "charge outcome unknown; reconciling from the SID status");
+            let mut tx = ctx.db.begin().await?;
+            mark_unknown(&mut tx, a.id, &e.message).await?;
+            enqueue_reconcile(ctx, &mut tx, a.id, 1, now, None).await?;
+            tx.commit().await?;
+            Ok(Outcome::Done)
+        }
+        Action::Reject => {
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
+            sqlx::query!(
+                "UPDATE subscriptions SET attention_code = $2, attention_message = $3,
+                        attention_since = COALESCE(attention_since, $4)
+                 WHERE id = $1",
+                s.id.0,
+                code,
+                e.message,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            metrics::counter!("subscription_charges_total", "outcome" => "rejected").increment(1);
+            Ok(job_outcome(ctx, Action::Reject, &e))
+        }
+        other => {
+            let mut tx = ctx.db.begin().await?;
+            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
+            tx.commit().await?;
+            metrics::counter!("subscription_charges_total", "outcome" => "not_charged")
+                .increment(1);
+            Ok(job_outcome(ctx, other, &e))
+        }
+    }
+}
+
+/// The card/wallet declined: the first decline of a cycle makes the subscription
+/// `past_due`; the dunning schedule decides the next attempt or the cancellation.
+pub(super) async fn apply_decline(
+    ctx: &Ctx,
+    policy: &Policy,
+    a: &Attempt,
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.db.begin().await?;
+    let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
+        return Err(Error::Internal(format!(
+            "attempt {} lost its subscription",
+            a.id
+        )));
+    };
+    let decided = sqlx::query_scalar!(
+        "UPDATE charge_attempts SET status = 'declined', failure_code = $2, failure_message = $3,
+                finished_at = $4
+         WHERE id = $1 AND status IN ('in_flight', 'unknown') RETURNING id",
+        a.id,
+        code,
+        message,
+        now
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    metrics::counter!("subscription_charges_total", "outcome" => "declined").increment(1);
+    if decided.is_none() || !s.status.is_billable() {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let declines = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM charge_attempts
+           WHERE subscription_id = $1 AND cycle = $2 AND status = 'declined'"#,
+        s.id.0,
+        a.cycle
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if s.status == SubscriptionStatus::Active {
+        sqlx::query!(
+            "UPDATE subscriptions SET status = 'past_due', version = version + 1 WHERE id = $1",
+            s.id.0
+        )
+        .execute(&mut *tx)
+        .await?;
+        record_event(
+            &mut tx,
+            s.id,
+            "subscription.past_due",
+            EventExtra {
+                failure_code: Some(code),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    match policy.after_decline(u32::try_from(declines).unwrap_or(u32::MAX), now) {
+        crate::subscriptions::policy::Dunning::RetryAt(at) => {
+            let pending = s.next(policy).map(|n| n.due_on);
+            let next = crate::subscriptions::Next {
+                due_on: pending.unwrap_or_else(|| policy.local_date(at)),
+                at,
+            };
+            reschedule(&mut tx, &s, Some(next), a.cycle, now).await?;
+            tracing::info!(subscription_id = s.id.0, cycle = a.cycle, declines, code, retry_at = %at,
+                "charge declined; retry scheduled");
+        }
+        crate::subscriptions::policy::Dunning::Cancel => {
+            tracing::warn!(
+                subscription_id = s.id.0,
+                cycle = a.cycle,
+                declines,
+                code,
+                "charge declined for the last time; subscription canceled (payment_failed)"
+            );
+            cancel_locked(&mut tx, &s, "payment_failed", now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
