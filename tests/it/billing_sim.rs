@@ -168,10 +168,10 @@ async fn simulated_year() {
         b.vacuum().await;
         let d2 = Instant::now();
         if std::env::var_os("PV_SIM_PROF").is_some() {
-            use std::sync::atomic::Ordering::Relaxed;
             use crate::helpers::sim::*;
+            use std::sync::atomic::Ordering::Relaxed;
             eprintln!(
-                "PROF day {day}: run_until {:.0} ms overdue {:.1} ms stops {} busy {} idle_ms {:.0}",
+                "PROF day {day}: run_until {:.0} ms check+vacuum {:.1} ms stops {} busy {} idle_ms {:.0}",
                 (d1 - d0).as_secs_f64() * 1e3,
                 (d2 - d1).as_secs_f64() * 1e3,
                 PROF_STOPS.swap(0, Relaxed),

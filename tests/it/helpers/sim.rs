@@ -2,6 +2,7 @@
 //! `ManualClock`, and helpers to create subscriptions through the engine's own creation
 //! path and to move simulated time forward event by event (`run_until`).
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +26,11 @@ pub fn sim_start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 31, 15, 0, 0).unwrap()
 }
 
-pub static PROF_IDLE_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static PROF_BUSY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Where `run_until`'s wall time goes (the simulated-year test prints them per day when
+/// `PV_SIM_PROF` is set): stops, `busy()` polls, and microseconds spent waiting for idle.
+pub static PROF_STOPS: AtomicU64 = AtomicU64::new(0);
+pub static PROF_BUSY: AtomicU64 = AtomicU64::new(0);
+pub static PROF_IDLE_US: AtomicU64 = AtomicU64::new(0);
 
 pub struct Billing {
     pub db: PgPool,
@@ -215,7 +218,7 @@ impl Billing {
 
     /// Jobs due now or running.
     async fn busy(&self) -> i64 {
-        PROF_BUSY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PROF_BUSY.fetch_add(1, Relaxed);
         sqlx::query_scalar(
             "SELECT count(*) FROM fang_tasks
              WHERE state = 'in_progress' OR (state IN ('new', 'retried') AND scheduled_at <= $1)",
@@ -253,12 +256,10 @@ impl Billing {
     /// one before. Only these small, churning tables: vacuuming the growing ones costs
     /// more each day than it saves.
     pub async fn vacuum(&self) {
-        sqlx::query(
-            "VACUUM fang_tasks, items, subscriptions",
-        )
-        .execute(&self.db)
-        .await
-        .unwrap();
+        sqlx::query("VACUUM fang_tasks, items, subscriptions")
+            .execute(&self.db)
+            .await
+            .unwrap();
     }
 
     /// Moves simulated time to `until`, stopping at every job's scheduled time on the way
@@ -267,8 +268,8 @@ impl Billing {
         loop {
             let t0 = std::time::Instant::now();
             self.run_until_idle().await;
-            PROF_IDLE_US.fetch_add(t0.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            PROF_STOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            PROF_IDLE_US.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+            PROF_STOPS.fetch_add(1, Relaxed);
             let next: Option<DateTime<Utc>> = sqlx::query_scalar(
                 "SELECT min(scheduled_at) FROM fang_tasks WHERE state IN ('new', 'retried')",
             )
