@@ -151,7 +151,9 @@ async fn simulated_year() {
         // Let the day's 02:00 run (and its retries and reconciliations) finish, then
         // customers act at noon.
         let noon = start + chrono::Duration::days(day) + chrono::Duration::hours(12);
+        let d0 = Instant::now();
         b.run_until(noon).await;
+        let d1 = Instant::now();
         let overdue: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM subscriptions s
              WHERE s.status IN ('active', 'past_due') AND s.next_charge_at <= $1
@@ -163,6 +165,20 @@ async fn simulated_year() {
         .await
         .unwrap();
         assert_eq!(overdue, 0, "charges left undone on day {day}");
+        b.vacuum().await;
+        let d2 = Instant::now();
+        if std::env::var_os("PV_SIM_PROF").is_some() {
+            use crate::helpers::sim::*;
+            use std::sync::atomic::Ordering::Relaxed;
+            eprintln!(
+                "PROF day {day}: run_until {:.0} ms check+vacuum {:.1} ms stops {} busy {} idle_ms {:.0}",
+                (d1 - d0).as_secs_f64() * 1e3,
+                (d2 - d1).as_secs_f64() * 1e3,
+                PROF_STOPS.swap(0, Relaxed),
+                PROF_BUSY.swap(0, Relaxed),
+                PROF_IDLE_US.swap(0, Relaxed) as f64 / 1e3,
+            );
+        }
         for _ in 0..rng.random_range(0..=4) {
             let (id, user) = subs[rng.random_range(0..subs.len())];
             edited.insert(id.0);
