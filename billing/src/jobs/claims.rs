@@ -32,7 +32,7 @@ pub(super) fn secs(d: Duration) -> f64 {
 /// How a claim picks among due tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOrder {
-    /// Highest priority first, then due order.
+    /// Urgent work first, then the rest (normal and bulk) in due order.
     Priority,
     /// Due order only (the anti-starvation turn).
     Due,
@@ -52,22 +52,34 @@ pub async fn claim(
     // Two statements rather than one with a computed ORDER BY, so each walks its index.
     let rows = match order {
         ClaimOrder::Priority => {
+            // Urgent work first (an equality on the priority index), then the rest in due
+            // order (the due-time index), each walked in index order and locked with
+            // SKIP LOCKED; the rows are then found by primary key. A single
+            // `ORDER BY priority, scheduled_at` was planned as a sort of every due row.
             sqlx::query_as!(
                 Claimed,
-                r#"UPDATE fang_tasks t
+                r#"WITH urgent AS (
+                       SELECT id FROM fang_tasks
+                       WHERE priority = $7 AND state IN ('new', 'retried') AND scheduled_at <= $2
+                         AND ($4::text[] IS NULL OR task_type = ANY($4))
+                         AND NOT (task_type = ANY($5))
+                       ORDER BY scheduled_at
+                       LIMIT $6
+                       FOR UPDATE SKIP LOCKED
+                   ), rest AS (
+                       SELECT id FROM fang_tasks
+                       WHERE priority < $7 AND state IN ('new', 'retried') AND scheduled_at <= $2
+                         AND ($4::text[] IS NULL OR task_type = ANY($4))
+                         AND NOT (task_type = ANY($5))
+                       ORDER BY scheduled_at
+                       LIMIT $6 - (SELECT count(*) FROM urgent)
+                       FOR UPDATE SKIP LOCKED
+                   )
+                   UPDATE fang_tasks t
                    SET state = 'in_progress', locked_by = $1, lease_token = gen_random_uuid(),
                        lease_expires_at = $2::timestamptz + make_interval(secs => $3),
                        started_at = $2, updated_at = $2
-                   FROM (
-                       SELECT id FROM fang_tasks
-                       WHERE state IN ('new', 'retried') AND scheduled_at <= $2
-                         AND ($4::text[] IS NULL OR task_type = ANY($4))
-                         AND NOT (task_type = ANY($5))
-                       ORDER BY priority DESC, scheduled_at
-                       LIMIT $6
-                       FOR UPDATE SKIP LOCKED
-                   ) picked
-                   WHERE t.id = picked.id
+                   WHERE t.id = ANY(ARRAY(SELECT id FROM urgent UNION ALL SELECT id FROM rest))
                    RETURNING t.id, t.metadata, t.task_type, t.retries, t.max_retries,
                              t.scheduled_at, t.lease_token AS "lease_token!", t.request_id,
                              t.priority"#,
@@ -77,6 +89,7 @@ pub async fn claim(
                 filter.include.as_deref(),
                 &filter.exclude,
                 limit,
+                Priority::Urgent.as_i16(),
             )
             .fetch_all(&mut *conn)
             .await?

@@ -5,9 +5,10 @@ use super::*;
 
 pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
 
-/// Which work a worker claims first. Strict between levels, except that every
-/// [`FIFO_EVERY`]th claim of a pool takes due work in due order whatever its priority, so a
-/// steady stream of urgent work never starves bulk work.
+/// Which work a worker claims first: urgent work ahead of everything else, which is
+/// claimed in due order (normal and bulk alike; the bulk level names work that is never
+/// urgent). Every [`FIFO_EVERY`]th claim of a pool takes due work in due order whatever
+/// its priority, so a steady stream of urgent work never starves the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
     /// Charge bursts, sales counting, view flushes, sweeps.
