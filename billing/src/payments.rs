@@ -97,6 +97,24 @@ async fn item_summary(conn: &mut PgConnection, order: OrderId) -> Result<(String
 
 /// KakaoPay's `item_name` for `lines` products whose first is `first`: "A 외 2건",
 /// within the PG's 100 characters.
+/// KakaoPay refused the checkout or the approval: the payment and its order fail with
+/// the PG's code (the buyer learns at once). A decline or an expired checkout is the
+/// buyer's and the job is done; a rejected request also fails the job for operators.
+async fn refused(
+    ctx: &Ctx,
+    p: &Row,
+    from: &[PaymentStatus],
+    action: Action,
+    e: &GatewayError,
+) -> Result<Outcome> {
+    tracing::warn!(order_id = p.order_id.0, error = %e, "KakaoPay refused the payment");
+    fail_now(ctx, p, from, &e.record_code(), &e.message).await?;
+    Ok(match action {
+        Action::CustomerFailure => Outcome::Done,
+        other => generic_outcome(ctx, other, e),
+    })
+}
+
 /// What the job does after a failed call whose action the step does not carry out
 /// itself (retry, defer, reject).
 fn generic_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
@@ -163,29 +181,8 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Err(e) => match policy::decide(Step::Ready, &e) {
-            Action::CustomerFailure => {
-                tracing::warn!(order_id = p.order_id.0, error = %e, "KakaoPay refused the checkout");
-                fail_now(
-                    ctx,
-                    &p,
-                    &[PaymentStatus::Created],
-                    &e.record_code(),
-                    &e.message,
-                )
-                .await?;
-                Ok(Outcome::Done)
-            }
-            Action::Reject => {
-                // The buyer learns at once; operators see the job and the PG's code.
-                fail_now(
-                    ctx,
-                    &p,
-                    &[PaymentStatus::Created],
-                    &e.record_code(),
-                    &e.message,
-                )
-                .await?;
-                Ok(generic_outcome(ctx, Action::Reject, &e))
+            action @ (Action::CustomerFailure | Action::Reject) => {
+                refused(ctx, &p, &[PaymentStatus::Created], action, &e).await
             }
             Action::Retry => {
                 let age = ctx.clock.now() - p.order_created_at;
@@ -369,19 +366,7 @@ pub async fn approve(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
         }
         Err(e) => match policy::decide(Step::Approve, &e) {
             action @ (Action::CustomerFailure | Action::Reject) => {
-                tracing::warn!(order_id = p.order_id.0, error = %e, "approval refused");
-                fail_now(
-                    ctx,
-                    &p,
-                    &[PaymentStatus::Approving],
-                    &e.record_code(),
-                    &e.message,
-                )
-                .await?;
-                Ok(match action {
-                    Action::Reject => generic_outcome(ctx, action, &e),
-                    _ => Outcome::Done,
-                })
+                refused(ctx, &p, &[PaymentStatus::Approving], action, &e).await
             }
             Action::Reconcile => {
                 tracing::warn!(order_id = p.order_id.0, error = %e, "approval outcome unknown; reconciling");

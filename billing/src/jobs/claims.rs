@@ -200,51 +200,31 @@ pub async fn complete(
     Ok(n)
 }
 
-/// A failed run that will be tried again at `at`. False if the claim was lost.
-pub async fn retry_at(
-    conn: &mut PgConnection,
-    id: Uuid,
-    token: Uuid,
-    at: DateTime<Utc>,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE fang_tasks SET state = 'retried', retries = retries + 1, scheduled_at = $3,
-                  error_message = $4, updated_at = $5,
-                  lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
-           WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
-        id,
-        token,
-        at,
-        error,
-        now
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Work that could not start (the PG guard refused it) runs again at `at`; no retry is
-/// counted. False if the claim was lost.
-pub async fn defer(
+/// The claim's run is over and the task runs again at `at`: after a failure, using up
+/// a retry (`counts_retry`), or deferred because nothing was attempted (no retry).
+/// False if the claim was lost.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_again(
     conn: &mut PgConnection,
     id: Uuid,
     token: Uuid,
     at: DateTime<Utc>,
     reason: &str,
+    counts_retry: bool,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let done = sqlx::query!(
-        r#"UPDATE fang_tasks SET state = 'retried', scheduled_at = $3, error_message = $4,
-                  updated_at = $5,
-                  lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
+        r#"UPDATE fang_tasks
+           SET state = 'retried', retries = retries + CASE WHEN $6 THEN 1 ELSE 0 END,
+               scheduled_at = $3, error_message = $4, updated_at = $5,
+               lease_token = NULL, lease_expires_at = NULL, locked_by = NULL
            WHERE id = $1 AND lease_token = $2 AND state = 'in_progress'"#,
         id,
         token,
         at,
         reason,
-        now
+        now,
+        counts_retry
     )
     .execute(&mut *conn)
     .await?;

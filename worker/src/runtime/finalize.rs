@@ -83,7 +83,7 @@ pub(super) async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Resu
                 token,
                 at,
                 error,
-            } => jobs::retry_at(&mut conn, *id, *token, *at, error, now).await?,
+            } => jobs::run_again(&mut conn, *id, *token, *at, error, true, now).await?,
             Finish::Failed { id, token, error } => {
                 jobs::fail(&mut conn, *id, *token, error, now).await?
             }
@@ -92,7 +92,7 @@ pub(super) async fn flush(inner: &Inner, buf: &mut Vec<Finish>) -> billing::Resu
                 token,
                 at,
                 reason,
-            } => jobs::defer(&mut conn, *id, *token, *at, reason, now).await?,
+            } => jobs::run_again(&mut conn, *id, *token, *at, reason, false, now).await?,
             Finish::Periodic {
                 id,
                 token,
