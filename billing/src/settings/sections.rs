@@ -1,0 +1,541 @@
+//! The configuration's sections, each with its defaults (the file form is the same path
+//! in TOML; see ops/config/pillivery.example.toml), and the typed values parsed at load
+//! (the store's time zone, the OAuth provider presets).
+
+use super::*;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// Server-side `statement_timeout` of every pooled session (0 = none). Migrations run
+    /// on their own connection without it.
+    pub statement_timeout_ms: u64,
+    /// Server-side `idle_in_transaction_session_timeout` (0 = none): the last resort that
+    /// ends a session some bug left inside a transaction, releasing its locks.
+    pub idle_in_transaction_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/pillivery"),
+            max_connections: 20,
+            acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+    /// Bound on connecting and on each command, so a dead Redis degrades quickly.
+    pub timeout_ms: u64,
+    /// Lifetime of a cached catalog page (main page, category pages), ±20 % jitter so
+    /// pages cached together do not expire together. Item writes invalidate at once.
+    pub page_cache_ttl_secs: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379"),
+            prefix: "pillivery:".into(),
+            timeout_ms: 500,
+            page_cache_ttl_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Allowed CORS origins; `["*"]` allows any origin (without credentials).
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (e.g. the nginx in front).
+    pub trusted_proxies: Vec<IpAddr>,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 15_000,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub listen: SocketAddr,
+    /// In-flight tasks of the default pool (task types no other pool names).
+    pub concurrency: usize,
+    /// On SIGTERM: how long in-flight tasks may finish before the rest are released.
+    pub shutdown_grace_ms: u64,
+    /// Most tasks claimed by one statement.
+    pub claim_batch: usize,
+    /// Longest idle sleep between claims when no NOTIFY arrives (≤ 1000).
+    pub poll_interval_ms: u64,
+    /// A claim's lease; renewed every `lease_ms / 3` while the task runs.
+    pub lease_ms: u64,
+    /// How often expired leases (crashed workers) are looked for.
+    pub reap_interval_ms: u64,
+    /// Default per-task timeout; `task_timeouts_ms` overrides it by task name.
+    pub task_timeout_ms: u64,
+    pub task_timeouts_ms: BTreeMap<String, u64>,
+    /// Retry budgets by task name, overriding the one each task carries (the payment
+    /// steps' is 1,500: over a day of a PG outage at the 60 s backoff ceiling).
+    pub max_retries: BTreeMap<String, i32>,
+    /// Ceiling of a retry's backoff.
+    pub max_backoff_ms: u64,
+    /// Keep finished tasks as `finished` rows instead of deleting them.
+    pub keep_finished: bool,
+    /// Extra pools by name, each taking only its task types with its own concurrency
+    /// (e.g. PG calls apart from housekeeping).
+    pub pools: BTreeMap<String, WorkerPoolSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerPoolSettings {
+    /// `task_type()` values this pool takes.
+    pub task_types: Vec<String>,
+    pub concurrency: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            concurrency: 256,
+            shutdown_grace_ms: 20_000,
+            claim_batch: 100,
+            poll_interval_ms: 500,
+            lease_ms: 30_000,
+            reap_interval_ms: 5_000,
+            task_timeout_ms: 300_000,
+            task_timeouts_ms: BTreeMap::new(),
+            max_retries: BTreeMap::new(),
+            max_backoff_ms: 3_600_000,
+            keep_finished: false,
+            pools: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KakaoPaySettings {
+    pub base_url: String,
+    pub secret_key: SecretString,
+    pub cid_one_time: String,
+    pub cid_subscription: String,
+}
+
+impl Default for KakaoPaySettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://open-api.kakaopay.com".into(),
+            secret_key: SecretString::from(""),
+            cid_one_time: "TC0ONETIME".into(),
+            cid_subscription: "TCSUBSCRIP".into(),
+        }
+    }
+}
+
+/// How orders are paid: where buyers land after KakaoPay, and how long the workers keep
+/// trying before they give up or ask again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsSettings {
+    /// The storefront page buyers are sent to after KakaoPay's redirect, with
+    /// `?order_id=…&result=approving|canceled|failed` added.
+    pub result_url: String,
+    /// A payment whose `ready` still fails (PG down) this long after the order was placed
+    /// is marked `payment_failed` (`pg_unavailable`) so the buyer can order again.
+    pub ready_give_up_secs: u64,
+    /// Inquiries about an undecided approval or refund back off from this…
+    pub reconcile_min_backoff_ms: u64,
+    /// …to at most this.
+    pub reconcile_max_backoff_ms: u64,
+    /// Longest `?wait=N` a client may ask for, in seconds.
+    pub max_wait_secs: u64,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            result_url: "http://127.0.0.1:3000/payments/result".into(),
+            ready_give_up_secs: 900,
+            reconcile_min_backoff_ms: 500,
+            reconcile_max_backoff_ms: 60_000,
+            max_wait_secs: 10,
+        }
+    }
+}
+
+/// When and how subscriptions are charged: the store's calendar, the dunning schedule and
+/// how ambiguous charges are reconciled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// The store's time zone (an IANA name, parsed once at load): billing dates and the
+    /// days views are counted in are its local dates.
+    pub time_zone: StoreTimeZone,
+    /// Local time of day charges are scheduled at, `HH:MM`.
+    pub charge_time: String,
+    /// The dunning schedule: after the n-th decline of a cycle the next attempt waits the
+    /// n-th delay (seconds); a decline after the last one cancels the subscription. The
+    /// default is DESIGN §5's "1 / 3-day / cancel": once at once, then daily for 3 days.
+    pub retry_delays_secs: Vec<u64>,
+    /// KakaoPay reports `last_approved_at` in whole seconds from its own clock: a charge
+    /// approved up to this long before an attempt started still counts as that attempt's.
+    /// Safe because a subscription is never charged twice in a day.
+    pub reconcile_skew_secs: u64,
+    /// How long after an ambiguous attempt started an earlier `last_approved_at` is taken as
+    /// "did not land" (before that, the SID status is asked again).
+    pub reconcile_window_secs: u64,
+    /// An attempt still undecided this long after it started goes on the operators'
+    /// review list (and keeps being reconciled).
+    pub review_after_secs: u64,
+    /// How many upcoming charge dates a subscription shows.
+    pub upcoming: usize,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: StoreTimeZone::default(),
+            charge_time: "02:00".into(),
+            retry_delays_secs: vec![0, 86_400, 86_400, 86_400],
+            reconcile_skew_secs: 60,
+            reconcile_window_secs: 300,
+            review_after_secs: 3_600,
+            upcoming: 3,
+        }
+    }
+}
+
+/// The store's time zone: read from its IANA name once, when the settings load (a bad
+/// name stops the process there, naming the key), then used as a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeZone(chrono_tz::Tz);
+
+impl StoreTimeZone {
+    pub fn tz(self) -> chrono_tz::Tz {
+        self.0
+    }
+
+    /// The store-local calendar date of an instant.
+    pub fn local_date(self, at: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+        at.with_timezone(&self.0).date_naive()
+    }
+}
+
+impl Default for StoreTimeZone {
+    fn default() -> Self {
+        Self(chrono_tz::Asia::Seoul)
+    }
+}
+
+impl From<chrono_tz::Tz> for StoreTimeZone {
+    fn from(tz: chrono_tz::Tz) -> Self {
+        Self(tz)
+    }
+}
+
+impl std::str::FromStr for StoreTimeZone {
+    type Err = String;
+
+    /// Exactly an IANA zone name (`Asia/Seoul`, `UTC`); offsets and abbreviations are
+    /// refused because they do not follow a zone's daylight-saving rules.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| format!("`{s}` is not an IANA time zone such as Asia/Seoul"))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreTimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How each worker process protects the PG and itself (DESIGN §8): the circuit breaker,
+/// the bulkhead (concurrent calls) and the rate cap (calls per second).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgGuardSettings {
+    /// The breaker judges the last this-many calls…
+    pub breaker_window: usize,
+    /// …once at least this many are in the window…
+    pub breaker_min_calls: usize,
+    /// …and opens when this share of them failed (timeouts, connection errors, 5xx, 429;
+    /// declines and other answers are not failures).
+    pub breaker_failure_rate: f64,
+    /// How long an open breaker refuses calls before it lets trial calls through.
+    pub breaker_open_ms: u64,
+    /// Trial calls let through half-open; all must succeed to close the breaker again.
+    pub breaker_half_open_calls: u32,
+    /// Work refused by the breaker is rescheduled after the open window plus a random
+    /// share of this, so a backlog does not return all at once.
+    pub defer_jitter_ms: u64,
+    /// Most PG calls in flight at once per process (the bulkhead).
+    pub max_concurrent: usize,
+    /// Most PG calls started per second per process (spread evenly: at most
+    /// `rate_burst` at once).
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Longest a call waits for its bulkhead slot and rate permit (granted first come,
+    /// first served, before anything is recorded); after that the work is deferred like
+    /// an open-breaker refusal (nothing was sent, nothing recorded).
+    pub max_wait_ms: u64,
+    /// After the PG refuses our credentials or address (HTTP 401/403, −798), this process
+    /// sends nothing for this long and defers the work (operators are alerted).
+    pub misconfigured_hold_ms: u64,
+}
+
+impl Default for PgGuardSettings {
+    fn default() -> Self {
+        Self {
+            breaker_window: 40,
+            breaker_min_calls: 20,
+            breaker_failure_rate: 0.75,
+            breaker_open_ms: 10_000,
+            breaker_half_open_calls: 3,
+            defer_jitter_ms: 5_000,
+            max_concurrent: 256,
+            rate_per_sec: 1_000,
+            rate_burst: 1,
+            max_wait_ms: 30_000,
+            misconfigured_hold_ms: 60_000,
+        }
+    }
+}
+
+/// Outbox delivery to webhook endpoints: the retry schedule, the HTTP client's limits, when
+/// a failing endpoint is disabled, and the dispatcher's pace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Delays (seconds) of a delivery's attempts: attempt n waits the n-th delay after
+    /// the previous attempt failed (the first, after the event was dispatched). After a
+    /// failed last attempt the delivery is `dead`; so the list's length is the number of
+    /// attempts. Default DESIGN §7: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Whole-request timeout of one attempt; no 2xx within it is a failed attempt.
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// An endpoint whose attempts have all failed for this long is disabled.
+    pub disable_after_secs: u64,
+    /// How often each worker looks for undispatched outbox events (again at once while
+    /// batches come back full).
+    pub dispatch_interval_ms: u64,
+    /// Most events dispatched per transaction.
+    pub dispatch_batch: i64,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        Self {
+            retry_schedule_secs: vec![0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
+            timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            disable_after_secs: 5 * 86_400,
+            dispatch_interval_ms: 500,
+            dispatch_batch: 500,
+        }
+    }
+}
+
+/// The dev-only JWT secret; refused outside `environment = "dev"`/`"test"`.
+pub const DEV_JWT_SECRET: &str = "pillivery-dev-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// Lifetime of the token a first-time social user finishes signing up with.
+    pub signup_token_ttl_secs: u64,
+    /// Lifetime of the signed OAuth `state`.
+    pub oauth_state_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(DEV_JWT_SECRET),
+            access_ttl_secs: 30 * 60,
+            refresh_ttl_secs: 7 * 24 * 3600,
+            signup_token_ttl_secs: 15 * 60,
+            oauth_state_ttl_secs: 10 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// Timeout of each call to a provider (token exchange, profile).
+    pub timeout_ms: u64,
+    /// Providers by name; `kakao` and `google` get their public URLs as presets.
+    pub providers: BTreeMap<String, OAuthProviderSettings>,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5_000,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthProviderSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// JSON pointer to the stable user id in the profile (e.g. `/id`, `/sub`).
+    pub subject_pointer: Option<String>,
+    /// JSON pointer to the e-mail in the profile.
+    pub email_pointer: Option<String>,
+}
+
+/// A provider with every URL resolved (preset or configured).
+#[derive(Debug, Clone)]
+pub struct OAuthProvider {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub scopes: Vec<String>,
+    pub subject_pointer: String,
+    pub email_pointer: String,
+}
+
+pub(super) struct Preset {
+    authorize: &'static str,
+    token: &'static str,
+    userinfo: &'static str,
+    scopes: &'static [&'static str],
+    subject: &'static str,
+    email: &'static str,
+}
+
+pub(super) fn preset(name: &str) -> Option<Preset> {
+    match name {
+        "kakao" => Some(Preset {
+            authorize: "https://kauth.kakao.com/oauth/authorize",
+            token: "https://kauth.kakao.com/oauth/token",
+            userinfo: "https://kapi.kakao.com/v2/user/me",
+            scopes: &["account_email"],
+            subject: "/id",
+            email: "/kakao_account/email",
+        }),
+        "google" => Some(Preset {
+            authorize: "https://accounts.google.com/o/oauth2/v2/auth",
+            token: "https://oauth2.googleapis.com/token",
+            userinfo: "https://openidconnect.googleapis.com/v1/userinfo",
+            scopes: &["openid", "email", "profile"],
+            subject: "/sub",
+            email: "/email",
+        }),
+        _ => None,
+    }
+}
+
+impl OAuthSettings {
+    /// Resolves a configured provider against its preset; `None` if unknown or incomplete.
+    pub fn provider(&self, name: &str) -> Option<OAuthProvider> {
+        let cfg = self.providers.get(name)?;
+        let preset = preset(name);
+        let pick = |own: &Option<String>, from_preset: Option<&'static str>| {
+            own.clone().or_else(|| from_preset.map(str::to_owned))
+        };
+        Some(OAuthProvider {
+            name: name.to_owned(),
+            client_id: cfg.client_id.clone(),
+            client_secret: cfg.client_secret.clone(),
+            authorize_url: pick(&cfg.authorize_url, preset.as_ref().map(|p| p.authorize))?,
+            token_url: pick(&cfg.token_url, preset.as_ref().map(|p| p.token))?,
+            userinfo_url: pick(&cfg.userinfo_url, preset.as_ref().map(|p| p.userinfo))?,
+            scopes: cfg.scopes.clone().unwrap_or_else(|| {
+                preset
+                    .as_ref()
+                    .map(|p| p.scopes.iter().map(|s| (*s).to_owned()).collect())
+                    .unwrap_or_default()
+            }),
+            subject_pointer: pick(&cfg.subject_pointer, preset.as_ref().map(|p| p.subject))
+                .unwrap_or_else(|| "/sub".into()),
+            email_pointer: pick(&cfg.email_pointer, preset.as_ref().map(|p| p.email))
+                .unwrap_or_else(|| "/email".into()),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_ip_per_sec: u32,
+    pub per_ip_burst: u32,
+    /// Login, signup, refresh and OAuth completion, per client IP.
+    pub login_per_min: u32,
+    pub login_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_ip_per_sec: 50,
+            per_ip_burst: 100,
+            login_per_min: 20,
+            login_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
