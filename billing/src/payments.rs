@@ -22,7 +22,9 @@ use crate::pg::policy::{self, Action, Step};
 use crate::pg::{
     self, ApproveRequest, ApproveResponse, CancelRequest, CidKind, GatewayError, ReadyRequest,
 };
-use crate::store::orders::{self as rows, advance, Advanced, Fields, Move, OrderStatus};
+use crate::store::orders::{
+    self as rows, advance, advance_locked, Advanced, Fields, Move, OrderStatus,
+};
 pub use crate::store::orders::{abandon, request_refund, PaymentStatus};
 use crate::{tasks, Ctx};
 
@@ -285,7 +287,7 @@ pub async fn redirect(
                 },
                 order: Some((&[OrderStatus::PaymentReady], OrderStatus::Approving, None)),
             };
-            advance(&mut tx, order_id, id, mv, now).await?;
+            advance_locked(&mut tx, order_id, id, mv, now).await?;
             jobs::enqueue(
                 &mut tx,
                 &tasks::PaymentApprove {
@@ -311,7 +313,7 @@ pub async fn redirect(
                     Some("order.canceled"),
                 )),
             };
-            advance(&mut tx, order_id, id, mv, now).await?;
+            advance_locked(&mut tx, order_id, id, mv, now).await?;
             OrderStatus::Canceled
         }
         RedirectAction::Fail => {

@@ -507,6 +507,18 @@ pub async fn advance(
     now: DateTime<Utc>,
 ) -> Result<Advanced> {
     lock(conn, order_id).await?;
+    advance_locked(conn, order_id, id, mv, now).await
+}
+
+/// [`advance`] for a caller whose transaction already holds the order's lock (a redirect,
+/// a cancellation): the same statements without the round trip of locking again.
+pub async fn advance_locked(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    id: PaymentId,
+    mv: Move<'_>,
+    now: DateTime<Utc>,
+) -> Result<Advanced> {
     let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
     let f = &mv.fields;
     let moved = sqlx::query_scalar!(
@@ -565,7 +577,7 @@ pub async fn advance(
 }
 
 /// The order was canceled before payment: a payment not yet approving is abandoned (the
-/// caller moves the order).
+/// caller holds the order's lock and moves the order).
 pub async fn abandon(
     conn: &mut PgConnection,
     order_id: OrderId,
@@ -582,11 +594,12 @@ pub async fn abandon(
         },
         order: None,
     };
-    advance(conn, order_id, id, mv, now).await?;
+    advance_locked(conn, order_id, id, mv, now).await?;
     Ok(())
 }
 
-/// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued.
+/// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued
+/// (the caller holds the order's lock and moves the order).
 pub async fn request_refund(
     conn: &mut PgConnection,
     order_id: OrderId,
@@ -599,7 +612,7 @@ pub async fn request_refund(
         fields: Fields::default(),
         order: None,
     };
-    if advance(conn, order_id, id, mv, now).await? == Advanced::Lost {
+    if advance_locked(conn, order_id, id, mv, now).await? == Advanced::Lost {
         return Err(Error::Internal(format!(
             "payment {} of a paid order is not approved",
             id.0
