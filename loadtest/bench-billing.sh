@@ -18,7 +18,7 @@
 #   charges_per_sec  SUBS / (last charge_attempts.finished_at − first started_at)
 #   drain_s          trigger (the sweep row's created_at) → last finished_at
 #   first_charge_s   trigger → first started_at (the sweep's SELECT + enqueue of SUBS jobs)
-#   queue_empty_s    trigger → no due job left (the follow-up order.count_sales jobs too;
+#   queue_empty_s    trigger → no due job left (follow-up jobs too, e.g. the periodic sales fold;
 #                    polled, ± POLL_SECONDS)
 # plus the CPU seconds of the workers, the simulator and the run database's Postgres
 # backends, the machine's busy cores over the drain, the transactions committed per
@@ -253,7 +253,7 @@ burst() {
     # is asked whether the burst is over (nothing due, nothing open) only every
     # CHECK_SECONDS and once the simulator has seen SUBS charges, since counting rows
     # during the burst costs Postgres a measurable share of the machine. Then the queue is
-    # watched until no due job is left (the order.count_sales jobs the charges enqueued).
+    # watched until no due job is left (follow-up jobs the charges enqueued, if any).
     local start_wall=$SECONDS last_check=$SECONDS last_log=$SECONDS row="" line charged=0
     local done_ok=0 queue_empty="" due open ok jobs now
     local wt1="" st1 mt1 bt1

@@ -705,30 +705,11 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
 
 // ---- follow-up jobs of a paid order -------------------------------------------------------
 
-/// Adds each line's quantity to its item's sales, once per order.
+/// Task `orders.count_sales`, for rows queued before sales were counted in the paying
+/// transaction: counts the order's sales the same way, once.
 pub async fn count_sales(ctx: &Ctx, id: OrderId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
-    let first = sqlx::query_scalar!(
-        "UPDATE orders SET sales_counted_at = $2
-         WHERE id = $1 AND sales_counted_at IS NULL AND paid_at IS NOT NULL RETURNING id",
-        id.0,
-        ctx.clock.now()
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if first.is_none() {
-        return Ok(());
-    }
-    // Item order keeps concurrent orders' row locks in one order (no deadlocks).
-    sqlx::query!(
-        "UPDATE items i SET sales = i.sales + s.qty
-         FROM (SELECT item_id, sum(quantity)::bigint AS qty FROM order_items
-               WHERE order_id = $1 GROUP BY item_id ORDER BY item_id) s
-         WHERE i.id = s.item_id",
-        id.0
-    )
-    .execute(&mut *tx)
-    .await?;
+    store::orders::count_sales(&mut tx, id, ctx.clock.now()).await?;
     tx.commit().await?;
     Ok(())
 }

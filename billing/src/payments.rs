@@ -446,7 +446,7 @@ async fn mark_paid(
         }
     }
     let order_id = p.order_id.0;
-    jobs::enqueue(conn, &tasks::OrderCountSales { order_id }, now).await?;
+    crate::store::orders::count_sales(conn, p.order_id, now).await?;
     jobs::enqueue(conn, &tasks::OrderClearCart { order_id }, now).await?;
     metrics::counter!("payments_total", "outcome" => "paid").increment(1);
     tracing::info!(

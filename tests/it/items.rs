@@ -553,6 +553,58 @@ async fn unique_views_count_once_per_ip_per_day_and_flushes_never_double_count()
     assert_eq!(view_count(&app.db, a).await, 102);
 }
 
+async fn sales_of(db: &PgPool, id: i64) -> i64 {
+    sqlx::query_scalar("SELECT sales FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_at_once() {
+    let app = spawn_app().await;
+    let ctx = billing::Ctx::new(
+        (*app.settings).clone(),
+        std::sync::Arc::new(billing::clock::SystemClock),
+    )
+    .unwrap();
+    let fx = crate::helpers::fixtures::item;
+    let (a, b) = (fx(&app.db, "루테인", 10_000, 0).await, fx(&app.db, "오메가3", 20_000, 0).await);
+    let user = crate::helpers::fixtures::user(&app.db).await;
+    let first = crate::helpers::fixtures::paid_order(&app.db, user, a, 2).await;
+    let second = crate::helpers::fixtures::paid_order(&app.db, user, b, 3).await;
+
+    // Counting is once per order however often it is asked (a job re-run, an old
+    // `orders.count_sales` row beside the paying transaction's own count).
+    for id in [first, first, second] {
+        billing::orders::count_sales(&ctx, billing::ids::OrderId(id))
+            .await
+            .unwrap();
+    }
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM item_sales_deltas")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(pending, 2);
+    // Counted, not yet folded: the item rows are untouched until the fold.
+    assert_eq!((sales_of(&app.db, a).await, sales_of(&app.db, b).await), (0, 0));
+
+    // Two folds at once add each delta exactly once between them.
+    let (x, y) = tokio::join!(
+        billing::items::fold_sales(&ctx),
+        billing::items::fold_sales(&ctx)
+    );
+    assert_eq!(x.unwrap() + y.unwrap(), 5);
+    assert_eq!((sales_of(&app.db, a).await, sales_of(&app.db, b).await), (2, 3));
+    assert_eq!(billing::items::fold_sales(&ctx).await.unwrap(), 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM item_sales_deltas")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 fn misses(metrics: &str) -> f64 {
     metrics
         .lines()

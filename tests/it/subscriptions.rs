@@ -129,7 +129,8 @@ async fn each_cycle_is_charged_once_at_the_local_charge_time() {
             "subscription.charged"
         ]
     );
-    // Sales were counted for the charged cycles.
+    // Sales were counted for the charged cycles (2 units each), added at the next fold.
+    assert_eq!(billing::items::fold_sales(&b.ctx).await.unwrap(), 4);
     let sales: i64 = sqlx::query_scalar("SELECT sales::bigint FROM items WHERE id = $1")
         .bind(item)
         .fetch_one(&b.db)

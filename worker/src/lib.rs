@@ -69,6 +69,7 @@ pub fn periodic_tasks() -> billing::Result<Vec<billing::jobs::Job>> {
     use billing::jobs::Job;
     Ok(vec![
         Job::of(&billing::tasks::FlushViews {})?,
+        Job::of(&billing::tasks::FoldSales {})?,
         Job::of(&billing::tasks::SubscriptionsSweep { limit: None })?,
     ])
 }

@@ -95,6 +95,7 @@ impl Registry {
             .with::<Probe>()
             .with::<Noop>()
             .with::<FlushViews>()
+            .with::<FoldSales>()
             .with::<PaymentReady>()
             .with::<PaymentApprove>()
             .with::<PaymentCancel>()
@@ -147,6 +148,13 @@ impl Perform for Noop {
 impl Perform for FlushViews {
     async fn perform(&self, ctx: &Ctx) -> Outcome {
         Outcome::of_unit(billing::items::flush_views(ctx).await.map(|_| ()))
+    }
+}
+
+#[async_trait]
+impl Perform for FoldSales {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of_unit(billing::items::fold_sales(ctx).await.map(|_| ()))
     }
 }
 
@@ -253,6 +261,7 @@ mod tests {
                 "diag.noop",
                 "diag.probe",
                 "items.flush_views",
+                "items.fold_sales",
                 "orders.clear_cart",
                 "orders.count_sales",
                 "payment.approve",

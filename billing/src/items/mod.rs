@@ -1,16 +1,19 @@
 //! The catalog: items, their derived prices and categories; admin writes and bulk import
 //! (`admin`), listing with filters, sorts and stable paging (`listing`) over a Redis page
-//! cache (`cache`), detail and unique views (`views`).
+//! cache (`cache`), detail and unique views (`views`), sales counts folded from paid
+//! orders (`sales`).
 
 mod admin;
 mod cache;
 mod listing;
+mod sales;
 mod views;
 
 pub use admin::*;
 #[allow(unused_imports)]
 use cache::*;
 pub use listing::*;
+pub use sales::*;
 pub use views::*;
 
 use std::collections::HashMap;

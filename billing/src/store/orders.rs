@@ -323,6 +323,30 @@ pub async fn load_lines(
     Ok(lines)
 }
 
+/// Counts a paid order's sales, once: stamps `sales_counted_at` and appends one delta per
+/// item for the periodic fold ([`crate::items::fold_sales`]) to add to `items.sales`. Runs
+/// in the paying transaction, so a paid order is counted exactly when it is paid. False if
+/// it was counted already (or is not paid).
+pub async fn count_sales(conn: &mut PgConnection, id: OrderId, at: DateTime<Utc>) -> Result<bool> {
+    let n = sqlx::query!(
+        "WITH o AS (
+           UPDATE orders SET sales_counted_at = $2
+           WHERE id = $1 AND sales_counted_at IS NULL AND paid_at IS NOT NULL
+           RETURNING id
+         )
+         INSERT INTO item_sales_deltas (item_id, order_id, quantity, created_at, updated_at)
+         SELECT oi.item_id, o.id, sum(oi.quantity), $2, $2
+         FROM o JOIN order_items oi ON oi.order_id = o.id
+         GROUP BY oi.item_id, o.id",
+        id.0,
+        at
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
 /// Locks the order row for the rest of the transaction. Every transaction that changes an
 /// order and its payment locks the order first, so two of them never deadlock.
 pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {

@@ -103,7 +103,7 @@ pub(super) async fn apply_success(
         },
     )
     .await?;
-    jobs::enqueue(&mut tx, &tasks::OrderCountSales { order_id: order.0 }, now).await?;
+    store::orders::count_sales(&mut tx, order, now).await?;
     tx.commit().await?;
     metrics::counter!("subscription_charges_total", "outcome" => "succeeded").increment(1);
     tracing::info!(
