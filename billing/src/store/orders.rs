@@ -97,7 +97,8 @@ impl NewOrder<'_> {
     }
 }
 
-/// Writes the order, its lines and its payment row in one statement at `now`. `None`
+/// Writes the order, its lines and its payment row in one statement at `now` — and, for an
+/// order written paid (a subscription cycle), its sales, as [`count_sales`] would. `None`
 /// when an order with the same idempotency key exists already (nothing is written).
 pub async fn insert(
     conn: &mut PgConnection,
@@ -143,10 +144,11 @@ pub async fn insert(
                                  receiver_city, receiver_address, total_amount, total_discount,
                                  item_count, period_days, subscription_id, cycle,
                                  idempotency_key, idempotency_hash, from_cart, paid_at,
-                                 created_at, updated_at)
+                                 sales_counted_at, created_at, updated_at)
              SELECT $1, $2, $3, COALESCE($4, f.receiver_name), COALESCE($5, f.receiver_phone),
                     COALESCE($6, f.receiver_city), COALESCE($7, f.receiver_address), $8, $9,
                     $10, $11, $12, $13, $14, $15, $16,
+                    CASE WHEN $3 = 'paid' THEN $17::timestamptz END,
                     CASE WHEN $3 = 'paid' THEN $17::timestamptz END, $17, $17
              FROM (SELECT 1) one
              LEFT JOIN subscriptions s ON s.id = $18
@@ -158,6 +160,12 @@ pub async fn insert(
                                       quantity)
              SELECT o.id, u.* FROM o, unnest($19::bigint[], $20::text[], $21::bigint[],
                                              $22::bigint[], $23::int[]) u
+           ), sales AS (
+             INSERT INTO item_sales_deltas (item_id, order_id, quantity, created_at, updated_at)
+             SELECT u.item_id, o.id, sum(u.quantity), $17, $17
+             FROM o, unnest($19::bigint[], $23::int[]) u(item_id, quantity)
+             WHERE $3 = 'paid'
+             GROUP BY u.item_id, o.id
            )
            INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
                                  amount, status, tid, sid, aid, approved_at, response_digest,
@@ -325,8 +333,9 @@ pub async fn load_lines(
 
 /// Counts a paid order's sales, once: stamps `sales_counted_at` and appends one delta per
 /// item for the periodic fold ([`crate::items::fold_sales`]) to add to `items.sales`. Runs
-/// in the paying transaction, so a paid order is counted exactly when it is paid. False if
-/// it was counted already (or is not paid).
+/// in the paying transaction, so a paid order is counted exactly when it is paid (an order
+/// [`insert`]ed paid is counted by the insert). False if it was counted already (or is
+/// not paid).
 pub async fn count_sales(conn: &mut PgConnection, id: OrderId, at: DateTime<Utc>) -> Result<bool> {
     let n = sqlx::query!(
         "WITH o AS (

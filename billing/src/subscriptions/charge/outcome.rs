@@ -4,8 +4,8 @@
 use super::*;
 
 /// The cycle was charged: the cycle's order (paid, from the attempt's priced lines) with
-/// its payment row, the attempt `succeeded`, `order.paid` and `subscription.charged`,
-/// sales counted by a job, and — unless the subscription was paused or canceled
+/// its payment row and sales, the attempt `succeeded`, `order.paid` and
+/// `subscription.charged`, and — unless the subscription was paused or canceled
 /// meanwhile — the next cycle scheduled. One transaction, under the subscription's lock
 /// (every decider of an attempt holds it, so the attempt cannot be decided meanwhile).
 pub(super) async fn apply_success(
@@ -23,7 +23,7 @@ pub(super) async fn apply_success(
             a.id
         )));
     };
-    let order = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
+    let (order, paid) = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
     let decided = sqlx::query_scalar!(
         "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4,
                 order_id = $5
@@ -92,18 +92,15 @@ pub(super) async fn apply_success(
         reason: None,
         failure_code: None,
     };
-    crate::outbox::record(
-        &mut tx,
-        crate::outbox::Event {
-            event_type: "subscription.charged",
-            aggregate_type: "subscription",
-            aggregate_id: s.id.0,
-            aggregate_version: updated.version,
-            data: &data,
-        },
-    )
-    .await?;
-    store::orders::count_sales(&mut tx, order, now).await?;
+    let charged = crate::outbox::Event {
+        event_type: "subscription.charged",
+        aggregate_type: "subscription",
+        aggregate_id: s.id.0,
+        aggregate_version: updated.version,
+        data: &data,
+    }
+    .encode()?;
+    crate::outbox::record_all(&mut tx, vec![paid, charged]).await?;
     tx.commit().await?;
     metrics::counter!("subscription_charges_total", "outcome" => "succeeded").increment(1);
     tracing::info!(
@@ -117,15 +114,16 @@ pub(super) async fn apply_success(
     Ok(())
 }
 
-/// The cycle's order, paid, with its lines and payment row, and `order.paid` — written
-/// from what the attempt holds, without reading anything back.
+/// The cycle's order, paid, with its lines, its payment row and its sales — written from
+/// what the attempt holds, without reading anything back — and its `order.paid` event for
+/// the caller to record with its own.
 pub(super) async fn write_cycle_order(
     conn: &mut PgConnection,
     s: &Row,
     a: &Attempt,
     approval: &Approval,
     paid_at: DateTime<Utc>,
-) -> Result<OrderId> {
+) -> Result<(OrderId, crate::outbox::Encoded)> {
     let discount: i64 = a
         .lines
         .iter()
@@ -187,18 +185,15 @@ pub(super) async fn write_cycle_order(
         failure_code: None,
         failure_message: None,
     };
-    crate::outbox::record(
-        conn,
-        crate::outbox::Event {
-            event_type: "order.paid",
-            aggregate_type: "order",
-            aggregate_id: order,
-            aggregate_version: 1,
-            data: &data,
-        },
-    )
-    .await?;
-    Ok(OrderId(order))
+    let paid = crate::outbox::Event {
+        event_type: "order.paid",
+        aggregate_type: "order",
+        aggregate_id: order,
+        aggregate_version: 1,
+        data: &data,
+    }
+    .encode()?;
+    Ok((OrderId(order), paid))
 }
 
 /// A failed call, as the policy decides for [`Step::Charge`]: a decline follows the
