@@ -65,6 +65,60 @@ async fn events(b: &Billing, id: SubscriptionId) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_product_off_sale_is_left_out_and_a_subscription_with_none_on_sale_ends() {
+    let mut b = Billing::start(|_| {}).await;
+    let user = b.user().await;
+    let (kept, dropped) = (b.item(10_000).await, b.item(7_000).await);
+    let both = b
+        .subscription(NewSub {
+            user,
+            items: vec![(kept, 2), (dropped, 1)],
+            period_days: 30,
+            paid_at: kst(2027, 1, 1, 10, 0),
+        })
+        .await;
+    let only_dropped = b
+        .subscription(NewSub {
+            user,
+            items: vec![(dropped, 3)],
+            period_days: 30,
+            paid_at: kst(2027, 1, 1, 10, 0),
+        })
+        .await;
+    sqlx::query("UPDATE items SET selling = false WHERE id = $1")
+        .bind(dropped)
+        .execute(&b.db)
+        .await
+        .unwrap();
+    b.start_worker();
+    b.run_until(kst(2027, 2, 1, 0, 0)).await;
+    b.stop_worker().await;
+
+    // The cycle is charged for what is still sold, and its order has only that line.
+    let charges = b.ledger("charge").await;
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(charges[0]["amount"], 20_000);
+    let lines: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT oi.item_id, oi.quantity FROM order_items oi JOIN orders o ON o.id = oi.order_id
+         WHERE o.subscription_id = $1 AND o.cycle = 2",
+    )
+    .bind(both.0)
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(lines, vec![(kept, 2)]);
+    // Nothing left to sell: no attempt, no call to KakaoPay, the subscription ends.
+    assert!(attempts(&b, only_dropped).await.is_empty());
+    let s = b.sub(only_dropped).await;
+    assert_eq!(s.status, SubscriptionStatus::Canceled);
+    assert_eq!(s.cancel_reason.as_deref(), Some("items_unavailable"));
+    assert_eq!(
+        events(&b, only_dropped).await,
+        vec!["subscription.created", "subscription.canceled"]
+    );
+}
+
+#[tokio::test]
 async fn each_cycle_is_charged_once_at_the_local_charge_time() {
     let mut b = Billing::start(|_| {}).await;
     let (id, _, item) = monthly(&b).await;

@@ -1,5 +1,5 @@
-//! The attempt rows: open, record, load, mark unknown / not charged, and queue their
-//! inquiries.
+//! The attempt rows: open, price and record, load, mark unknown / not charged, and queue
+//! their inquiries.
 
 use super::*;
 
@@ -17,70 +17,58 @@ pub(super) async fn open_attempt(
     Ok(row.map(|r| (r.id, r.status)))
 }
 
-/// The subscription's products still on sale, at today's prices.
-pub(super) async fn priced_lines(
-    conn: &mut PgConnection,
-    id: SubscriptionId,
-) -> Result<Vec<PricedLine>> {
-    let rows = sqlx::query!(
-        r#"SELECT si.item_id, i.title, i.real_price AS "price!", i.discount_price AS "discount!",
-                  si.quantity
-           FROM subscription_items si JOIN items i ON i.id = si.item_id
-           WHERE si.subscription_id = $1 AND i.selling AND i.deleted_at IS NULL
-           ORDER BY si.item_id"#,
-        id.0
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| PricedLine {
-            item_id: r.item_id,
-            name: r.title,
-            unit_price: r.price,
-            unit_discount: r.discount,
-            quantity: r.quantity,
-        })
-        .collect())
-}
-
+/// Prices the subscription's products still on sale at today's prices and records
+/// attempt n + 1 of `cycle` with those lines, in one statement. `None` when nothing is
+/// left to charge (no product on sale, or a zero total): no attempt is written.
 pub(super) async fn record_attempt(
     conn: &mut PgConnection,
     s: &Row,
     cycle: i32,
-    lines: &[PricedLine],
-    amount: Money,
     now: DateTime<Utc>,
-) -> Result<Attempt> {
-    let json = serde_json::to_value(lines)
-        .map_err(|e| Error::Internal(format!("lines do not serialize: {e}")))?;
+) -> Result<Option<Attempt>> {
+    // The lines' JSON is `PricedLine`'s serde shape: `load_attempt` reads it back.
     let row = sqlx::query!(
-        r#"WITH n AS (
+        r#"WITH l AS (
+             SELECT si.item_id, i.title, i.real_price, i.discount_price, si.quantity
+             FROM subscription_items si JOIN items i ON i.id = si.item_id
+             WHERE si.subscription_id = $1 AND i.selling AND i.deleted_at IS NULL
+           ), t AS (
+             SELECT sum(real_price * quantity)::bigint AS amount,
+                    jsonb_agg(jsonb_build_object('item_id', item_id, 'name', title,
+                                                 'unit_price', real_price,
+                                                 'unit_discount', discount_price,
+                                                 'quantity', quantity)
+                              ORDER BY item_id) AS lines
+             FROM l
+           ), n AS (
              SELECT COALESCE(max(attempt), 0) + 1 AS attempt FROM charge_attempts
              WHERE subscription_id = $1 AND cycle = $2
            )
            INSERT INTO charge_attempts (subscription_id, cycle, attempt, partner_order_id, amount,
                                         lines, started_at)
-           SELECT $1, $2, n.attempt, 'pv-sub-' || $1 || '-' || $2 || '-' || n.attempt, $3, $4, $5
-           FROM n
-           RETURNING id, partner_order_id"#,
+           SELECT $1, $2, n.attempt, 'pv-sub-' || $1 || '-' || $2 || '-' || n.attempt,
+                  t.amount, t.lines, $3
+           FROM n, t
+           WHERE t.amount > 0
+           RETURNING id, partner_order_id, amount, lines"#,
         s.id.0,
         cycle,
-        amount.0,
-        json,
         now
     )
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(Attempt {
-        id: row.id,
+    let Some(r) = row else { return Ok(None) };
+    let lines: Vec<PricedLine> = serde_json::from_value(r.lines)
+        .map_err(|e| Error::Internal(format!("attempt {} lines: {e}", r.id)))?;
+    Ok(Some(Attempt {
+        id: r.id,
         subscription_id: s.id,
         cycle,
-        partner_order_id: row.partner_order_id,
-        amount,
-        lines: lines.to_vec(),
+        partner_order_id: r.partner_order_id,
+        amount: Money(r.amount),
+        lines,
         started_at: now,
-    })
+    }))
 }
 
 pub(super) async fn load_attempt(

@@ -115,24 +115,19 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
             return Ok(Outcome::Done);
         }
     }
-    let lines = priced_lines(&mut tx, id).await?;
-    let amount: i64 = lines
-        .iter()
-        .map(|l| l.unit_price * i64::from(l.quantity))
-        .sum();
-    if lines.is_empty() || amount <= 0 {
-        cancel_locked(&mut tx, &s, "items_unavailable", now).await?;
-        tx.commit().await?;
-        return Ok(Outcome::Done);
-    }
     let Some(sid) = s.sid.clone() else {
         cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
         tx.commit().await?;
         return Ok(Outcome::Done);
     };
-    let attempt = record_attempt(&mut tx, &s, cycle, &lines, Money(amount), now).await?;
+    let Some(attempt) = record_attempt(&mut tx, &s, cycle, now).await? else {
+        cancel_locked(&mut tx, &s, "items_unavailable", now).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Done);
+    };
     tx.commit().await?;
 
+    let lines = &attempt.lines;
     let units: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
     let req = ChargeRequest {
         sid,
@@ -141,7 +136,7 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
         item_name: pg::item_name(lines[0].name.clone(), lines.len() as i64),
         item_code: None,
         quantity: u32::try_from(units).unwrap_or(u32::MAX),
-        total_amount: Money(amount),
+        total_amount: attempt.amount,
         tax_free_amount: Money::ZERO,
         vat_amount: None,
     };
