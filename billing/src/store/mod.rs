@@ -2,3 +2,4 @@
 //! the adapters, below the use cases (checkout, payment steps, the billing cycle).
 
 pub mod orders;
+pub mod subscriptions;
