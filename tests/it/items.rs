@@ -375,7 +375,9 @@ async fn cut_database(app: &TestApp, allow: bool) {
 
 #[tokio::test]
 async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_them() {
-    let app = spawn_app_with(|s| s.database.acquire_timeout_ms = 500).await;
+    let app =
+        spawn_app_with(|s| s.database.acquire_timeout_ms = std::time::Duration::from_millis(500))
+            .await;
     seed_items(&app.db, 130).await;
     let (_, admin) = app.admin().await;
     let first = list(&app, "category=EYE").await;
@@ -570,7 +572,10 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
     )
     .unwrap();
     let fx = crate::helpers::fixtures::item;
-    let (a, b) = (fx(&app.db, "루테인", 10_000, 0).await, fx(&app.db, "오메가3", 20_000, 0).await);
+    let (a, b) = (
+        fx(&app.db, "루테인", 10_000, 0).await,
+        fx(&app.db, "오메가3", 20_000, 0).await,
+    );
     let user = crate::helpers::fixtures::user(&app.db).await;
     let first = crate::helpers::fixtures::paid_order(&app.db, user, a, 2).await;
     let second = crate::helpers::fixtures::paid_order(&app.db, user, b, 3).await;
@@ -588,7 +593,10 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
         .unwrap();
     assert_eq!(pending, 2);
     // Counted, not yet folded: the item rows are untouched until the fold.
-    assert_eq!((sales_of(&app.db, a).await, sales_of(&app.db, b).await), (0, 0));
+    assert_eq!(
+        (sales_of(&app.db, a).await, sales_of(&app.db, b).await),
+        (0, 0)
+    );
 
     // Two folds at once add each delta exactly once between them.
     let (x, y) = tokio::join!(
@@ -596,7 +604,10 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
         billing::items::fold_sales(&ctx)
     );
     assert_eq!(x.unwrap() + y.unwrap(), 5);
-    assert_eq!((sales_of(&app.db, a).await, sales_of(&app.db, b).await), (2, 3));
+    assert_eq!(
+        (sales_of(&app.db, a).await, sales_of(&app.db, b).await),
+        (2, 3)
+    );
     assert_eq!(billing::items::fold_sales(&ctx).await.unwrap(), 0);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM item_sales_deltas")
         .fetch_one(&app.db)
