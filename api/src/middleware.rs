@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -86,7 +86,7 @@ pub async fn client_ip_and_rate_limit(
 }
 
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.ctx.settings.api.request_timeout_ms);
+    let limit = state.ctx.settings.api.request_timeout_ms;
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),

@@ -43,7 +43,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
         .options(session_limits(settings));
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .acquire_timeout(settings.acquire_timeout_ms)
         .after_release(|conn, _meta| {
             Box::pin(async move {
                 match session_state(conn).await {
@@ -74,6 +74,8 @@ fn session_limits(settings: &DatabaseSettings) -> Vec<(&'static str, String)> {
         ),
     ]
     .into_iter()
+    // Postgres reads a bare number as milliseconds, and 0 as "no limit".
+    .map(|(k, limit)| (k, limit.as_millis()))
     .filter(|(_, ms)| *ms > 0)
     .map(|(k, ms)| (k, ms.to_string()))
     .collect()

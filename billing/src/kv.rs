@@ -28,7 +28,7 @@ impl Kv {
     /// Does not connect: the first command does, and later ones reconnect after a loss.
     pub fn new(settings: &RedisSettings) -> Result<Self> {
         let client = redis::Client::open(settings.url.expose_secret()).map_err(Error::redis)?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout_ms;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

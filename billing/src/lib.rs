@@ -67,13 +67,13 @@ impl Ctx {
         let db = db::Db::new(db::pool(&settings.database)?);
         let kv = kv::Kv::new(&settings.redis)?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.oauth.timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.oauth.timeout_ms.min(3_000)))
+            .timeout(settings.oauth.timeout_ms)
+            .connect_timeout(settings.oauth.timeout_ms.min(Duration::from_secs(3)))
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
         let webhook_http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.webhooks.timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.webhooks.connect_timeout_ms))
+            .timeout(settings.webhooks.timeout_ms)
+            .connect_timeout(settings.webhooks.connect_timeout_ms)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Internal(format!("webhook http client: {e}")))?;

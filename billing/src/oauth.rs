@@ -94,7 +94,8 @@ pub fn authorize_url(ctx: &Ctx, name: &str) -> Result<String> {
         &StateClaims {
             prv: p.name.clone(),
             nonce: Uuid::new_v4().to_string(),
-            exp: ctx.clock.now().timestamp() + ctx.settings.auth.oauth_state_ttl_secs as i64,
+            exp: ctx.clock.now().timestamp()
+                + ctx.settings.auth.oauth_state_ttl_secs.as_secs() as i64,
         },
     )?;
     let mut url = url::Url::parse(&p.authorize_url)
@@ -241,7 +242,8 @@ pub async fn callback(ctx: &Ctx, name: &str, params: CallbackParams) -> Result<C
             prv: p.name.clone(),
             sub: subject,
             email: email.clone(),
-            exp: ctx.clock.now().timestamp() + ctx.settings.auth.signup_token_ttl_secs as i64,
+            exp: ctx.clock.now().timestamp()
+                + ctx.settings.auth.signup_token_ttl_secs.as_secs() as i64,
         },
     )?;
     Ok(CallbackOutcome::SignupRequired {

@@ -7,8 +7,6 @@
 //! and retries therefore cannot approve twice, skip a state or go backwards: whoever loses
 //! the compare-and-set does nothing.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -188,8 +186,9 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
             }
             Action::Retry => {
                 let age = ctx.clock.now() - p.order_created_at;
-                let limit =
-                    chrono::Duration::seconds(ctx.settings.payments.ready_give_up_secs as i64);
+                // Past chrono's range the limit is never reached.
+                let limit = chrono::Duration::from_std(ctx.settings.payments.ready_give_up_secs)
+                    .unwrap_or(chrono::Duration::MAX);
                 if age < limit {
                     return Ok(generic_outcome(ctx, Action::Retry, &e));
                 }
@@ -634,8 +633,8 @@ async fn schedule_reconcile(ctx: &Ctx, conn: &mut PgConnection, id: PaymentId) -
     let s = &ctx.settings.payments;
     let delay = policy::inquiry_delay(
         round,
-        Duration::from_millis(s.reconcile_min_backoff_ms),
-        Duration::from_millis(s.reconcile_max_backoff_ms),
+        s.reconcile_min_backoff_ms,
+        s.reconcile_max_backoff_ms,
         rand::random::<f64>(),
     );
     let now = ctx.clock.now();

@@ -123,7 +123,7 @@ impl Keys<'_> {
 
 fn access_token(ctx: &Ctx, user: &User, family: &str) -> Result<(String, u64)> {
     let now = ctx.clock.now().timestamp();
-    let ttl = ctx.settings.auth.access_ttl_secs;
+    let ttl = ctx.settings.auth.access_ttl_secs.as_secs();
     let claims = Claims {
         sub: user.id.to_string(),
         role: user.role,
@@ -144,7 +144,7 @@ async fn issue_in_family(
 ) -> Result<TokenPair> {
     let keys = Keys(ctx);
     let refresh = random_token();
-    let ttl = ctx.settings.auth.refresh_ttl_secs;
+    let ttl = ctx.settings.auth.refresh_ttl_secs.as_secs();
     let token_key = keys.token(&digest(&refresh));
     let family_key = keys.family(family);
     let user_key = keys.user_families(user.id);
@@ -220,7 +220,7 @@ pub async fn refresh(ctx: &Ctx, refresh_token: &str) -> Result<TokenPair> {
 
     let family_key = keys.family(&family);
     let used_key = keys.used(&d);
-    let ttl = ctx.settings.auth.refresh_ttl_secs;
+    let ttl = ctx.settings.auth.refresh_ttl_secs.as_secs();
     // SET NX makes "first use" atomic: of two concurrent exchanges only one wins.
     let (alive, first_use): (bool, bool) = ctx
         .kv

@@ -92,8 +92,8 @@ async fn simulated_year() {
     let mut b = Billing::start(|s| {
         s.database.max_connections = 30;
         s.worker.concurrency = 48;
-        s.subscriptions.reconcile_window_secs = 120;
-        s.subscriptions.review_after_secs = 3_600;
+        s.subscriptions.reconcile_window_secs = Duration::from_secs(120);
+        s.subscriptions.review_after_secs = Duration::from_secs(3_600);
     })
     .await;
     // Follow-ups due within 5 simulated minutes of each other run together (the daily

@@ -341,8 +341,8 @@ async fn a_connection_released_inside_a_transaction_is_discarded() {
 async fn pooled_sessions_carry_statement_and_idle_transaction_timeouts() {
     let url = crate::helpers::db::fresh_database().await;
     let mut settings = crate::helpers::test_settings(&url);
-    settings.database.statement_timeout_ms = 1_500;
-    settings.database.idle_in_transaction_timeout_ms = 2_500;
+    settings.database.statement_timeout_ms = Duration::from_millis(1_500);
+    settings.database.idle_in_transaction_timeout_ms = Duration::from_millis(2_500);
     let pool = billing::db::pool(&settings.database).unwrap();
     let (statement, idle): (String, String) = sqlx::query_as(
         "SELECT current_setting('statement_timeout'),

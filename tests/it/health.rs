@@ -21,7 +21,7 @@ async fn live_and_ready_answer_when_dependencies_are_up() {
 async fn ready_names_postgres_when_it_is_unreachable() {
     let app = spawn_app_with(|s| {
         s.database.url = "postgres://postgres@127.0.0.1:1/nothing".to_owned().into();
-        s.database.acquire_timeout_ms = 300;
+        s.database.acquire_timeout_ms = std::time::Duration::from_millis(300);
     })
     .await;
     let resp = app.get("/health/ready").send().await.unwrap();

@@ -375,7 +375,9 @@ async fn cut_database(app: &TestApp, allow: bool) {
 
 #[tokio::test]
 async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_them() {
-    let app = spawn_app_with(|s| s.database.acquire_timeout_ms = 500).await;
+    let app =
+        spawn_app_with(|s| s.database.acquire_timeout_ms = std::time::Duration::from_millis(500))
+            .await;
     seed_items(&app.db, 130).await;
     let (_, admin) = app.admin().await;
     let first = list(&app, "category=EYE").await;

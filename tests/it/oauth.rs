@@ -45,7 +45,7 @@ impl Provider {
 async fn app_with_provider(p: &Provider) -> TestApp {
     let uri = p.server.uri();
     spawn_app_with(|s| {
-        s.oauth.timeout_ms = 500;
+        s.oauth.timeout_ms = Duration::from_millis(500);
         s.oauth.providers.insert(
             "fake".into(),
             billing::settings::OAuthProviderSettings {

@@ -28,7 +28,7 @@ async fn redis_outage_degrades_to_503_and_recovers() {
     let url = redis.url();
     let app = spawn_app_with(|s| {
         s.redis.url = url.into();
-        s.redis.timeout_ms = 300;
+        s.redis.timeout_ms = Duration::from_millis(300);
     })
     .await;
     let user = app.signup().await;

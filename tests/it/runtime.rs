@@ -38,8 +38,8 @@ fn start_runtime(
     tune: impl FnOnce(&mut billing::Settings),
 ) -> Running {
     let mut settings = test_settings(url);
-    settings.worker.poll_interval_ms = 50;
-    settings.worker.reap_interval_ms = 100;
+    settings.worker.poll_interval_ms = Duration::from_millis(50);
+    settings.worker.reap_interval_ms = Duration::from_millis(100);
     tune(&mut settings);
     settings.validate().unwrap();
     let ctx = billing::Ctx::new(settings, clock).unwrap();
@@ -157,7 +157,9 @@ async fn a_task_over_its_timeout_is_stopped_and_recorded() {
         Arc::new(billing::clock::SystemClock),
         Vec::new(),
         |s| {
-            s.worker.task_timeouts_ms.insert("diag.probe".into(), 100);
+            s.worker
+                .task_timeouts_ms
+                .insert("diag.probe".into(), Duration::from_millis(100));
         },
     );
     let mut slow = probe("slow-0".into(), 3_000);
@@ -241,7 +243,7 @@ async fn a_task_past_its_timeout_lets_its_open_transaction_commit_then_stops() {
         |s| {
             s.worker
                 .task_timeouts_ms
-                .insert("test.tx_probe".into(), 100);
+                .insert("test.tx_probe".into(), Duration::from_millis(100));
         },
     );
     let task = TxProbe {
@@ -283,7 +285,9 @@ async fn timeouts_at_random_moments_leave_no_session_in_a_transaction_and_lose_n
         |s| {
             s.database.max_connections = 4;
             s.worker.concurrency = 16;
-            s.worker.task_timeouts_ms.insert("test.tx_probe".into(), 3);
+            s.worker
+                .task_timeouts_ms
+                .insert("test.tx_probe".into(), Duration::from_millis(3));
         },
     );
     let tasks: Vec<TxProbe> = {

@@ -283,7 +283,10 @@ async fn a_success_during_dunning_returns_to_active_on_the_original_grid() {
 
 #[tokio::test]
 async fn server_errors_and_refused_connections_never_count_as_declines() {
-    let mut b = Billing::start(|s| s.subscriptions.reconcile_window_secs = 60).await;
+    let mut b = Billing::start(|s| {
+        s.subscriptions.reconcile_window_secs = std::time::Duration::from_secs(60)
+    })
+    .await;
     let (id, _, _) = monthly(&b).await;
     // Three 5xx in a row: each sent charge is ambiguous, reconciled as "did not land" and
     // tried again — the subscription never becomes past_due.
@@ -339,11 +342,11 @@ async fn a_charge_whose_answer_was_lost_is_found_by_the_sid_status_not_sent_agai
 #[tokio::test]
 async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts() {
     let mut b = Billing::start(|s| {
-        s.subscriptions.reconcile_window_secs = 60;
-        s.subscriptions.review_after_secs = 600;
+        s.subscriptions.reconcile_window_secs = std::time::Duration::from_secs(60);
+        s.subscriptions.review_after_secs = std::time::Duration::from_secs(600);
         // The breaker's open time is real time; simulated minutes pass in milliseconds, so
         // it must not outlast the outage it reacts to.
-        s.pg_guard.breaker_open_ms = 50;
+        s.pg_guard.breaker_open_ms = std::time::Duration::from_millis(50);
     })
     .await;
     let (id, _, _) = monthly(&b).await;
@@ -391,10 +394,10 @@ async fn an_undecidable_charge_goes_to_the_review_list_and_blocks_new_attempts()
 #[tokio::test]
 async fn an_operator_has_an_unknown_charge_decided_now_rather_than_after_its_backoff() {
     let mut b = Billing::start(|s| {
-        s.subscriptions.reconcile_window_secs = 60;
+        s.subscriptions.reconcile_window_secs = std::time::Duration::from_secs(60);
         // The first inquiry would wait 30–60 minutes.
-        s.payments.reconcile_min_backoff_ms = 3_600_000;
-        s.payments.reconcile_max_backoff_ms = 3_600_000;
+        s.payments.reconcile_min_backoff_ms = std::time::Duration::from_millis(3_600_000);
+        s.payments.reconcile_max_backoff_ms = std::time::Duration::from_millis(3_600_000);
     })
     .await;
     let (id, _, _) = monthly(&b).await;

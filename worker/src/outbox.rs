@@ -15,7 +15,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// tick; they never end the loop.
 pub async fn run(ctx: billing::Ctx, stop: impl Future<Output = ()>) {
     let cfg = &ctx.settings.webhooks;
-    let interval = Duration::from_millis(cfg.dispatch_interval_ms);
+    let interval = cfg.dispatch_interval_ms;
     let batch = cfg.dispatch_batch;
     let mut gauges_at: Option<Instant> = None;
     tokio::pin!(stop);

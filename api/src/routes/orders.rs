@@ -164,11 +164,10 @@ async fn get_order(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<GetOrderQuery>,
 ) -> ApiResult<Json<Order>> {
-    let max = state.ctx.settings.payments.max_wait_secs;
-    if q.wait.is_some_and(|w| w > max) {
+    let wait = q.wait.map(Duration::from_secs);
+    if wait.is_some_and(|w| w > state.ctx.settings.payments.max_wait_secs) {
         return Err(billing::Error::validation("wait", "must be between 0 and 10 seconds").into());
     }
-    let wait = q.wait.map(Duration::from_secs);
     Ok(Json(
         billing::orders::get(&state.ctx, &state.orders, p.user_id, OrderId(id), wait).await?,
     ))

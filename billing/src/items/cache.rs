@@ -5,11 +5,12 @@ use super::*;
 
 // ---- the page cache ---------------------------------------------------------------------
 
-/// Seconds a cached page lives, before jitter (±20 %) spreads expiries apart.
-/// The configured page lifetime, ±20 %.
-pub(super) fn jittered_ttl(ttl_secs: u64) -> u64 {
-    let spread = ttl_secs / 5;
-    ttl_secs - spread + rand::rng().random_range(0..=2 * spread)
+/// Seconds a cached page lives: the configured lifetime ±20 %, so pages cached together
+/// do not expire together. At least one, since Redis refuses `EX 0`.
+pub(super) fn jittered_ttl(ttl: std::time::Duration) -> u64 {
+    let secs = ttl.as_secs().max(1);
+    let spread = secs / 5;
+    secs - spread + rand::rng().random_range(0..=2 * spread)
 }
 
 /// One loader per key in this process: concurrent misses wait for the first one's result.
@@ -108,7 +109,10 @@ where
 
 /// Drops every cached listing page and the main page, and bumps the generation.
 pub(super) async fn invalidate_pages(ctx: &Ctx) {
-    let keys: Vec<String> = all_page_keys().iter().map(|k| ctx.kv.key(k)).collect();
+    let keys: Vec<String> = all_page_keys(ctx.settings.redis.cached_pages)
+        .iter()
+        .map(|k| ctx.kv.key(k))
+        .collect();
     let gen_key = ctx.kv.key(GEN_KEY);
     let done = ctx
         .kv

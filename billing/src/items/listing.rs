@@ -159,12 +159,13 @@ impl Listing {
             && self.on_sale.is_none()
     }
 
-    /// Only the default-sorted, unfiltered (but for the category) pages 1–5 are cached.
-    pub(super) fn cache_key(&self) -> Option<String> {
+    /// Only the default-sorted, unfiltered (but for the category) pages
+    /// 1..=`cached_pages` (`redis.cached_pages`) are cached.
+    pub(super) fn cache_key(&self, cached_pages: u32) -> Option<String> {
         let plain = self.only_category()
             && self.sort == Sort::Sales
             && self.page.size == 20
-            && self.page.page <= CACHED_PAGES;
+            && self.page.page <= i64::from(cached_pages);
         plain.then(|| page_key(self.category, self.page.page))
     }
 
@@ -214,8 +215,6 @@ impl Listing {
     }
 }
 
-pub(super) const CACHED_PAGES: i64 = 5;
-
 pub(super) fn page_key(category: Option<Category>, page: i64) -> String {
     let cat = category.map(Category::as_str).unwrap_or("ALL");
     format!("cache:items:{cat}:p{page}")
@@ -228,13 +227,13 @@ pub(super) fn count_key(category: Option<Category>) -> String {
 
 pub(super) const MAIN_KEY: &str = "cache:items:main";
 
-/// Every cached key an item write can make stale.
-pub(super) fn all_page_keys() -> Vec<String> {
+/// Every cached key an item write can make stale, with pages 1..=`cached_pages` cached.
+pub(super) fn all_page_keys(cached_pages: u32) -> Vec<String> {
     let mut keys = vec![MAIN_KEY.to_owned(), count_key(None)];
     for c in Category::ALL {
         keys.push(count_key(Some(c)));
     }
-    for page in 1..=CACHED_PAGES {
+    for page in 1..=i64::from(cached_pages) {
         keys.push(page_key(None, page));
         for c in Category::ALL {
             keys.push(page_key(Some(c), page));
@@ -322,7 +321,7 @@ pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String> {
 /// A page of items as JSON text (`Page<ItemSummary>`): cached pages are served as stored.
 pub async fn list(ctx: &Ctx, query: ListQuery) -> Result<String> {
     let listing = query.validate()?;
-    match listing.cache_key() {
+    match listing.cache_key(ctx.settings.redis.cached_pages) {
         Some(key) => cached_json(ctx, &key, || query_page(ctx, &listing)).await,
         None => query_page(ctx, &listing).await,
     }

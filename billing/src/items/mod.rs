@@ -476,7 +476,7 @@ mod tests {
         .validate()
         .unwrap();
         assert_eq!(ok.category, Some(Category::Eye));
-        assert_eq!(ok.cache_key(), None, "page 6 is not cached");
+        assert_eq!(ok.cache_key(5), None, "page 6 is not cached");
         let cached = ListQuery {
             category: Some("EYE".into()),
             page: Some(5),
@@ -484,6 +484,26 @@ mod tests {
         }
         .validate()
         .unwrap();
-        assert_eq!(cached.cache_key().as_deref(), Some("cache:items:EYE:p5"));
+        assert_eq!(cached.cache_key(5).as_deref(), Some("cache:items:EYE:p5"));
+        assert_eq!(
+            cached.cache_key(4),
+            None,
+            "past a smaller redis.cached_pages"
+        );
+    }
+
+    #[test]
+    fn an_item_write_drops_every_cached_page_and_no_other() {
+        for cached_pages in [1_u32, 5, 12] {
+            let keys = all_page_keys(cached_pages);
+            let categories = Category::ALL.len();
+            // The main page, the counts, and each cached page of every listing.
+            let want = 1 + (1 + categories) + cached_pages as usize * (1 + categories);
+            assert_eq!(keys.len(), want, "{cached_pages} pages");
+            let last = i64::from(cached_pages);
+            assert!(keys.contains(&page_key(Some(Category::Eye), last)));
+            assert!(keys.contains(&page_key(None, last)));
+            assert!(!keys.contains(&page_key(None, last + 1)));
+        }
     }
 }

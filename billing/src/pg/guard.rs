@@ -44,7 +44,7 @@ impl BreakerConfig {
             window: s.breaker_window,
             min_calls: s.breaker_min_calls,
             failure_rate: s.breaker_failure_rate,
-            open_for: Duration::from_millis(s.breaker_open_ms),
+            open_for: s.breaker_open_ms,
             half_open_calls: s.breaker_half_open_calls,
         }
     }
@@ -324,10 +324,10 @@ impl PgGuard {
             rate_queue: tokio::sync::Mutex::new(()),
             send_spacing: RateLimiter::direct(quota),
             send_queue: tokio::sync::Mutex::new(()),
-            max_wait: Duration::from_millis(s.max_wait_ms),
-            defer_jitter: Duration::from_millis(s.defer_jitter_ms),
+            max_wait: s.max_wait_ms,
+            defer_jitter: s.defer_jitter_ms,
             hold_until: Mutex::new(None),
-            misconfigured_hold: Duration::from_millis(s.misconfigured_hold_ms),
+            misconfigured_hold: s.misconfigured_hold_ms,
         }
     }
 
@@ -690,8 +690,8 @@ mod tests {
 
     fn settings() -> PgGuardSettings {
         PgGuardSettings {
-            breaker_open_ms: 60_000,
-            defer_jitter_ms: 1_000,
+            breaker_open_ms: Duration::from_millis(60_000),
+            defer_jitter_ms: Duration::from_millis(1_000),
             ..PgGuardSettings::default()
         }
     }
@@ -728,7 +728,7 @@ mod tests {
     async fn a_full_bulkhead_defers_after_the_longest_wait() {
         let guard = PgGuard::new(&PgGuardSettings {
             max_concurrent: 2,
-            max_wait_ms: 50,
+            max_wait_ms: Duration::from_millis(50),
             ..settings()
         });
         let a = guard.admit("approve").await.unwrap();

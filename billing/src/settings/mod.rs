@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -16,6 +17,9 @@ use serde::Deserialize;
 mod sections;
 
 pub use sections::*;
+
+/// Where `PILLIVERY__SECTION__KEY` variables are read from.
+const ENV_PREFIX: &str = "PILLIVERY__";
 
 /// A configuration problem, always naming the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,12 @@ impl Settings {
     }
 
     pub fn load_from(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_with_env(file, ENV_PREFIX)
+    }
+
+    /// `load_from` with the environment read under `env_prefix`, so tests can give
+    /// variables of their own without racing each other over `PILLIVERY__…`.
+    fn load_with_env(file: Option<&Path>, env_prefix: &str) -> Result<Self, SettingsError> {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.exists() {
@@ -87,7 +97,7 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("PILLIVERY__").split("__"));
+        figment = figment.merge(Env::prefixed(env_prefix).split("__"));
         let settings: Settings = figment.extract().map_err(describe)?;
         settings.validate()?;
         Ok(settings)
@@ -102,7 +112,7 @@ impl Settings {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
         let idle_tx = self.database.idle_in_transaction_timeout_ms;
-        if idle_tx != 0 && idle_tx < 1_000 {
+        if !idle_tx.is_zero() && idle_tx < Duration::from_millis(1_000) {
             // Shorter would end legitimate transactions that wait on a busy pool or lock.
             return Err(invalid(
                 "database.idle_in_transaction_timeout_ms",
@@ -113,17 +123,20 @@ impl Settings {
         if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err(invalid("redis.url", "must be a redis:// URL"));
         }
-        if self.redis.timeout_ms == 0 {
+        if self.redis.timeout_ms.is_zero() {
             return Err(invalid("redis.timeout_ms", "must be positive"));
         }
-        if self.redis.page_cache_ttl_secs == 0 {
+        if self.redis.page_cache_ttl_secs.is_zero() {
             return Err(invalid("redis.page_cache_ttl_secs", "must be positive"));
+        }
+        if !(1..=100).contains(&self.redis.cached_pages) {
+            return Err(invalid("redis.cached_pages", "must be between 1 and 100"));
         }
         check_url("api.public_url", &self.api.public_url)?;
         check_url("kakaopay.base_url", &self.kakaopay.base_url)?;
         check_url("payments.result_url", &self.payments.result_url)?;
         let p = &self.payments;
-        if p.reconcile_min_backoff_ms == 0
+        if p.reconcile_min_backoff_ms.is_zero()
             || p.reconcile_max_backoff_ms < p.reconcile_min_backoff_ms
         {
             return Err(invalid(
@@ -131,10 +144,10 @@ impl Settings {
                 "backoffs must be positive and max ≥ min",
             ));
         }
-        if p.ready_give_up_secs == 0 {
+        if p.ready_give_up_secs.is_zero() {
             return Err(invalid("payments.ready_give_up_secs", "must be positive"));
         }
-        if !(1..=60).contains(&p.max_wait_secs) {
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&p.max_wait_secs) {
             return Err(invalid(
                 "payments.max_wait_secs",
                 "must be between 1 and 60",
@@ -150,7 +163,8 @@ impl Settings {
                 "at most 30 retries",
             ));
         }
-        if sub.reconcile_window_secs == 0 || sub.review_after_secs < sub.reconcile_window_secs {
+        if sub.reconcile_window_secs.is_zero() || sub.review_after_secs < sub.reconcile_window_secs
+        {
             return Err(invalid(
                 "subscriptions.review_after_secs",
                 "the window must be positive and review_after ≥ reconcile_window",
@@ -178,13 +192,17 @@ impl Settings {
                 "must be in (0, 1]",
             ));
         }
-        if g.breaker_open_ms == 0 || g.breaker_half_open_calls == 0 {
+        if g.breaker_open_ms.is_zero() || g.breaker_half_open_calls == 0 {
             return Err(invalid(
                 "pg_guard.breaker_open_ms",
                 "the open time and the half-open trial calls must be positive",
             ));
         }
-        if g.max_concurrent == 0 || g.rate_per_sec == 0 || g.rate_burst == 0 || g.max_wait_ms == 0 {
+        if g.max_concurrent == 0
+            || g.rate_per_sec == 0
+            || g.rate_burst == 0
+            || g.max_wait_ms.is_zero()
+        {
             return Err(invalid(
                 "pg_guard.rate_per_sec",
                 "max_concurrent, rate_per_sec, rate_burst and max_wait_ms must be positive",
@@ -197,19 +215,25 @@ impl Settings {
                 "between 1 and 30 attempts",
             ));
         }
-        if wh.retry_schedule_secs.iter().any(|d| *d > 7 * 86_400) {
+        if wh
+            .retry_schedule_secs
+            .iter()
+            .any(|d| *d > Duration::from_secs(7 * 86_400))
+        {
             return Err(invalid(
                 "webhooks.retry_schedule_secs",
                 "no delay above 7 days",
             ));
         }
-        if wh.timeout_ms == 0 || wh.connect_timeout_ms == 0 {
+        if wh.timeout_ms.is_zero() || wh.connect_timeout_ms.is_zero() {
             return Err(invalid("webhooks.timeout_ms", "timeouts must be positive"));
         }
-        if wh.disable_after_secs == 0 {
+        if wh.disable_after_secs.is_zero() {
             return Err(invalid("webhooks.disable_after_secs", "must be positive"));
         }
-        if !(1..=60_000).contains(&wh.dispatch_interval_ms) {
+        if !(Duration::from_millis(1)..=Duration::from_millis(60_000))
+            .contains(&wh.dispatch_interval_ms)
+        {
             return Err(invalid(
                 "webhooks.dispatch_interval_ms",
                 "must be between 1 and 60000",
@@ -224,7 +248,7 @@ impl Settings {
         if self.api.body_limit_bytes < 1024 {
             return Err(invalid("api.body_limit_bytes", "must be at least 1024"));
         }
-        if self.api.request_timeout_ms == 0 {
+        if self.api.request_timeout_ms.is_zero() {
             return Err(invalid("api.request_timeout_ms", "must be positive"));
         }
         for origin in &self.api.cors_origins {
@@ -239,13 +263,14 @@ impl Settings {
         if w.claim_batch == 0 || w.claim_batch > 1_000 {
             return Err(invalid("worker.claim_batch", "must be between 1 and 1000"));
         }
-        if w.poll_interval_ms == 0 || w.poll_interval_ms > 1_000 {
+        if !(Duration::from_millis(1)..=Duration::from_millis(1_000)).contains(&w.poll_interval_ms)
+        {
             return Err(invalid(
                 "worker.poll_interval_ms",
                 "must be between 1 and 1000",
             ));
         }
-        if w.lease_ms < 300 {
+        if w.lease_ms < Duration::from_millis(300) {
             return Err(invalid("worker.lease_ms", "must be at least 300"));
         }
         if let Some((name, _)) = w.max_retries.iter().find(|(_, n)| **n < 0) {
@@ -254,7 +279,8 @@ impl Settings {
                 format!("{name}: must not be negative"),
             ));
         }
-        if w.reap_interval_ms == 0 || w.task_timeout_ms == 0 || w.max_backoff_ms == 0 {
+        if w.reap_interval_ms.is_zero() || w.task_timeout_ms.is_zero() || w.max_backoff_ms.is_zero()
+        {
             return Err(invalid(
                 "worker.reap_interval_ms",
                 "intervals and timeouts must be positive",
@@ -295,7 +321,8 @@ impl Settings {
                 "required outside dev: set PILLIVERY__AUTH__JWT_SECRET",
             ));
         }
-        if self.auth.access_ttl_secs < 60 || self.auth.refresh_ttl_secs < self.auth.access_ttl_secs
+        if self.auth.access_ttl_secs < Duration::from_secs(60)
+            || self.auth.refresh_ttl_secs < self.auth.access_ttl_secs
         {
             return Err(invalid(
                 "auth.access_ttl_secs",
@@ -376,6 +403,14 @@ fn check_url(key: &'static str, value: &str) -> Result<(), SettingsError> {
 mod tests {
     use super::*;
 
+    pub(super) fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    pub(super) fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     #[test]
     fn defaults_are_valid() {
         Settings::default().validate().unwrap();
@@ -401,7 +436,7 @@ mod tests {
             ),
             (
                 "database.idle_in_transaction_timeout_ms",
-                Box::new(|s| s.database.idle_in_transaction_timeout_ms = 500),
+                Box::new(|s| s.database.idle_in_transaction_timeout_ms = ms(500)),
             ),
             ("redis.url", Box::new(|s| s.redis.url = "http://x".into())),
             (
@@ -427,7 +462,7 @@ mod tests {
             ),
             (
                 "webhooks.timeout_ms",
-                Box::new(|s| s.webhooks.connect_timeout_ms = 0),
+                Box::new(|s| s.webhooks.connect_timeout_ms = Duration::ZERO),
             ),
             (
                 "webhooks.dispatch_batch",
@@ -441,12 +476,123 @@ mod tests {
                         .insert("acme".into(), OAuthProviderSettings::default());
                 }),
             ),
+            (
+                "worker.poll_interval_ms",
+                Box::new(|s| s.worker.poll_interval_ms = Duration::ZERO),
+            ),
+            (
+                "worker.poll_interval_ms",
+                Box::new(|s| s.worker.poll_interval_ms = ms(1_001)),
+            ),
+            // Below the millisecond the key is counted in: not "between 1 and 1000".
+            (
+                "worker.poll_interval_ms",
+                Box::new(|s| s.worker.poll_interval_ms = Duration::from_micros(500)),
+            ),
+            ("worker.lease_ms", Box::new(|s| s.worker.lease_ms = ms(299))),
+            (
+                "worker.reap_interval_ms",
+                Box::new(|s| s.worker.max_backoff_ms = Duration::ZERO),
+            ),
+            (
+                "payments.reconcile_max_backoff_ms",
+                Box::new(|s| s.payments.reconcile_max_backoff_ms = ms(499)),
+            ),
+            (
+                "payments.max_wait_secs",
+                Box::new(|s| s.payments.max_wait_secs = secs(61)),
+            ),
+            (
+                "subscriptions.review_after_secs",
+                Box::new(|s| s.subscriptions.review_after_secs = secs(299)),
+            ),
+            (
+                "webhooks.retry_schedule_secs",
+                Box::new(|s| s.webhooks.retry_schedule_secs[7] = secs(7 * 86_400 + 1)),
+            ),
+            (
+                "webhooks.dispatch_interval_ms",
+                Box::new(|s| s.webhooks.dispatch_interval_ms = ms(60_001)),
+            ),
+            (
+                "auth.access_ttl_secs",
+                Box::new(|s| s.auth.access_ttl_secs = secs(59)),
+            ),
+            (
+                "auth.access_ttl_secs",
+                Box::new(|s| s.auth.refresh_ttl_secs = secs(1_799)),
+            ),
+            ("redis.cached_pages", Box::new(|s| s.redis.cached_pages = 0)),
+            (
+                "redis.cached_pages",
+                Box::new(|s| s.redis.cached_pages = 101),
+            ),
         ];
         for (key, mutate) in cases {
             let mut s = Settings::default();
             mutate(&mut s);
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains(key), "expected {key} in {err}");
+        }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_valid() {
+        type Mutation = Box<dyn Fn(&mut Settings)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "idle_in_transaction_timeout off",
+                Box::new(|s| s.database.idle_in_transaction_timeout_ms = Duration::ZERO),
+            ),
+            (
+                "idle_in_transaction_timeout 1000",
+                Box::new(|s| s.database.idle_in_transaction_timeout_ms = ms(1_000)),
+            ),
+            (
+                "statement_timeout off",
+                Box::new(|s| s.database.statement_timeout_ms = Duration::ZERO),
+            ),
+            ("poll 1", Box::new(|s| s.worker.poll_interval_ms = ms(1))),
+            (
+                "poll 1000",
+                Box::new(|s| s.worker.poll_interval_ms = ms(1_000)),
+            ),
+            ("lease 300", Box::new(|s| s.worker.lease_ms = ms(300))),
+            (
+                "backoffs equal",
+                Box::new(|s| s.payments.reconcile_max_backoff_ms = ms(500)),
+            ),
+            ("wait 1", Box::new(|s| s.payments.max_wait_secs = secs(1))),
+            ("wait 60", Box::new(|s| s.payments.max_wait_secs = secs(60))),
+            (
+                "review at the window",
+                Box::new(|s| s.subscriptions.review_after_secs = secs(300)),
+            ),
+            (
+                "no dunning retries",
+                Box::new(|s| s.subscriptions.retry_delays_secs.clear()),
+            ),
+            (
+                "a week's delay",
+                Box::new(|s| s.webhooks.retry_schedule_secs = vec![secs(7 * 86_400)]),
+            ),
+            (
+                "dispatch 60000",
+                Box::new(|s| s.webhooks.dispatch_interval_ms = ms(60_000)),
+            ),
+            (
+                "refresh = access",
+                Box::new(|s| s.auth.refresh_ttl_secs = secs(1_800)),
+            ),
+            ("one cached page", Box::new(|s| s.redis.cached_pages = 1)),
+            ("100 cached pages", Box::new(|s| s.redis.cached_pages = 100)),
+        ];
+        for (what, mutate) in cases {
+            let mut s = Settings::default();
+            mutate(&mut s);
+            if let Err(e) = s.validate() {
+                panic!("{what}: {e}");
+            }
         }
     }
 
@@ -541,6 +687,411 @@ mod tests {
         let err = Settings::load_from(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("key `api.listen`"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Durations are `Duration`s in the code and whole `_ms`/`_secs` numbers in the file and
+/// the environment; these pin the second form to what it always was.
+#[cfg(test)]
+mod durations {
+    use super::tests::{ms, secs};
+    use super::*;
+    use serde_with::ser::SerializeAsWrap;
+    use serde_with::{DurationMilliSeconds, DurationSeconds};
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Unit {
+        Ms,
+        Secs,
+    }
+    use Unit::{Ms, Secs};
+
+    type Get = fn(&Settings) -> Duration;
+
+    /// Every single-valued duration key, its unit, and its default as the number it was
+    /// when these fields were integers.
+    fn scalars() -> Vec<(&'static str, Unit, u64, Get)> {
+        vec![
+            ("database.acquire_timeout_ms", Ms, 3_000, |s| {
+                s.database.acquire_timeout_ms
+            }),
+            ("database.statement_timeout_ms", Ms, 30_000, |s| {
+                s.database.statement_timeout_ms
+            }),
+            ("database.idle_in_transaction_timeout_ms", Ms, 60_000, |s| {
+                s.database.idle_in_transaction_timeout_ms
+            }),
+            ("redis.timeout_ms", Ms, 500, |s| s.redis.timeout_ms),
+            ("redis.page_cache_ttl_secs", Secs, 60, |s| {
+                s.redis.page_cache_ttl_secs
+            }),
+            ("api.request_timeout_ms", Ms, 15_000, |s| {
+                s.api.request_timeout_ms
+            }),
+            ("api.shutdown_grace_ms", Ms, 10_000, |s| {
+                s.api.shutdown_grace_ms
+            }),
+            ("worker.shutdown_grace_ms", Ms, 20_000, |s| {
+                s.worker.shutdown_grace_ms
+            }),
+            ("worker.poll_interval_ms", Ms, 500, |s| {
+                s.worker.poll_interval_ms
+            }),
+            ("worker.lease_ms", Ms, 30_000, |s| s.worker.lease_ms),
+            ("worker.reap_interval_ms", Ms, 5_000, |s| {
+                s.worker.reap_interval_ms
+            }),
+            ("worker.task_timeout_ms", Ms, 300_000, |s| {
+                s.worker.task_timeout_ms
+            }),
+            ("worker.max_backoff_ms", Ms, 3_600_000, |s| {
+                s.worker.max_backoff_ms
+            }),
+            ("payments.ready_give_up_secs", Secs, 900, |s| {
+                s.payments.ready_give_up_secs
+            }),
+            ("payments.reconcile_min_backoff_ms", Ms, 500, |s| {
+                s.payments.reconcile_min_backoff_ms
+            }),
+            ("payments.reconcile_max_backoff_ms", Ms, 60_000, |s| {
+                s.payments.reconcile_max_backoff_ms
+            }),
+            ("payments.max_wait_secs", Secs, 10, |s| {
+                s.payments.max_wait_secs
+            }),
+            ("subscriptions.reconcile_skew_secs", Secs, 60, |s| {
+                s.subscriptions.reconcile_skew_secs
+            }),
+            ("subscriptions.reconcile_window_secs", Secs, 300, |s| {
+                s.subscriptions.reconcile_window_secs
+            }),
+            ("subscriptions.review_after_secs", Secs, 3_600, |s| {
+                s.subscriptions.review_after_secs
+            }),
+            ("pg_guard.breaker_open_ms", Ms, 10_000, |s| {
+                s.pg_guard.breaker_open_ms
+            }),
+            ("pg_guard.defer_jitter_ms", Ms, 5_000, |s| {
+                s.pg_guard.defer_jitter_ms
+            }),
+            ("pg_guard.max_wait_ms", Ms, 30_000, |s| {
+                s.pg_guard.max_wait_ms
+            }),
+            ("pg_guard.misconfigured_hold_ms", Ms, 60_000, |s| {
+                s.pg_guard.misconfigured_hold_ms
+            }),
+            ("webhooks.timeout_ms", Ms, 10_000, |s| s.webhooks.timeout_ms),
+            ("webhooks.connect_timeout_ms", Ms, 3_000, |s| {
+                s.webhooks.connect_timeout_ms
+            }),
+            ("webhooks.disable_after_secs", Secs, 432_000, |s| {
+                s.webhooks.disable_after_secs
+            }),
+            ("webhooks.dispatch_interval_ms", Ms, 500, |s| {
+                s.webhooks.dispatch_interval_ms
+            }),
+            ("auth.access_ttl_secs", Secs, 1_800, |s| {
+                s.auth.access_ttl_secs
+            }),
+            ("auth.refresh_ttl_secs", Secs, 604_800, |s| {
+                s.auth.refresh_ttl_secs
+            }),
+            ("auth.signup_token_ttl_secs", Secs, 900, |s| {
+                s.auth.signup_token_ttl_secs
+            }),
+            ("auth.oauth_state_ttl_secs", Secs, 600, |s| {
+                s.auth.oauth_state_ttl_secs
+            }),
+            ("oauth.timeout_ms", Ms, 5_000, |s| s.oauth.timeout_ms),
+        ]
+    }
+
+    /// A duration as the file and the environment write it, through the same `serde_with`
+    /// adapters the fields load with.
+    fn written(d: Duration, unit: Unit) -> u64 {
+        let value = match unit {
+            Ms => serde_json::to_value(SerializeAsWrap::<_, DurationMilliSeconds<u64>>::new(&d)),
+            Secs => serde_json::to_value(SerializeAsWrap::<_, DurationSeconds<u64>>::new(&d)),
+        };
+        value.unwrap().as_u64().unwrap()
+    }
+
+    /// Every duration by key (list entries and per-task timeouts included), to compare two
+    /// loads key by key.
+    fn all(s: &Settings) -> BTreeMap<String, Vec<Duration>> {
+        let mut all: BTreeMap<String, Vec<Duration>> = scalars()
+            .into_iter()
+            .map(|(key, _, _, get)| (key.to_owned(), vec![get(s)]))
+            .collect();
+        all.insert(
+            "subscriptions.retry_delays_secs".into(),
+            s.subscriptions.retry_delays_secs.clone(),
+        );
+        all.insert(
+            "webhooks.retry_schedule_secs".into(),
+            s.webhooks.retry_schedule_secs.clone(),
+        );
+        for (task, d) in &s.worker.task_timeouts_ms {
+            all.insert(format!("worker.task_timeouts_ms.{task}"), vec![*d]);
+        }
+        all
+    }
+
+    /// Removes the variables it set, even when the test fails.
+    struct EnvVars(Vec<String>);
+
+    impl Drop for EnvVars {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                std::env::remove_var(name);
+            }
+        }
+    }
+
+    /// Loads `file` (TOML) and `env` (`SECTION__KEY` → value) the way `Settings::load`
+    /// does, the variables under a prefix of this call's own.
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+        let prefix = format!("PVTEST_{id}__");
+        let _vars = EnvVars(
+            env.iter()
+                .map(|(key, value)| {
+                    let name = format!("{prefix}{key}");
+                    std::env::set_var(&name, value);
+                    name
+                })
+                .collect(),
+        );
+        let dir = std::env::temp_dir().join(format!("pv-settings-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, file).unwrap();
+        let loaded = Settings::load_with_env(Some(&path), &prefix);
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn every_default_is_the_number_it_was_in_its_unit() {
+        let d = Settings::default();
+        for (key, unit, was, get) in scalars() {
+            let want = match unit {
+                Ms => ms(was),
+                Secs => secs(was),
+            };
+            assert_eq!(get(&d), want, "{key}");
+            assert_eq!(written(get(&d), unit), was, "{key}");
+        }
+        let as_secs = |v: &[Duration]| v.iter().map(|d| written(*d, Secs)).collect::<Vec<_>>();
+        assert_eq!(
+            as_secs(&d.subscriptions.retry_delays_secs),
+            [0, 86_400, 86_400, 86_400]
+        );
+        assert_eq!(
+            as_secs(&d.webhooks.retry_schedule_secs),
+            [0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+        );
+        assert!(d.worker.task_timeouts_ms.is_empty());
+        assert_eq!(d.redis.cached_pages, 5);
+        // A duration key added later must join the table (the two lists and the map are
+        // the three more).
+        let debug = format!("{d:?}");
+        let keys = debug.matches("_ms: ").count() + debug.matches("_secs: ").count();
+        assert_eq!(keys, scalars().len() + 3, "{debug}");
+    }
+
+    /// Defaults → their numbers in the file form → loaded again: the same `Duration`s.
+    #[test]
+    fn the_defaults_round_trip_through_the_file_form() {
+        let d = Settings::default();
+        let mut file = String::new();
+        for (key, unit, _, get) in scalars() {
+            file.push_str(&format!("{key} = {}\n", written(get(&d), unit)));
+        }
+        let list = |v: &[Duration]| {
+            let n: Vec<String> = v.iter().map(|d| written(*d, Secs).to_string()).collect();
+            format!("[{}]", n.join(", "))
+        };
+        file.push_str(&format!(
+            "subscriptions.retry_delays_secs = {}\n",
+            list(&d.subscriptions.retry_delays_secs)
+        ));
+        file.push_str(&format!(
+            "webhooks.retry_schedule_secs = {}\n",
+            list(&d.webhooks.retry_schedule_secs)
+        ));
+        file.push_str("worker.task_timeouts_ms = {}\nredis.cached_pages = 5\n");
+        let loaded = load(&file, &[]).unwrap();
+        assert_eq!(all(&loaded), all(&d), "{file}");
+        assert_eq!(format!("{loaded:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn durations_load_from_the_file_and_the_environment_in_their_units() {
+        struct Case {
+            file: &'static str,
+            env: Vars,
+            /// The keys that differ from the defaults, and their values.
+            want: Vec<(&'static str, Vec<Duration>)>,
+        }
+        let cases = [
+            Case {
+                file: "[worker]\npoll_interval_ms = 50\n",
+                env: &[],
+                want: vec![("worker.poll_interval_ms", vec![ms(50)])],
+            },
+            Case {
+                file: "",
+                env: &[("WORKER__POLL_INTERVAL_MS", "50")],
+                want: vec![("worker.poll_interval_ms", vec![ms(50)])],
+            },
+            // The environment wins over the file.
+            Case {
+                file: "[worker]\npoll_interval_ms = 250\nlease_ms = 9000\n",
+                env: &[("WORKER__POLL_INTERVAL_MS", "50")],
+                want: vec![
+                    ("worker.poll_interval_ms", vec![ms(50)]),
+                    ("worker.lease_ms", vec![secs(9)]),
+                ],
+            },
+            // Milliseconds keep their sub-second part.
+            Case {
+                file: "",
+                env: &[("PG_GUARD__BREAKER_OPEN_MS", "2500")],
+                want: vec![("pg_guard.breaker_open_ms", vec![ms(2_500)])],
+            },
+            Case {
+                file: "",
+                env: &[
+                    ("PAYMENTS__READY_GIVE_UP_SECS", "1200"),
+                    ("AUTH__ACCESS_TTL_SECS", "900"),
+                ],
+                want: vec![
+                    ("payments.ready_give_up_secs", vec![secs(1_200)]),
+                    ("auth.access_ttl_secs", vec![secs(900)]),
+                ],
+            },
+            Case {
+                file: "[subscriptions]\nreconcile_window_secs = 120\nreview_after_secs = 7200\n",
+                env: &[],
+                want: vec![
+                    ("subscriptions.reconcile_window_secs", vec![secs(120)]),
+                    ("subscriptions.review_after_secs", vec![secs(7_200)]),
+                ],
+            },
+            // 0 turns a server-side limit off.
+            Case {
+                file: "",
+                env: &[("DATABASE__STATEMENT_TIMEOUT_MS", "0")],
+                want: vec![("database.statement_timeout_ms", vec![Duration::ZERO])],
+            },
+            Case {
+                file: "",
+                env: &[("SUBSCRIPTIONS__RETRY_DELAYS_SECS", "[0,86400]")],
+                want: vec![("subscriptions.retry_delays_secs", vec![secs(0), secs(86_400)])],
+            },
+            Case {
+                file: "",
+                env: &[("WEBHOOKS__RETRY_SCHEDULE_SECS", "[0, 5, 60]")],
+                want: vec![(
+                    "webhooks.retry_schedule_secs",
+                    vec![secs(0), secs(5), secs(60)],
+                )],
+            },
+            Case {
+                file: "",
+                env: &[("SUBSCRIPTIONS__RETRY_DELAYS_SECS", "[]")],
+                want: vec![("subscriptions.retry_delays_secs", vec![])],
+            },
+            Case {
+                file: "[webhooks]\nretry_schedule_secs = [1]\n",
+                env: &[],
+                want: vec![("webhooks.retry_schedule_secs", vec![secs(1)])],
+            },
+            Case {
+                file: "[worker.task_timeouts_ms]\n\"subscription.charge\" = 60000\n\"diag.probe\" = 100\n",
+                env: &[],
+                want: vec![
+                    ("worker.task_timeouts_ms.subscription.charge", vec![secs(60)]),
+                    ("worker.task_timeouts_ms.diag.probe", vec![ms(100)]),
+                ],
+            },
+            Case {
+                file: "",
+                env: &[("WORKER__TASK_TIMEOUTS_MS__PROBE", "250")],
+                want: vec![("worker.task_timeouts_ms.probe", vec![ms(250)])],
+            },
+        ];
+        let defaults = all(&Settings::default());
+        for case in cases {
+            let loaded = load(case.file, case.env)
+                .unwrap_or_else(|e| panic!("{:?} {:?}: {e}", case.file, case.env));
+            let mut want = defaults.clone();
+            for (key, value) in &case.want {
+                want.insert((*key).to_owned(), value.clone());
+            }
+            assert_eq!(all(&loaded), want, "{:?} {:?}", case.file, case.env);
+        }
+    }
+
+    /// Variables as `SECTION__KEY` → value.
+    type Vars = &'static [(&'static str, &'static str)];
+
+    #[test]
+    fn a_bad_duration_stops_loading_and_names_its_key() {
+        // (file, environment, the key the error must name)
+        let cases: &[(&str, Vars, &str)] = &[
+            (
+                "",
+                &[("WORKER__POLL_INTERVAL_MS", "fast")],
+                "worker.poll_interval_ms",
+            ),
+            ("", &[("WORKER__LEASE_MS", "-5")], "worker.lease_ms"),
+            (
+                "[worker]\npoll_interval_ms = 1.5\n",
+                &[],
+                "worker.poll_interval_ms",
+            ),
+            (
+                "[worker]\npoll_interval_ms = \"50ms\"\n",
+                &[],
+                "worker.poll_interval_ms",
+            ),
+            ("[webhooks]\ntimeout_ms = -1\n", &[], "webhooks.timeout_ms"),
+            (
+                "[subscriptions]\nretry_delays_secs = [0, \"1d\"]\n",
+                &[],
+                "subscriptions.retry_delays_secs",
+            ),
+            (
+                "",
+                &[("WEBHOOKS__RETRY_SCHEDULE_SECS", "[0,-5]")],
+                "webhooks.retry_schedule_secs",
+            ),
+            (
+                "[worker.task_timeouts_ms]\nprobe = \"soon\"\n",
+                &[],
+                "worker.task_timeouts_ms",
+            ),
+            // Loaded, then refused by validation: still named.
+            (
+                "",
+                &[("WORKER__POLL_INTERVAL_MS", "0")],
+                "worker.poll_interval_ms",
+            ),
+            (
+                "",
+                &[("WORKER__POLL_INTERVAL_MS", "1001")],
+                "worker.poll_interval_ms",
+            ),
+            ("", &[("REDIS__CACHED_PAGES", "0")], "redis.cached_pages"),
+        ];
+        for (file, env, key) in cases {
+            match load(file, env) {
+                Ok(_) => panic!("{file:?} {env:?} loaded"),
+                Err(e) => assert!(e.to_string().contains(key), "{key} not in {e}"),
+            }
+        }
     }
 }
 

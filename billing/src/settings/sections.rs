@@ -1,22 +1,32 @@
 //! The configuration's sections, each with its defaults (the file form is the same path
 //! in TOML; see ops/config/pillivery.example.toml), and the typed values parsed at load
-//! (the store's time zone, the OAuth provider presets).
+//! (durations, the store's time zone, the OAuth provider presets).
+//!
+//! Durations are `Duration`s in the code; the file and the environment give them as whole
+//! numbers in the unit their key's name ends with (`_ms`, `_secs`), since those names and
+//! units are what every deployed configuration is written in.
+
+use serde_with::{serde_as, DurationMilliSeconds, DurationSeconds};
 
 use super::*;
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// May carry a password, hence secret.
     pub url: SecretString,
     pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub acquire_timeout_ms: Duration,
     /// Server-side `statement_timeout` of every pooled session (0 = none). Migrations run
     /// on their own connection without it.
-    pub statement_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub statement_timeout_ms: Duration,
     /// Server-side `idle_in_transaction_session_timeout` (0 = none): the last resort that
     /// ends a session some bug left inside a transaction, releasing its locks.
-    pub idle_in_transaction_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub idle_in_transaction_timeout_ms: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -24,23 +34,30 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/pillivery"),
             max_connections: 20,
-            acquire_timeout_ms: 3_000,
-            statement_timeout_ms: 30_000,
-            idle_in_transaction_timeout_ms: 60_000,
+            acquire_timeout_ms: Duration::from_millis(3_000),
+            statement_timeout_ms: Duration::from_millis(30_000),
+            idle_in_transaction_timeout_ms: Duration::from_millis(60_000),
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: SecretString,
     pub prefix: String,
     /// Bound on connecting and on each command, so a dead Redis degrades quickly.
-    pub timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
     /// Lifetime of a cached catalog page (main page, category pages), ±20 % jitter so
     /// pages cached together do not expire together. Item writes invalidate at once.
-    pub page_cache_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub page_cache_ttl_secs: Duration,
+    /// Category pages 1..=this (default sort and size, no filter but the category) are
+    /// cached; deeper pages are read rarely enough that caching them only costs
+    /// invalidation work. Every process must agree: an item write drops exactly these.
+    pub cached_pages: u32,
 }
 
 impl Default for RedisSettings {
@@ -48,24 +65,28 @@ impl Default for RedisSettings {
         Self {
             url: SecretString::from("redis://127.0.0.1:6379"),
             prefix: "pillivery:".into(),
-            timeout_ms: 500,
-            page_cache_ttl_secs: 60,
+            timeout_ms: Duration::from_millis(500),
+            page_cache_ttl_secs: Duration::from_secs(60),
+            cached_pages: 5,
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
     pub public_url: String,
     pub body_limit_bytes: usize,
-    pub request_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub request_timeout_ms: Duration,
     /// Allowed CORS origins; `["*"]` allows any origin (without credentials).
     pub cors_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed (e.g. the nginx in front).
     pub trusted_proxies: Vec<IpAddr>,
-    pub shutdown_grace_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub shutdown_grace_ms: Duration,
 }
 
 impl Default for ApiSettings {
@@ -74,14 +95,15 @@ impl Default for ApiSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             body_limit_bytes: 256 * 1024,
-            request_timeout_ms: 15_000,
+            request_timeout_ms: Duration::from_millis(15_000),
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
-            shutdown_grace_ms: 10_000,
+            shutdown_grace_ms: Duration::from_millis(10_000),
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -89,23 +111,30 @@ pub struct WorkerSettings {
     /// In-flight tasks of the default pool (task types no other pool names).
     pub concurrency: usize,
     /// On SIGTERM: how long in-flight tasks may finish before the rest are released.
-    pub shutdown_grace_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub shutdown_grace_ms: Duration,
     /// Most tasks claimed by one statement.
     pub claim_batch: usize,
     /// Longest idle sleep between claims when no NOTIFY arrives (≤ 1000).
-    pub poll_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub poll_interval_ms: Duration,
     /// A claim's lease; renewed every `lease_ms / 3` while the task runs.
-    pub lease_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub lease_ms: Duration,
     /// How often expired leases (crashed workers) are looked for.
-    pub reap_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub reap_interval_ms: Duration,
     /// Default per-task timeout; `task_timeouts_ms` overrides it by task name.
-    pub task_timeout_ms: u64,
-    pub task_timeouts_ms: BTreeMap<String, u64>,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub task_timeout_ms: Duration,
+    #[serde_as(as = "BTreeMap<_, DurationMilliSeconds<u64>>")]
+    pub task_timeouts_ms: BTreeMap<String, Duration>,
     /// Retry budgets by task name, overriding the one each task carries (the payment
     /// steps' is 1,500: over a day of a PG outage at the 60 s backoff ceiling).
     pub max_retries: BTreeMap<String, i32>,
     /// Ceiling of a retry's backoff.
-    pub max_backoff_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub max_backoff_ms: Duration,
     /// Keep finished tasks as `finished` rows instead of deleting them.
     pub keep_finished: bool,
     /// Extra pools by name, each taking only its task types with its own concurrency
@@ -126,15 +155,15 @@ impl Default for WorkerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             concurrency: 256,
-            shutdown_grace_ms: 20_000,
+            shutdown_grace_ms: Duration::from_millis(20_000),
             claim_batch: 100,
-            poll_interval_ms: 500,
-            lease_ms: 30_000,
-            reap_interval_ms: 5_000,
-            task_timeout_ms: 300_000,
+            poll_interval_ms: Duration::from_millis(500),
+            lease_ms: Duration::from_millis(30_000),
+            reap_interval_ms: Duration::from_millis(5_000),
+            task_timeout_ms: Duration::from_millis(300_000),
             task_timeouts_ms: BTreeMap::new(),
             max_retries: BTreeMap::new(),
-            max_backoff_ms: 3_600_000,
+            max_backoff_ms: Duration::from_millis(3_600_000),
             keep_finished: false,
             pools: BTreeMap::new(),
         }
@@ -163,6 +192,7 @@ impl Default for KakaoPaySettings {
 
 /// How orders are paid: where buyers land after KakaoPay, and how long the workers keep
 /// trying before they give up or ask again.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PaymentsSettings {
@@ -171,29 +201,34 @@ pub struct PaymentsSettings {
     pub result_url: String,
     /// A payment whose `ready` still fails (PG down) this long after the order was placed
     /// is marked `payment_failed` (`pg_unavailable`) so the buyer can order again.
-    pub ready_give_up_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub ready_give_up_secs: Duration,
     /// Inquiries about an undecided approval or refund back off from this…
-    pub reconcile_min_backoff_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub reconcile_min_backoff_ms: Duration,
     /// …to at most this.
-    pub reconcile_max_backoff_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub reconcile_max_backoff_ms: Duration,
     /// Longest `?wait=N` a client may ask for, in seconds.
-    pub max_wait_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub max_wait_secs: Duration,
 }
 
 impl Default for PaymentsSettings {
     fn default() -> Self {
         Self {
             result_url: "http://127.0.0.1:3000/payments/result".into(),
-            ready_give_up_secs: 900,
-            reconcile_min_backoff_ms: 500,
-            reconcile_max_backoff_ms: 60_000,
-            max_wait_secs: 10,
+            ready_give_up_secs: Duration::from_secs(900),
+            reconcile_min_backoff_ms: Duration::from_millis(500),
+            reconcile_max_backoff_ms: Duration::from_millis(60_000),
+            max_wait_secs: Duration::from_secs(10),
         }
     }
 }
 
 /// When and how subscriptions are charged: the store's calendar, the dunning schedule and
 /// how ambiguous charges are reconciled.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubscriptionsSettings {
@@ -205,17 +240,21 @@ pub struct SubscriptionsSettings {
     /// The dunning schedule: after the n-th decline of a cycle the next attempt waits the
     /// n-th delay (seconds); a decline after the last one cancels the subscription. The
     /// default is DESIGN §5's "1 / 3-day / cancel": once at once, then daily for 3 days.
-    pub retry_delays_secs: Vec<u64>,
+    #[serde_as(as = "Vec<DurationSeconds<u64>>")]
+    pub retry_delays_secs: Vec<Duration>,
     /// KakaoPay reports `last_approved_at` in whole seconds from its own clock: a charge
     /// approved up to this long before an attempt started still counts as that attempt's.
     /// Safe because a subscription is never charged twice in a day.
-    pub reconcile_skew_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub reconcile_skew_secs: Duration,
     /// How long after an ambiguous attempt started an earlier `last_approved_at` is taken as
     /// "did not land" (before that, the SID status is asked again).
-    pub reconcile_window_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub reconcile_window_secs: Duration,
     /// An attempt still undecided this long after it started goes on the operators'
     /// review list (and keeps being reconciled).
-    pub review_after_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub review_after_secs: Duration,
     /// How many upcoming charge dates a subscription shows.
     pub upcoming: usize,
 }
@@ -225,10 +264,12 @@ impl Default for SubscriptionsSettings {
         Self {
             time_zone: StoreTimeZone::default(),
             charge_time: "02:00".into(),
-            retry_delays_secs: vec![0, 86_400, 86_400, 86_400],
-            reconcile_skew_secs: 60,
-            reconcile_window_secs: 300,
-            review_after_secs: 3_600,
+            retry_delays_secs: [0, 86_400, 86_400, 86_400]
+                .map(Duration::from_secs)
+                .to_vec(),
+            reconcile_skew_secs: Duration::from_secs(60),
+            reconcile_window_secs: Duration::from_secs(300),
+            review_after_secs: Duration::from_secs(3_600),
             upcoming: 3,
         }
     }
@@ -283,6 +324,7 @@ impl<'de> Deserialize<'de> for StoreTimeZone {
 
 /// How each worker process protects the PG and itself (DESIGN §8): the circuit breaker,
 /// the bulkhead (concurrent calls) and the rate cap (calls per second).
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PgGuardSettings {
@@ -294,12 +336,14 @@ pub struct PgGuardSettings {
     /// declines and other answers are not failures).
     pub breaker_failure_rate: f64,
     /// How long an open breaker refuses calls before it lets trial calls through.
-    pub breaker_open_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub breaker_open_ms: Duration,
     /// Trial calls let through half-open; all must succeed to close the breaker again.
     pub breaker_half_open_calls: u32,
     /// Work refused by the breaker is rescheduled after the open window plus a random
     /// share of this, so a backlog does not return all at once.
-    pub defer_jitter_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub defer_jitter_ms: Duration,
     /// Most PG calls in flight at once per process (the bulkhead).
     pub max_concurrent: usize,
     /// Most PG calls started per second per process (spread evenly: at most
@@ -309,10 +353,12 @@ pub struct PgGuardSettings {
     /// Longest a call waits for its bulkhead slot and rate permit (granted first come,
     /// first served, before anything is recorded); after that the work is deferred like
     /// an open-breaker refusal (nothing was sent, nothing recorded).
-    pub max_wait_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub max_wait_ms: Duration,
     /// After the PG refuses our credentials or address (HTTP 401/403, −798), this process
     /// sends nothing for this long and defers the work (operators are alerted).
-    pub misconfigured_hold_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub misconfigured_hold_ms: Duration,
 }
 
 impl Default for PgGuardSettings {
@@ -321,20 +367,21 @@ impl Default for PgGuardSettings {
             breaker_window: 40,
             breaker_min_calls: 20,
             breaker_failure_rate: 0.75,
-            breaker_open_ms: 10_000,
+            breaker_open_ms: Duration::from_millis(10_000),
             breaker_half_open_calls: 3,
-            defer_jitter_ms: 5_000,
+            defer_jitter_ms: Duration::from_millis(5_000),
             max_concurrent: 256,
             rate_per_sec: 1_000,
             rate_burst: 1,
-            max_wait_ms: 30_000,
-            misconfigured_hold_ms: 60_000,
+            max_wait_ms: Duration::from_millis(30_000),
+            misconfigured_hold_ms: Duration::from_millis(60_000),
         }
     }
 }
 
 /// Outbox delivery to webhook endpoints: the retry schedule, the HTTP client's limits, when
 /// a failing endpoint is disabled, and the dispatcher's pace.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksSettings {
@@ -342,15 +389,20 @@ pub struct WebhooksSettings {
     /// the previous attempt failed (the first, after the event was dispatched). After a
     /// failed last attempt the delivery is `dead`; so the list's length is the number of
     /// attempts. Default DESIGN §7: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-    pub retry_schedule_secs: Vec<u64>,
+    #[serde_as(as = "Vec<DurationSeconds<u64>>")]
+    pub retry_schedule_secs: Vec<Duration>,
     /// Whole-request timeout of one attempt; no 2xx within it is a failed attempt.
-    pub timeout_ms: u64,
-    pub connect_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub connect_timeout_ms: Duration,
     /// An endpoint whose attempts have all failed for this long is disabled.
-    pub disable_after_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub disable_after_secs: Duration,
     /// How often each worker looks for undispatched outbox events (again at once while
     /// batches come back full).
-    pub dispatch_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub dispatch_interval_ms: Duration,
     /// Most events dispatched per transaction.
     pub dispatch_batch: i64,
 }
@@ -358,11 +410,13 @@ pub struct WebhooksSettings {
 impl Default for WebhooksSettings {
     fn default() -> Self {
         Self {
-            retry_schedule_secs: vec![0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
-            timeout_ms: 10_000,
-            connect_timeout_ms: 3_000,
-            disable_after_secs: 5 * 86_400,
-            dispatch_interval_ms: 500,
+            retry_schedule_secs: [0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+                .map(Duration::from_secs)
+                .to_vec(),
+            timeout_ms: Duration::from_millis(10_000),
+            connect_timeout_ms: Duration::from_millis(3_000),
+            disable_after_secs: Duration::from_secs(5 * 86_400),
+            dispatch_interval_ms: Duration::from_millis(500),
             dispatch_batch: 500,
         }
     }
@@ -371,35 +425,42 @@ impl Default for WebhooksSettings {
 /// The dev-only JWT secret; refused outside `environment = "dev"`/`"test"`.
 pub const DEV_JWT_SECRET: &str = "pillivery-dev-secret-do-not-use-in-production";
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     pub jwt_secret: SecretString,
-    pub access_ttl_secs: u64,
-    pub refresh_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub access_ttl_secs: Duration,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub refresh_ttl_secs: Duration,
     /// Lifetime of the token a first-time social user finishes signing up with.
-    pub signup_token_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub signup_token_ttl_secs: Duration,
     /// Lifetime of the signed OAuth `state`.
-    pub oauth_state_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub oauth_state_ttl_secs: Duration,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: SecretString::from(DEV_JWT_SECRET),
-            access_ttl_secs: 30 * 60,
-            refresh_ttl_secs: 7 * 24 * 3600,
-            signup_token_ttl_secs: 15 * 60,
-            oauth_state_ttl_secs: 10 * 60,
+            access_ttl_secs: Duration::from_secs(30 * 60),
+            refresh_ttl_secs: Duration::from_secs(7 * 24 * 3600),
+            signup_token_ttl_secs: Duration::from_secs(15 * 60),
+            oauth_state_ttl_secs: Duration::from_secs(10 * 60),
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OAuthSettings {
     /// Timeout of each call to a provider (token exchange, profile).
-    pub timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
     /// Providers by name; `kakao` and `google` get their public URLs as presets.
     pub providers: BTreeMap<String, OAuthProviderSettings>,
 }
@@ -407,7 +468,7 @@ pub struct OAuthSettings {
 impl Default for OAuthSettings {
     fn default() -> Self {
         Self {
-            timeout_ms: 5_000,
+            timeout_ms: Duration::from_millis(5_000),
             providers: BTreeMap::new(),
         }
     }

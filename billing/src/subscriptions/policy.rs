@@ -49,12 +49,7 @@ impl Policy {
         let tz = s.time_zone.tz();
         let charge_time = NaiveTime::parse_from_str(&s.charge_time, "%H:%M")
             .map_err(|e| Error::Internal(format!("subscriptions.charge_time: {e}")))?;
-        let delays = s
-            .retry_delays_secs
-            .iter()
-            .map(|&d| Duration::from_secs(d))
-            .collect();
-        Ok(Self::new(tz, charge_time, delays))
+        Ok(Self::new(tz, charge_time, s.retry_delays_secs.clone()))
     }
 
     /// The store-local date of an instant.

@@ -100,11 +100,11 @@ impl Billing {
         // Enqueues due by the Clock's "now" NOTIFY the workers and `set_time` does on each
         // move of the clock, so the poll is only a fallback: at 2 ms, each idle pool's two
         // statements per poll took CPU from the jobs on this 2-core machine.
-        settings.worker.poll_interval_ms = 50;
-        settings.worker.reap_interval_ms = 100;
+        settings.worker.poll_interval_ms = Duration::from_millis(50);
+        settings.worker.reap_interval_ms = Duration::from_millis(100);
         settings.worker.concurrency = 32;
         // Whole seconds at the PG and a manual clock: a small allowance is enough.
-        settings.subscriptions.reconcile_skew_secs = 2;
+        settings.subscriptions.reconcile_skew_secs = Duration::from_secs(2);
         tune(&mut settings);
         settings.validate().unwrap();
         let mut ctx = billing::Ctx::new(settings, Arc::new(clock.clone())).unwrap();

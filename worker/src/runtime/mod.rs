@@ -72,7 +72,6 @@ pub(super) fn hostname() -> String {
 
 impl RuntimeConfig {
     pub fn from_settings(s: &WorkerSettings) -> Self {
-        let ms = Duration::from_millis;
         let mut pools: Vec<PoolConfig> = s
             .pools
             .iter()
@@ -102,20 +101,16 @@ impl RuntimeConfig {
             worker_id: format!("{}:{}:{}", hostname(), std::process::id(), &short[..8]),
             pools,
             claim_batch: s.claim_batch,
-            poll_interval: ms(s.poll_interval_ms),
-            lease: ms(s.lease_ms),
-            heartbeat: ms(s.lease_ms / 3),
-            reap_interval: ms(s.reap_interval_ms),
-            task_timeout: ms(s.task_timeout_ms),
-            task_timeouts: s
-                .task_timeouts_ms
-                .iter()
-                .map(|(k, v)| (k.clone(), ms(*v)))
-                .collect(),
+            poll_interval: s.poll_interval_ms,
+            lease: s.lease_ms,
+            heartbeat: s.lease_ms / 3,
+            reap_interval: s.reap_interval_ms,
+            task_timeout: s.task_timeout_ms,
+            task_timeouts: s.task_timeouts_ms.clone().into_iter().collect(),
             max_retries: s.max_retries.clone().into_iter().collect(),
-            max_backoff: ms(s.max_backoff_ms),
+            max_backoff: s.max_backoff_ms,
             keep_finished: s.keep_finished,
-            shutdown_grace: ms(s.shutdown_grace_ms),
+            shutdown_grace: s.shutdown_grace_ms,
         }
     }
 }

@@ -150,8 +150,8 @@ pub(super) async fn enqueue_reconcile(
     let p = &ctx.settings.payments;
     let delay = error_policy::inquiry_delay(
         round,
-        std::time::Duration::from_millis(p.reconcile_min_backoff_ms),
-        std::time::Duration::from_millis(p.reconcile_max_backoff_ms),
+        p.reconcile_min_backoff_ms,
+        p.reconcile_max_backoff_ms,
         rand::random::<f64>(),
     );
     let mut at = now + chrono::Duration::from_std(delay).unwrap_or_default();

@@ -25,14 +25,14 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome
     .await?
     .ok_or_else(|| Error::Internal(format!("subscription {} has no SID", a.subscription_id.0)))?;
     let now = ctx.clock.now();
-    let review_at = a.started_at + chrono::Duration::seconds(cfg.review_after_secs as i64);
+    let review_at = after(a.started_at, cfg.review_after_secs);
     let verdict = match ctx
         .pg_guard
         .run("sid_status", ctx.gateway.sid_status(&sid))
         .await
     {
         Ok(status) => {
-            let since = a.started_at - chrono::Duration::seconds(cfg.reconcile_skew_secs as i64);
+            let since = before(a.started_at, cfg.reconcile_skew_secs);
             status.approved_since(since)
         }
         Err(e) => {
@@ -44,7 +44,7 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome
             ));
         }
     };
-    let window_end = a.started_at + chrono::Duration::seconds(cfg.reconcile_window_secs as i64);
+    let window_end = after(a.started_at, cfg.reconcile_window_secs);
     match verdict {
         Some(true) => {
             // Charged around when the attempt was sent: the schedule and the daily guard
@@ -100,6 +100,23 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome
             Ok(Outcome::Done)
         }
     }
+}
+
+/// `at` plus a configured span; a span past chrono's calendar (a misconfiguration, not a
+/// reason to panic in the worker) is the end of time.
+fn after(at: DateTime<Utc>, span: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|s| at.checked_add_signed(s))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at` less a configured span, down to the start of chrono's calendar at most.
+fn before(at: DateTime<Utc>, span: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|s| at.checked_sub_signed(s))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// How an operator's "reconcile now" was carried out.
