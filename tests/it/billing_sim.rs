@@ -165,7 +165,9 @@ async fn simulated_year() {
         .await
         .unwrap();
         assert_eq!(overdue, 0, "charges left undone on day {day}");
-        b.vacuum().await;
+        if day % 7 == 6 {
+            b.vacuum().await;
+        }
         let d2 = Instant::now();
         if std::env::var_os("PV_SIM_PROF").is_some() {
             use crate::helpers::sim::*;
