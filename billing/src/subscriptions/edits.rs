@@ -129,14 +129,7 @@ pub async fn update(
             refuse_if_charging(&mut tx, id).await?;
             let last = s.last_charged_at.unwrap_or(now);
             let next = policy.after_period_change(last, period, now);
-            reschedule(
-                &mut tx,
-                &s,
-                Some(next),
-                s.current_cycle + 1,
-                ctx.clock.now(),
-            )
-            .await?;
+            reschedule(&mut tx, &s, Some(next), s.current_cycle + 1, now).await?;
             event = "subscription.rescheduled";
         }
     }
@@ -157,14 +150,7 @@ pub async fn skip(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscri
         .next(&policy)
         .ok_or_else(|| Error::Internal(format!("active subscription {id} has no next charge")))?;
     let next = policy.after_skip(pending.due_on, s.period_days, now, s.last_charged_at);
-    reschedule(
-        &mut tx,
-        &s,
-        Some(next),
-        s.current_cycle + 1,
-        ctx.clock.now(),
-    )
-    .await?;
+    reschedule(&mut tx, &s, Some(next), s.current_cycle + 1, now).await?;
     record_event(&mut tx, id, "subscription.skipped", EventExtra::default()).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription skipped a charge");
@@ -176,7 +162,7 @@ pub async fn pause(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscr
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let s = lock_active(&mut tx, user, id).await?;
-    reschedule(&mut tx, &s, None, s.current_cycle + 1, ctx.clock.now()).await?;
+    reschedule(&mut tx, &s, None, s.current_cycle + 1, now).await?;
     store::subscriptions::set_paused(&mut tx, id, now).await?;
     record_event(&mut tx, id, "subscription.paused", EventExtra::default()).await?;
     tx.commit().await?;
@@ -195,14 +181,7 @@ pub async fn resume(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subsc
     }
     let next = policy.after_resume(s.last_charged_at.unwrap_or(now), s.period_days, now);
     store::subscriptions::set_resumed(&mut tx, id).await?;
-    reschedule(
-        &mut tx,
-        &s,
-        Some(next),
-        s.current_cycle + 1,
-        ctx.clock.now(),
-    )
-    .await?;
+    reschedule(&mut tx, &s, Some(next), s.current_cycle + 1, now).await?;
     record_event(&mut tx, id, "subscription.resumed", EventExtra::default()).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription resumed");

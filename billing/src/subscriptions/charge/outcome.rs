@@ -17,12 +17,7 @@ pub(super) async fn apply_success(
 ) -> Result<()> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
-        return Err(Error::Internal(format!(
-            "attempt {} lost its subscription",
-            a.id
-        )));
-    };
+    let s = lock_of(&mut tx, a).await?;
     let (order, paid) = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
     let decided = sqlx::query_scalar!(
         "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4,
@@ -277,12 +272,7 @@ pub(super) async fn apply_decline(
 ) -> Result<()> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let Some(s) = lock(&mut tx, a.subscription_id, None).await? else {
-        return Err(Error::Internal(format!(
-            "attempt {} lost its subscription",
-            a.id
-        )));
-    };
+    let s = lock_of(&mut tx, a).await?;
     let decided = sqlx::query_scalar!(
         "UPDATE charge_attempts SET status = 'declined', failure_code = $2, failure_message = $3,
                 finished_at = $4
@@ -349,4 +339,11 @@ pub(super) async fn apply_decline(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Locks the subscription an attempt belongs to: every decider of an attempt holds it.
+async fn lock_of(conn: &mut PgConnection, a: &Attempt) -> Result<Row> {
+    lock(conn, a.subscription_id, None)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("attempt {} lost its subscription", a.id)))
 }
