@@ -107,53 +107,43 @@ impl Task for Noop {
     const NAME: &'static str = "diag.noop";
 }
 
+/// Implements [`Task`] for a periodic task: unique (one occurrence at a time across the
+/// fleet), on a cron pattern, bulk, never retried (the next occurrence is the retry).
+macro_rules! periodic {
+    ($task:ident, $name:literal, $cron:literal) => {
+        impl Task for $task {
+            const NAME: &'static str = $name;
+
+            fn unique(&self) -> bool {
+                true
+            }
+
+            fn cron(&self) -> Option<&'static str> {
+                Some($cron)
+            }
+
+            fn max_retries(&self) -> i32 {
+                0
+            }
+
+            fn priority(&self) -> Priority {
+                Priority::Bulk
+            }
+        }
+    };
+}
+
 /// Adds the unique views counted in Redis into `items.view_count`, every minute.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlushViews {}
 
-impl Task for FlushViews {
-    const NAME: &'static str = "items.flush_views";
-
-    fn unique(&self) -> bool {
-        true
-    }
-
-    fn cron(&self) -> Option<&'static str> {
-        Some("0 * * * * *")
-    }
-
-    fn max_retries(&self) -> i32 {
-        0
-    }
-
-    fn priority(&self) -> Priority {
-        Priority::Bulk
-    }
-}
+periodic!(FlushViews, "items.flush_views", "0 * * * * *");
 
 /// Folds paid orders' sales deltas into `items.sales`, every five seconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FoldSales {}
 
-impl Task for FoldSales {
-    const NAME: &'static str = "items.fold_sales";
-
-    fn unique(&self) -> bool {
-        true
-    }
-
-    fn cron(&self) -> Option<&'static str> {
-        Some("*/5 * * * * *")
-    }
-
-    fn max_retries(&self) -> i32 {
-        0
-    }
-
-    fn priority(&self) -> Priority {
-        Priority::Bulk
-    }
-}
+periodic!(FoldSales, "items.fold_sales", "*/5 * * * * *");
 
 /// Implements [`Task`] for a step that calls the PG: unique, in the PG pool, with the
 /// PG steps' retry budget and backoff.
@@ -375,6 +365,17 @@ impl Task for SubscriptionsSweep {
     }
 }
 
+/// `subscriptions.remind_renewals`: writes `subscription.renewal_upcoming` for the cycles
+/// coming within `subscriptions.renewal_reminder_days`, every ten minutes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemindRenewals {}
+
+periodic!(
+    RemindRenewals,
+    "subscriptions.remind_renewals",
+    "0 */10 * * * *"
+);
+
 /// `webhooks.deliver`: attempt `attempt` (1-based) of round `round` of a delivery. The
 /// retry schedule is the delivery's own (each failed attempt queues the next one), so the
 /// runtime's retries only cover database errors and crashed workers.
@@ -511,6 +512,7 @@ mod tests {
             ),
             (p(Job::of(&FlushViews {}).unwrap()), Priority::Bulk),
             (p(Job::of(&FoldSales {}).unwrap()), Priority::Bulk),
+            (p(Job::of(&RemindRenewals {}).unwrap()), Priority::Bulk),
             (
                 p(Job::of(&OrderClearCart { order_id: 1 }).unwrap()),
                 Priority::Normal,

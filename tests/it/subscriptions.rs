@@ -118,6 +118,85 @@ async fn a_product_off_sale_is_left_out_and_a_subscription_with_none_on_sale_end
     );
 }
 
+/// The `subscription.renewal_upcoming` events of a subscription: (cycle reminded, its
+/// charge time, its amount).
+async fn reminders(b: &Billing, id: SubscriptionId) -> Vec<(i64, String, i64)> {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT data FROM outbox_events WHERE aggregate_type = 'subscription'
+           AND aggregate_id = $1 AND event_type = 'subscription.renewal_upcoming' ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|d| {
+            (
+                d["cycle"].as_i64().unwrap() + 1,
+                d["next_charge_at"].as_str().unwrap().to_owned(),
+                d["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn renewals_are_reminded_three_days_ahead_once_per_cycle_whatever_the_reschedules() {
+    let mut b = Billing::start(|_| {}).await;
+    let (a, user_a, _) = monthly(&b).await;
+    let (paused, user_p, _) = monthly(&b).await;
+    let (skipped, user_k, _) = monthly(&b).await;
+    let ctx = b.ctx.clone();
+    let remind = || billing::subscriptions::remind_renewals(&ctx);
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // Cycle 2 is due 31 January 02:00: four days ahead, nothing to remind yet.
+    b.set_time(kst(2027, 1, 27, 1, 0)).await;
+    assert_eq!(remind().await.unwrap(), 0);
+    billing::subscriptions::pause(&b.ctx, user_p, paused)
+        .await
+        .unwrap();
+    billing::subscriptions::skip(&b.ctx, user_k, skipped)
+        .await
+        .unwrap();
+
+    // Three days ahead: only the subscription still due then, once.
+    b.set_time(kst(2027, 1, 28, 3, 0)).await;
+    assert_eq!(remind().await.unwrap(), 1);
+    assert_eq!(remind().await.unwrap(), 0);
+    assert_eq!(
+        reminders(&b, a).await,
+        vec![(2, at(kst(2027, 1, 31, 2, 0)), 20_000)]
+    );
+    // Skipped after its reminder, cycle 2 is not reminded again at its new date; the
+    // subscription skipped earlier is reminded when its new date comes near.
+    billing::subscriptions::skip(&b.ctx, user_a, a)
+        .await
+        .unwrap();
+    b.set_time(kst(2027, 2, 27, 12, 0)).await;
+    assert_eq!(remind().await.unwrap(), 1);
+    assert_eq!(reminders(&b, a).await.len(), 1);
+    assert_eq!(
+        reminders(&b, skipped).await,
+        vec![(2, at(kst(2027, 3, 2, 2, 0)), 20_000)]
+    );
+
+    // Both charged on 2 March; cycle 3 (1 April) is reminded on 29 March for both. The
+    // paused subscription was never reminded.
+    b.start_worker();
+    b.run_until(kst(2027, 3, 3, 0, 0)).await;
+    b.stop_worker().await;
+    b.set_time(kst(2027, 3, 29, 2, 0)).await;
+    assert_eq!(remind().await.unwrap(), 2);
+    for id in [a, skipped] {
+        assert_eq!(
+            reminders(&b, id).await.last().unwrap(),
+            &(3, at(kst(2027, 4, 1, 2, 0)), 20_000)
+        );
+    }
+    assert!(reminders(&b, paused).await.is_empty());
+}
+
 #[tokio::test]
 async fn each_cycle_is_charged_once_at_the_local_charge_time() {
     let mut b = Billing::start(|_| {}).await;

@@ -71,6 +71,7 @@ pub fn periodic_tasks() -> billing::Result<Vec<billing::jobs::Job>> {
         Job::of(&billing::tasks::FlushViews {})?,
         Job::of(&billing::tasks::FoldSales {})?,
         Job::of(&billing::tasks::SubscriptionsSweep { limit: None })?,
+        Job::of(&billing::tasks::RemindRenewals {})?,
     ])
 }
 

@@ -106,6 +106,7 @@ impl Registry {
             .with::<SubscriptionReconcile>()
             .with::<SubscriptionInactivateSid>()
             .with::<SubscriptionsSweep>()
+            .with::<RemindRenewals>()
             .with::<WebhookDeliver>()
     }
 
@@ -155,6 +156,17 @@ impl Perform for FlushViews {
 impl Perform for FoldSales {
     async fn perform(&self, ctx: &Ctx) -> Outcome {
         Outcome::of_unit(billing::items::fold_sales(ctx).await.map(|_| ()))
+    }
+}
+
+#[async_trait]
+impl Perform for RemindRenewals {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of_unit(
+            billing::subscriptions::remind_renewals(ctx)
+                .await
+                .map(|_| ()),
+        )
     }
 }
 
@@ -271,6 +283,7 @@ mod tests {
                 "payment.reconcile",
                 "subscription.charge",
                 "subscription.reconcile",
+                "subscriptions.remind_renewals",
                 "subscriptions.sweep",
                 "webhooks.deliver",
             ]

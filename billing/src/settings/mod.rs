@@ -176,6 +176,12 @@ impl Settings {
                 "must be between 1 and 24",
             ));
         }
+        if sub.renewal_reminder_days > 60 {
+            return Err(invalid(
+                "subscriptions.renewal_reminder_days",
+                "must be between 0 (no reminders) and 60",
+            ));
+        }
         let g = &self.pg_guard;
         if g.breaker_window == 0
             || g.breaker_min_calls == 0

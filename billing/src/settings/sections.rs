@@ -257,6 +257,9 @@ pub struct SubscriptionsSettings {
     pub review_after_secs: Duration,
     /// How many upcoming charge dates a subscription shows.
     pub upcoming: usize,
+    /// `subscription.renewal_upcoming` is written this many days before each cycle's
+    /// charge (0: no reminders).
+    pub renewal_reminder_days: u32,
 }
 
 impl Default for SubscriptionsSettings {
@@ -271,6 +274,7 @@ impl Default for SubscriptionsSettings {
             reconcile_window_secs: Duration::from_secs(300),
             review_after_secs: Duration::from_secs(3_600),
             upcoming: 3,
+            renewal_reminder_days: 3,
         }
     }
 }

@@ -297,6 +297,56 @@ pub(crate) async fn set_canceled(
     Ok(())
 }
 
+// ---- renewal reminders --------------------------------------------------------------------
+
+/// A renewal to remind the customer of: the cycle and what it would cost at today's prices.
+#[derive(Debug, Clone)]
+pub(crate) struct Reminder {
+    pub id: SubscriptionId,
+    pub cycle: i32,
+    pub amount: Money,
+}
+
+/// Marks, and returns, up to `limit` active subscriptions whose next charge falls in
+/// `(now, until]` and whose next cycle has not been reminded — rows another transaction
+/// holds (a charge, an edit) are skipped for the next sweep rather than waited for.
+pub(crate) async fn mark_reminded(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Reminder>> {
+    let rows = sqlx::query!(
+        r#"UPDATE subscriptions s
+           SET reminded_cycle = s.current_cycle + 1, version = s.version + 1
+           FROM (SELECT id FROM subscriptions
+                 WHERE status = 'active' AND next_charge_at > $1 AND next_charge_at <= $2
+                   AND reminded_cycle <= current_cycle
+                 ORDER BY next_charge_at
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED) d
+           WHERE s.id = d.id
+           RETURNING s.id, s.reminded_cycle,
+                     (SELECT COALESCE(sum(i.real_price * si.quantity), 0)::bigint
+                      FROM subscription_items si JOIN items i ON i.id = si.item_id
+                      WHERE si.subscription_id = s.id AND i.selling AND i.deleted_at IS NULL)
+                     AS "amount!""#,
+        now,
+        until,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Reminder {
+            id: SubscriptionId(r.id),
+            cycle: r.reminded_cycle,
+            amount: Money(r.amount),
+        })
+        .collect())
+}
+
 // ---- a customer's edits -------------------------------------------------------------------
 
 /// How many of `item_ids` are the subscription's products: the caller refuses an edit

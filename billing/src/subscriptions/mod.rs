@@ -1,13 +1,14 @@
 //! Subscriptions, the use case over the rows of [`crate::store::subscriptions`]: creation
 //! from a paid subscription order and the moves of the pending charge (here), customers'
 //! edits (`edits`), the views (`views`), the operators' preview and review list
-//! (`operators`). The recurring charge itself lives in [`charge`]; the schedule rules in
+//! (`operators`), renewal reminders (`reminders`). The recurring charge itself lives in [`charge`]; the schedule rules in
 //! [`policy`].
 
 pub mod charge;
 mod edits;
 mod operators;
 pub mod policy;
+mod reminders;
 mod views;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ pub use crate::store::subscriptions::{AttemptStatus, SubscriptionEventData, Subs
 pub use edits::{cancel, pause, resume, skip, update, LinePatch, Patch};
 pub use operators::{preview, refresh_gauges, unknown_charges, UnknownCharge};
 pub use policy::{Next, Outcome, Policy, TimelineEvent};
+pub use reminders::remind_renewals;
 pub use views::{get, list, AttemptView, Attention, Subscription, SubscriptionLine};
 
 /// The store's billing policy from the settings.

@@ -37,6 +37,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "subscription.skipped",
     "subscription.rescheduled",
     "subscription.updated",
+    "subscription.renewal_upcoming",
     ENDPOINT_DISABLED_EVENT,
 ];
 

@@ -51,7 +51,8 @@ pub async fn wait_drained(db: &PgPool, within: Duration) {
         count(
             db,
             "SELECT count(*) FROM fang_tasks WHERE state <> 'failed'
-             AND metadata->>'type' NOT IN ('items.flush_views', 'items.fold_sales', 'subscriptions.sweep')",
+             AND metadata->>'type' NOT IN ('items.flush_views', 'items.fold_sales', 'subscriptions.sweep',
+                                           'subscriptions.remind_renewals')",
         )
         .await
             == 0
