@@ -72,6 +72,7 @@ impl ApiError {
                 B::SubscriptionNotActive => (StatusCode::CONFLICT, "subscription_not_active"),
                 B::SubscriptionNotPaused => (StatusCode::CONFLICT, "subscription_not_paused"),
                 B::ChargeInProgress => (StatusCode::CONFLICT, "charge_in_progress"),
+                B::LastProduct => (StatusCode::UNPROCESSABLE_ENTITY, "last_product"),
                 B::Gateway(_) => (StatusCode::BAD_GATEWAY, "payment_gateway_error"),
                 B::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),

@@ -68,6 +68,8 @@ pub enum Error {
     SubscriptionNotPaused,
     #[error("a charge of this subscription is being processed; try again shortly")]
     ChargeInProgress,
+    #[error("a subscription keeps at least one product; cancel it instead")]
+    LastProduct,
     /// Boxed: the PG's error is large and every `Result` here would carry its size.
     #[error(transparent)]
     Gateway(Box<crate::pg_error::GatewayError>),

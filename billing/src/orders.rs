@@ -152,14 +152,20 @@ fn request_hash(input: &NewOrder) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&body)))
 }
 
-fn validate_receiver(r: Option<&Receiver>, checks: &mut Checks) -> Option<Receiver> {
+/// The receiver's checks (an order's, and a subscription's when the customer changes
+/// where it ships) and its stored form: trimmed, the phone as digits.
+pub(crate) fn validate_receiver(r: Option<&Receiver>, checks: &mut Checks) -> Option<Receiver> {
     let Some(r) = r else {
         checks.check("receiver", Err("is required"));
         return None;
     };
     let bounded = |v: &str, max: usize| -> Result<(), &'static str> {
         validate::required(v)?;
-        if v.trim().chars().count() > max {
+        // A line break or escape would end up on the parcel's label and in the partner's
+        // file as something other than an address.
+        if v.chars().any(char::is_control) {
+            Err("must not contain control characters")
+        } else if v.trim().chars().count() > max {
             Err("is too long")
         } else {
             Ok(())
@@ -233,8 +239,13 @@ fn validate_shape(input: &NewOrder) -> Result<(OrderKind, Receiver)> {
     }
 }
 
-/// Explicit lines priced at the items' current prices; unknown or off-sale items refused.
-async fn price_lines(conn: &mut PgConnection, lines: &[LineInput]) -> Result<Vec<Priced>> {
+/// Explicit lines priced at the items' current prices; unknown or off-sale items refused
+/// (an unknown one named as `<field>[i].item_id`).
+pub(crate) async fn price_lines(
+    conn: &mut PgConnection,
+    field: &str,
+    lines: &[LineInput],
+) -> Result<Vec<Priced>> {
     let ids: Vec<i64> = lines.iter().map(|l| l.item_id).collect();
     let rows = sqlx::query!(
         r#"SELECT id, title, real_price AS "real_price!", discount_price AS "discount_price!",
@@ -251,7 +262,7 @@ async fn price_lines(conn: &mut PgConnection, lines: &[LineInput]) -> Result<Vec
     for (i, l) in lines.iter().enumerate() {
         match by_id.get(&l.item_id) {
             None => missing.push(FieldError::new(
-                format!("lines[{i}].item_id"),
+                format!("{field}[{i}].item_id"),
                 "no such item",
             )),
             Some(r) if !r.available => unavailable = true,
@@ -363,7 +374,10 @@ pub async fn place(
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let (lines, period_days) = match &input.lines {
-        Some(lines) => (price_lines(&mut tx, lines).await?, input.period_days),
+        Some(lines) => (
+            price_lines(&mut tx, "lines", lines).await?,
+            input.period_days,
+        ),
         None => price_cart(&mut tx, user, kind, input.period_days).await?,
     };
     let mut total: i64 = 0;

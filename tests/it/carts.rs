@@ -61,8 +61,9 @@ fn totals(cart: &Value) -> (i64, i64, i64, i64) {
     )
 }
 
-/// `(item_id, quantity, available)` of each line, in cart order.
-fn lines(cart: &Value) -> Vec<(i64, i64, bool)> {
+/// `(item_id, quantity, available)` of each line, in cart order (a subscription's lines
+/// have the same fields).
+pub(crate) fn lines(cart: &Value) -> Vec<(i64, i64, bool)> {
     cart["lines"]
         .as_array()
         .unwrap()

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use crate::helpers::expect_error;
 use crate::helpers::sim::{kst, Billing, NewSub};
 
+// A customer's edits of products and receiver, through the API.
+mod edits;
+
 /// A 30-day subscription of 2 × a 10,000-won item, paid on 1 January 10:00 in Seoul.
 async fn monthly(b: &Billing) -> (SubscriptionId, UserId, i64) {
     let user = b.user().await;

@@ -1,5 +1,5 @@
-//! Subscriptions: the customer's view and edits (period, quantity, skip, pause, resume,
-//! cancel), and the operators' what-if preview, ambiguous-charge review list and
+//! Subscriptions: the customer's view and edits (period, products, receiver, skip, pause,
+//! resume, cancel), and the operators' what-if preview, ambiguous-charge review list and
 //! "reconcile now".
 
 use axum::extract::State;
@@ -87,7 +87,10 @@ async fn get_subscription(
 }
 
 /// Change the period (applies from the last successful charge; if that date has passed
-/// the next charge is at the next run) and/or quantities (apply to the next charge).
+/// the next charge is at the next run), the products and their quantities, and where the
+/// next cycles ship. Products and receiver apply from the next charge attempt not yet
+/// priced (one already under way keeps its lines); only a period change can meet
+/// `charge_in_progress`. Nothing is changed unless the whole patch is accepted.
 #[utoipa::path(patch, path = "/api/subscriptions/{id}", tag = "subscriptions", security(("bearer" = [])),
     params(("id" = i64, Path)),
     request_body = Patch,
@@ -96,8 +99,8 @@ async fn get_subscription(
         (status = 400, body = ErrorBody, description = "malformed_json"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "not_found"),
-        (status = 409, body = ErrorBody, description = "subscription_canceled, charge_in_progress"),
-        (status = 422, body = ErrorBody, description = "validation_failed (period_days 7–365, quantity 1–99, items, unknown fields)"),
+        (status = 409, body = ErrorBody, description = "subscription_canceled, charge_in_progress (a period change only)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (period_days 7–365, quantities 1–99, items/remove not the subscription's, add already the subscription's or unknown, an item named twice, receiver fields, unknown fields); item_unavailable (add of an item off sale or deleted); last_product (the patch would leave no product)"),
     ))]
 async fn update_subscription(
     State(state): State<AppState>,

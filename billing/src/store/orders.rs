@@ -44,8 +44,9 @@ pub enum ShipTo<'a> {
         city: &'a str,
         address: &'a str,
     },
-    /// Where the subscription's first order went (a cycle order).
-    FirstOrderOf(SubscriptionId),
+    /// A cycle order: the subscription's own receiver once the customer has set one,
+    /// otherwise where its first order went.
+    SubscriptionOf(SubscriptionId),
 }
 
 /// The payment row written with the order.
@@ -113,7 +114,7 @@ pub async fn insert(
             city,
             address,
         } => (Some(name), Some(phone), Some(city), Some(address), None),
-        ShipTo::FirstOrderOf(s) => (None, None, None, None, Some(s.0)),
+        ShipTo::SubscriptionOf(s) => (None, None, None, None, Some(s.0)),
     };
     let (status, pay_status, partner_order_id, tid, sid, aid, digest) = match &o.payment {
         NewPayment::Created => ("pending_payment", "created", None, None, None, None, None),
@@ -145,8 +146,10 @@ pub async fn insert(
                                  item_count, period_days, subscription_id, cycle,
                                  idempotency_key, idempotency_hash, from_cart, paid_at,
                                  sales_counted_at, created_at, updated_at)
-             SELECT $1, $2, $3, COALESCE($4, f.receiver_name), COALESCE($5, f.receiver_phone),
-                    COALESCE($6, f.receiver_city), COALESCE($7, f.receiver_address), $8, $9,
+             SELECT $1, $2, $3, COALESCE($4, s.receiver_name, f.receiver_name),
+                    COALESCE($5, s.receiver_phone, f.receiver_phone),
+                    COALESCE($6, s.receiver_city, f.receiver_city),
+                    COALESCE($7, s.receiver_address, f.receiver_address), $8, $9,
                     $10, $11, $12, $13, $14, $15, $16,
                     CASE WHEN $3 = 'paid' THEN $17::timestamptz END,
                     CASE WHEN $3 = 'paid' THEN $17::timestamptz END, $17, $17

@@ -1,8 +1,8 @@
 //! Subscription rows: the subscription and its `subscription_items`, written here and
 //! nowhere else — creation from the first order, the schedule, the status changes
-//! (pause, resume, cancel), a customer's edits, the version — with the row lock that
-//! every change holds, the `subscription.*` outbox event, the open-attempt check edits
-//! wait on, and the row read the views are built from. The billing rules (when a charge
+//! (pause, resume, cancel), a customer's edits (period, products, receiver), the version
+//! — with the row lock that every change holds, the `subscription.*` outbox event, the
+//! open-attempt check edits wait on, and the row read the views are built from. The billing rules (when a charge
 //! is due, what an edit means) stay with the use case in `subscriptions`.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -144,7 +144,10 @@ pub(crate) async fn record_event(
             aggregate_type: "subscription",
             aggregate_id: id.0,
             aggregate_version: s.version,
-            data: &data,
+            data: &WithChanges {
+                data,
+                changes: extra.changes,
+            },
         },
     )
     .await?;
@@ -158,6 +161,58 @@ pub(crate) struct EventExtra<'a> {
     pub amount: Option<Money>,
     pub reason: Option<&'a str>,
     pub failure_code: Option<&'a str>,
+    pub changes: Option<&'a Changes>,
+}
+
+/// An event's data with what an edit changed, when it did: a field of its own beside the
+/// subscription's facts, so the events that are not edits keep their shape.
+#[derive(Serialize)]
+struct WithChanges<'a> {
+    #[serde(flatten)]
+    data: SubscriptionEventData<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<&'a Changes>,
+}
+
+/// What a customer's edit changed (the `changes` of its `subscription.updated` or
+/// `subscription.rescheduled`). The receiver's new address is not repeated: events reach
+/// webhook receivers, and the cycle's order is where an address is needed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_days: Option<PeriodChange>,
+    /// Products added (`from` null), removed (`to` null) or with a new quantity.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemChange>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub receiver: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PeriodChange {
+    pub from: i32,
+    pub to: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ItemChange {
+    pub item_id: i64,
+    pub from: Option<i32>,
+    pub to: Option<i32>,
+}
+
+impl Changes {
+    /// The product changes between two readings of [`products`].
+    pub(crate) fn items_between(before: &Products, after: &Products) -> Vec<ItemChange> {
+        let ids: std::collections::BTreeSet<i64> =
+            before.keys().chain(after.keys()).copied().collect();
+        ids.into_iter()
+            .filter_map(|item_id| {
+                let (from, to) = (before.get(&item_id).copied(), after.get(&item_id).copied());
+                (from != to).then_some(ItemChange { item_id, from, to })
+            })
+            .collect()
+    }
 }
 
 // ---- creation and schedule ----------------------------------------------------------------
@@ -349,34 +404,70 @@ pub(crate) async fn mark_reminded(
 
 // ---- a customer's edits -------------------------------------------------------------------
 
-/// How many of `item_ids` are the subscription's products: the caller refuses an edit
-/// that names another.
-pub(crate) async fn count_items(
+/// A subscription's products: item id → quantity.
+pub(crate) type Products = std::collections::BTreeMap<i64, i32>;
+
+/// The subscription's products, which an edit checks the items it names against.
+pub(crate) async fn products(conn: &mut PgConnection, id: SubscriptionId) -> Result<Products> {
+    let rows = sqlx::query!(
+        "SELECT item_id, quantity FROM subscription_items WHERE subscription_id = $1",
+        id.0
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.item_id, r.quantity)).collect())
+}
+
+/// Removes products; the caller keeps at least one.
+pub(crate) async fn remove_items(
     conn: &mut PgConnection,
     id: SubscriptionId,
     item_ids: &[i64],
-) -> Result<i64> {
-    let known = sqlx::query_scalar!(
-        "SELECT count(*) AS \"n!\" FROM subscription_items WHERE subscription_id = $1 AND item_id = ANY($2)",
+) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM subscription_items WHERE subscription_id = $1 AND item_id = ANY($2)",
         id.0,
         item_ids
     )
-    .fetch_one(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(known)
+    Ok(())
 }
 
-/// Sets each product's quantity (`item_ids` and `quantities` pair up).
-pub(crate) async fn set_item_quantities(
+/// Where the subscription's next cycle orders ship: (name, phone as digits, city, detail
+/// address), as the caller validated them.
+pub(crate) async fn set_receiver(
+    conn: &mut PgConnection,
+    id: SubscriptionId,
+    (name, phone, city, address): (&str, &str, &str, &str),
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE subscriptions SET receiver_name = $2, receiver_phone = $3, receiver_city = $4,
+                receiver_address = $5
+         WHERE id = $1",
+        id.0,
+        name,
+        phone,
+        city,
+        address
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets each product's quantity, adding the products the subscription does not have yet
+/// (`item_ids` and `quantities` pair up; the caller has checked the items it adds).
+pub(crate) async fn set_items(
     conn: &mut PgConnection,
     id: SubscriptionId,
     item_ids: &[i64],
     quantities: &[i32],
 ) -> Result<()> {
     sqlx::query!(
-        r#"UPDATE subscription_items si SET quantity = u.q
-               FROM unnest($2::bigint[], $3::int[]) AS u(i, q)
-               WHERE si.subscription_id = $1 AND si.item_id = u.i"#,
+        r#"INSERT INTO subscription_items (subscription_id, item_id, quantity)
+           SELECT $1, u.i, u.q FROM unnest($2::bigint[], $3::int[]) AS u(i, q)
+           ON CONFLICT (subscription_id, item_id) DO UPDATE SET quantity = EXCLUDED.quantity"#,
         id.0,
         item_ids,
         quantities
@@ -452,6 +543,11 @@ pub(crate) struct ViewRow {
     pub attention_code: Option<String>,
     pub attention_message: Option<String>,
     pub attention_since: Option<DateTime<Utc>>,
+    /// Where the next cycle ships: the subscription's receiver, else the first order's.
+    pub receiver_name: Option<String>,
+    pub receiver_phone: Option<String>,
+    pub receiver_city: Option<String>,
+    pub receiver_address: Option<String>,
 }
 
 /// The subscriptions among `ids` (of `user` only, when given), newest first; an id not
@@ -463,12 +559,17 @@ pub(crate) async fn read(
 ) -> Result<Vec<ViewRow>> {
     let rows = sqlx::query_as!(
         ViewRow,
-        r#"SELECT id, status AS "status: SubscriptionStatus", period_days, current_cycle, due_on,
-                  next_charge_at, anchor_at, last_charged_at, first_order_id, paused_at,
-                  cancel_reason, canceled_at, created_at, updated_at, attention_code,
-                  attention_message, attention_since
-           FROM subscriptions WHERE id = ANY($1) AND ($2::bigint IS NULL OR user_id = $2)
-           ORDER BY id DESC"#,
+        r#"SELECT s.id, s.status AS "status: SubscriptionStatus", s.period_days,
+                  s.current_cycle, s.due_on, s.next_charge_at, s.anchor_at, s.last_charged_at,
+                  s.first_order_id, s.paused_at, s.cancel_reason, s.canceled_at, s.created_at,
+                  s.updated_at, s.attention_code, s.attention_message, s.attention_since,
+                  COALESCE(s.receiver_name, f.receiver_name) AS receiver_name,
+                  COALESCE(s.receiver_phone, f.receiver_phone) AS receiver_phone,
+                  COALESCE(s.receiver_city, f.receiver_city) AS receiver_city,
+                  COALESCE(s.receiver_address, f.receiver_address) AS receiver_address
+           FROM subscriptions s LEFT JOIN orders f ON f.id = s.first_order_id
+           WHERE s.id = ANY($1) AND ($2::bigint IS NULL OR s.user_id = $2)
+           ORDER BY s.id DESC"#,
         ids,
         user.map(|u| u.0)
     )

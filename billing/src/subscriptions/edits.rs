@@ -1,6 +1,9 @@
-//! Customers' edits of their own subscription: the `PATCH` (period, quantities), skip,
-//! pause, resume and cancel — each under the subscription's lock, refused while a charge
-//! may be in KakaoPay's hands when it would move the pending charge.
+//! Customers' edits of their own subscription: the `PATCH` (period, products and
+//! quantities, shipping receiver), skip, pause, resume and cancel — each under the
+//! subscription's lock, refused while a charge may be in KakaoPay's hands when it would
+//! move the pending charge.
+
+use std::collections::HashSet;
 
 use serde::Deserialize;
 use sqlx::PgConnection;
@@ -10,60 +13,152 @@ use super::{
     cancel_locked, get, lock, policy, record_event, reschedule, EventExtra, Row, Subscription,
     SubscriptionStatus,
 };
+use crate::carts::{MAX_QUANTITY, PERIOD_DAYS};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{SubscriptionId, UserId};
+use crate::orders::{LineInput, Receiver, MAX_LINES};
+use crate::store::subscriptions::{Changes, PeriodChange};
+use crate::validate::Checks;
 use crate::{store, Ctx};
 
-/// `PATCH /api/subscriptions/{id}`.
+/// `PATCH /api/subscriptions/{id}`. Products apply from the next charge attempt not yet
+/// priced: an attempt already under way keeps the lines it was priced with. The receiver
+/// applies to every cycle order written after the change (an order is written when the
+/// approval is applied, so a charge in flight during the edit ships there too). Neither
+/// moves the pending charge, so neither waits for a charge at KakaoPay.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
     /// 7–365; applies from the last successful charge.
     pub period_days: Option<i32>,
-    /// 1–99, for every product of the subscription.
+    /// 1–99, for every product the subscription already has (set before `items`).
     pub quantity: Option<i32>,
     /// 1–99 per product (`item_id` must be one of the subscription's).
     pub items: Option<Vec<LinePatch>>,
+    /// Products to add, each on sale and not yet one of the subscription's; quantity 1–99.
+    /// Charged at the price of the day, like the others.
+    pub add: Option<Vec<LineInput>>,
+    /// Products to remove (item ids of the subscription's); at least one must remain.
+    pub remove: Option<Vec<i64>>,
+    /// Where the next cycles ship (until changed: where the first order went). Checked as
+    /// an order's receiver is.
+    pub receiver: Option<Receiver>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinePatch {
     pub item_id: i64,
+    /// 1–99.
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i32,
 }
 
-fn validate_patch(p: &Patch) -> Result<()> {
-    let mut errors = Vec::new();
+/// The patch's own checks, before any row is read; the receiver as it will be stored.
+fn validate_patch(p: &Patch) -> Result<Option<Receiver>> {
+    let mut checks = Checks::default();
+    let errors = &mut checks.0;
+    let quantity = |field: String, q: i32, errors: &mut Vec<FieldError>| {
+        if !(1..=MAX_QUANTITY).contains(&q) {
+            errors.push(FieldError::new(field, "must be between 1 and 99"));
+        }
+    };
     if let Some(d) = p.period_days {
-        if !(7..=365).contains(&d) {
+        if !PERIOD_DAYS.contains(&d) {
             errors.push(FieldError::new("period_days", "must be between 7 and 365"));
         }
     }
     if let Some(q) = p.quantity {
-        if !(1..=99).contains(&q) {
-            errors.push(FieldError::new("quantity", "must be between 1 and 99"));
+        quantity("quantity".into(), q, errors);
+    }
+    // Each item is named once over `items`, `add` and `remove`: two instructions for one
+    // product would depend on the order they are applied in.
+    let mut seen = HashSet::new();
+    for (i, l) in p.items.iter().flatten().enumerate() {
+        quantity(format!("items[{i}].quantity"), l.quantity, errors);
+        if !seen.insert(l.item_id) {
+            errors.push(FieldError::new(format!("items[{i}].item_id"), TWICE));
         }
     }
+    for (i, l) in p.add.iter().flatten().enumerate() {
+        quantity(format!("add[{i}].quantity"), l.quantity, errors);
+        if !seen.insert(l.item_id) {
+            errors.push(FieldError::new(format!("add[{i}].item_id"), TWICE));
+        }
+    }
+    for (i, item) in p.remove.iter().flatten().enumerate() {
+        if !seen.insert(*item) {
+            errors.push(FieldError::new(format!("remove[{i}]"), TWICE));
+        }
+    }
+    if seen.len() > MAX_LINES {
+        errors.push(FieldError::new(
+            "items",
+            "names too many products (at most 50)",
+        ));
+    }
+    let receiver = p
+        .receiver
+        .as_ref()
+        .and_then(|r| crate::orders::validate_receiver(Some(r), &mut checks));
+    let nothing = p.period_days.is_none()
+        && p.quantity.is_none()
+        && p.items.is_none()
+        && p.add.is_none()
+        && p.remove.is_none()
+        && p.receiver.is_none();
+    if nothing {
+        checks.0.push(FieldError::new(
+            "period_days",
+            "nothing to change: give period_days, quantity, items, add, remove or receiver",
+        ));
+    }
+    checks.finish()?;
+    Ok(receiver)
+}
+
+const TWICE: &str = "names a product already named in items, add or remove";
+
+/// The patch's product changes against the subscription's products: the items it changes
+/// or removes are the subscription's, those it adds are not, one product remains, and no
+/// more than an order may hold.
+fn check_products(p: &Patch, before: &store::subscriptions::Products) -> Result<()> {
+    let mut errors = Vec::new();
+    let theirs = "is not one of the subscription's products";
     for (i, l) in p.items.iter().flatten().enumerate() {
-        if !(1..=99).contains(&l.quantity) {
+        if !before.contains_key(&l.item_id) {
+            errors.push(FieldError::new(format!("items[{i}].item_id"), theirs));
+        }
+    }
+    for (i, item) in p.remove.iter().flatten().enumerate() {
+        if !before.contains_key(item) {
+            errors.push(FieldError::new(format!("remove[{i}]"), theirs));
+        }
+    }
+    for (i, l) in p.add.iter().flatten().enumerate() {
+        if before.contains_key(&l.item_id) {
             errors.push(FieldError::new(
-                format!("items[{i}].quantity"),
-                "must be between 1 and 99",
+                format!("add[{i}].item_id"),
+                "is already one of the subscription's products; change its quantity with items",
             ));
         }
     }
-    if p.period_days.is_none() && p.quantity.is_none() && p.items.is_none() {
-        errors.push(FieldError::new(
-            "period_days",
-            "nothing to change: give period_days, quantity or items",
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    let removed = p.remove.as_ref().map_or(0, Vec::len);
+    let added = p.add.as_ref().map_or(0, Vec::len);
+    let left = (before.len() + added).saturating_sub(removed);
+    if left == 0 {
+        return Err(Error::LastProduct);
+    }
+    if left > MAX_LINES {
+        return Err(Error::validation(
+            "add",
+            "a subscription has at most 50 products",
         ));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Validation(errors))
-    }
+    Ok(())
 }
 
 /// Locks the customer's subscription for an edit: 404 if not theirs, 409 if canceled.
@@ -94,36 +189,60 @@ async fn refuse_if_charging(conn: &mut PgConnection, id: SubscriptionId) -> Resu
     Ok(())
 }
 
+/// `PATCH /api/subscriptions/{id}`: checked whole before anything is written; one
+/// transaction; one `subscription.updated` (or `.rescheduled` when the pending charge
+/// moved) carrying what changed.
 pub async fn update(
     ctx: &Ctx,
     user: UserId,
     id: SubscriptionId,
     patch: Patch,
 ) -> Result<Subscription> {
-    validate_patch(&patch)?;
+    let receiver = validate_patch(&patch)?;
     let policy = policy(ctx)?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let s = lock_editable(&mut tx, user, id).await?;
-    if let Some(lines) = &patch.items {
-        let ids: Vec<i64> = lines.iter().map(|l| l.item_id).collect();
-        let qty: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
-        let known = store::subscriptions::count_items(&mut tx, id, &ids).await?;
-        let distinct: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        if known as usize != ids.len() || distinct.len() != ids.len() {
-            return Err(Error::validation(
-                "items",
-                "each item_id must be one of the subscription's products, once",
-            ));
-        }
-        store::subscriptions::set_item_quantities(&mut tx, id, &ids, &qty).await?;
+    let before = store::subscriptions::products(&mut tx, id).await?;
+    check_products(&patch, &before)?;
+    let add = patch.add.as_deref().unwrap_or_default();
+    if !add.is_empty() {
+        // The prices are not kept (every charge prices at the day's): this is the check
+        // that each item exists and is on sale, as ordering it is.
+        crate::orders::price_lines(&mut tx, "add", add).await?;
+    }
+
+    if let Some(remove) = patch.remove.as_deref().filter(|r| !r.is_empty()) {
+        store::subscriptions::remove_items(&mut tx, id, remove).await?;
     }
     if let Some(q) = patch.quantity {
         store::subscriptions::set_quantity(&mut tx, id, q).await?;
     }
+    // Changed and added products alike: each named once, checked above against the rows.
+    let (ids, qty): (Vec<i64>, Vec<i32>) = (patch.items.iter().flatten())
+        .map(|l| (l.item_id, l.quantity))
+        .chain(add.iter().map(|l| (l.item_id, l.quantity)))
+        .unzip();
+    if !ids.is_empty() {
+        store::subscriptions::set_items(&mut tx, id, &ids, &qty).await?;
+    }
+    if let Some(r) = &receiver {
+        let fields = (
+            r.name.as_str(),
+            r.phone.as_str(),
+            r.city.as_str(),
+            r.detail_address.as_str(),
+        );
+        store::subscriptions::set_receiver(&mut tx, id, fields).await?;
+    }
     let mut event = "subscription.updated";
+    let mut period_change = None;
     if let Some(period) = patch.period_days.filter(|p| *p != s.period_days) {
         store::subscriptions::set_period(&mut tx, id, period).await?;
+        period_change = Some(PeriodChange {
+            from: s.period_days,
+            to: period,
+        });
         // In dunning the pending retry stands; the new period applies after it succeeds.
         if s.status == SubscriptionStatus::Active {
             refuse_if_charging(&mut tx, id).await?;
@@ -133,10 +252,29 @@ pub async fn update(
             event = "subscription.rescheduled";
         }
     }
+    let products_touched = patch.quantity.is_some()
+        || patch.items.is_some()
+        || !add.is_empty()
+        || patch.remove.is_some();
+    let items = if products_touched {
+        let after = store::subscriptions::products(&mut tx, id).await?;
+        Changes::items_between(&before, &after)
+    } else {
+        Vec::new()
+    };
+    let changes = Changes {
+        period_days: period_change,
+        items,
+        receiver: receiver.is_some(),
+    };
     store::subscriptions::bump_version(&mut tx, id).await?;
-    record_event(&mut tx, id, event, EventExtra::default()).await?;
+    let extra = EventExtra {
+        changes: Some(&changes),
+        ..EventExtra::default()
+    };
+    record_event(&mut tx, id, event, extra).await?;
     tx.commit().await?;
-    tracing::info!(subscription_id = id.0, "subscription updated");
+    tracing::info!(subscription_id = id.0, event, "subscription updated");
     get(ctx, Some(user), id).await
 }
 

@@ -11,6 +11,7 @@ use super::{policy, AttemptStatus, Next, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, SubscriptionId, UserId};
 use crate::money::Money;
+use crate::orders::Receiver;
 use crate::page::{Page, PageRequest};
 use crate::{store, Ctx};
 
@@ -59,6 +60,9 @@ pub struct Subscription {
     pub paused_at: Option<DateTime<Utc>>,
     pub cancel_reason: Option<String>,
     pub canceled_at: Option<DateTime<Utc>>,
+    /// Where the next cycle ships: the receiver the customer set on the subscription, or
+    /// (until they do) the first order's. Absent only for a subscription with neither.
+    pub receiver: Option<Receiver>,
     /// Set when KakaoPay rejected this cycle's charge request itself (not a decline):
     /// the cycle stays due, no retry is sent, and an operator must act.
     pub needs_attention: Option<Attention>,
@@ -187,6 +191,20 @@ async fn load(
                 paused_at: r.paused_at,
                 cancel_reason: r.cancel_reason,
                 canceled_at: r.canceled_at,
+                receiver: match (
+                    r.receiver_name,
+                    r.receiver_phone,
+                    r.receiver_city,
+                    r.receiver_address,
+                ) {
+                    (Some(name), Some(phone), Some(city), Some(detail_address)) => Some(Receiver {
+                        name,
+                        phone,
+                        city,
+                        detail_address,
+                    }),
+                    _ => None,
+                },
                 needs_attention: match (r.attention_code, r.attention_since) {
                     (Some(code), Some(since)) => Some(Attention {
                         code,

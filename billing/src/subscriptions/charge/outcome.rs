@@ -129,8 +129,8 @@ pub(super) async fn write_cycle_order(
         &store::orders::NewOrder {
             user: s.user_id,
             kind: "subscription",
-            // Shipped where the first order went.
-            ship_to: store::orders::ShipTo::FirstOrderOf(s.id),
+            // Shipped to the subscription's receiver, or where the first order went.
+            ship_to: store::orders::ShipTo::SubscriptionOf(s.id),
             lines: &a.lines,
             total: a.amount,
             discount: Money(discount),
