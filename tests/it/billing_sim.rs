@@ -1,5 +1,6 @@
 //! The billing engine at scale: a simulated year of 1,000 subscriptions against a faulty
-//! pgsim with random customer edits, and a burst of 5,000 due charges across two worker
+//! pgsim with random customer edits (period, quantities, products, address, skip, pause,
+//! resume, cancel), and a burst of 5,000 due charges across two worker
 //! processes that keep being killed. Both end by reconciling our records with pgsim's
 //! ledger to the won.
 
@@ -187,23 +188,67 @@ async fn simulated_year() {
             edits += 1;
             let ctx = &b.ctx;
             let r = match rng.random_range(0..100) {
-                0..=29 => {
+                0..=24 => {
                     let patch = Patch {
                         period_days: Some([7, 14, 21, 30, 45, 60][rng.random_range(0..6)]),
                         ..Default::default()
                     };
                     billing::subscriptions::update(ctx, user, id, patch).await
                 }
-                30..=44 => {
+                25..=37 => {
                     let patch = Patch {
                         quantity: Some(rng.random_range(1..=4)),
                         ..Default::default()
                     };
                     billing::subscriptions::update(ctx, user, id, patch).await
                 }
-                45..=64 => billing::subscriptions::skip(ctx, user, id).await,
-                65..=79 => billing::subscriptions::pause(ctx, user, id).await,
-                80..=96 => billing::subscriptions::resume(ctx, user, id).await,
+                38..=45 => {
+                    // Moved house: the next cycles ship to the new address.
+                    let patch = Patch {
+                        receiver: Some(billing::orders::Receiver {
+                            name: "김이사".into(),
+                            phone: "010-2222-3333".into(),
+                            city: "Busan".into(),
+                            detail_address: format!("{} Haeundae-ro", rng.random_range(1..999)),
+                        }),
+                        ..Default::default()
+                    };
+                    billing::subscriptions::update(ctx, user, id, patch).await
+                }
+                46..=53 => {
+                    // Takes one more product, or one fewer.
+                    let have: Vec<i64> = billing::subscriptions::get(ctx, Some(user), id)
+                        .await
+                        .unwrap()
+                        .lines
+                        .iter()
+                        .map(|l| l.item_id)
+                        .collect();
+                    let other = items[rng.random_range(0..items.len())];
+                    let patch = if have.len() > 1 && rng.random_bool(0.5) {
+                        Patch {
+                            remove: Some(vec![have[rng.random_range(0..have.len())]]),
+                            ..Default::default()
+                        }
+                    } else if !have.contains(&other) {
+                        Patch {
+                            add: Some(vec![billing::orders::LineInput {
+                                item_id: other,
+                                quantity: rng.random_range(1..=3),
+                            }]),
+                            ..Default::default()
+                        }
+                    } else {
+                        Patch {
+                            quantity: Some(rng.random_range(1..=4)),
+                            ..Default::default()
+                        }
+                    };
+                    billing::subscriptions::update(ctx, user, id, patch).await
+                }
+                54..=68 => billing::subscriptions::skip(ctx, user, id).await,
+                69..=80 => billing::subscriptions::pause(ctx, user, id).await,
+                81..=96 => billing::subscriptions::resume(ctx, user, id).await,
                 _ => billing::subscriptions::cancel(ctx, user, id).await,
             };
             match r {
