@@ -186,6 +186,33 @@ impl Billing {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
 
+    /// Declines every charge on `sid` with `decline` (`{"error_code": …}`), whatever the
+    /// knobs say.
+    pub async fn set_sid_decline(&self, sid: &str, decline: Value) {
+        let resp = self
+            .client
+            .put(format!("{}/__sids/{sid}/decline", self.pg.url))
+            .json(&decline)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// KakaoPay requests pgsim answered for `endpoint` (e.g. `subscription`).
+    pub async fn pg_requests(&self, endpoint: &str) -> i64 {
+        let stats: Value = self
+            .client
+            .get(format!("{}/__stats", self.pg.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["requests"][endpoint].as_i64().unwrap_or(0)
+    }
+
     pub async fn ledger(&self, kind: &str) -> Vec<Value> {
         let v: Value = self
             .client
