@@ -397,14 +397,11 @@ mod tests {
         assert_eq!(next.at, kst(2027, 2, 7, 2, 0));
     }
 
-    /// The dunning table of DESIGN §5: the decline/approve sequences and what follows each.
-    #[test]
-    fn dunning_table() {
-        let p = seoul();
-        let t0 = kst(2027, 5, 1, 2, 0);
-        let start = PreviewStart {
+    /// A 30-day subscription's pending cycle 2, due at `t0`, no attempt yet.
+    fn fresh_cycle_2(t0: DateTime<Utc>) -> PreviewStart {
+        PreviewStart {
             next: Next {
-                due_on: date(2027, 5, 1),
+                due_on: seoul().local_date(t0),
                 at: t0,
             },
             cycle: 2,
@@ -412,7 +409,15 @@ mod tests {
             attempts_so_far: 0,
             declines_so_far: 0,
             past_due: false,
-        };
+        }
+    }
+
+    /// The dunning table of DESIGN §5: the decline/approve sequences and what follows each.
+    #[test]
+    fn dunning_table() {
+        let p = seoul();
+        let t0 = kst(2027, 5, 1, 2, 0);
+        let start = fresh_cycle_2(t0);
         use Outcome::{Approved as A, Declined as D};
         struct Case {
             outcomes: Vec<Outcome>,
@@ -507,17 +512,7 @@ mod tests {
     fn a_hard_decline_cancels_at_once_and_declined_means_soft() {
         let p = seoul();
         let t0 = kst(2027, 5, 1, 2, 0);
-        let start = PreviewStart {
-            next: Next {
-                due_on: date(2027, 5, 1),
-                at: t0,
-            },
-            cycle: 2,
-            period_days: 30,
-            attempts_so_far: 0,
-            declines_so_far: 0,
-            past_due: false,
-        };
+        let start = fresh_cycle_2(t0);
         use Outcome::{Approved as A, Declined as D, HardDecline as H, SoftDecline as S};
         let day = |n: i64| t0 + chrono::Duration::days(n);
         // (outcomes, the events, when it ends)

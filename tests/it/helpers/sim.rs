@@ -199,30 +199,27 @@ impl Billing {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
 
-    /// KakaoPay requests pgsim answered for `endpoint` (e.g. `subscription`).
-    pub async fn pg_requests(&self, endpoint: &str) -> i64 {
-        let stats: Value = self
-            .client
-            .get(format!("{}/__stats", self.pg.url))
+    /// The JSON pgsim answers at `path` (one of its `/__…` routes).
+    async fn pg_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.pg.url))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        stats["requests"][endpoint].as_i64().unwrap_or(0)
+            .unwrap()
+    }
+
+    /// KakaoPay requests pgsim answered for `endpoint` (e.g. `subscription`).
+    pub async fn pg_requests(&self, endpoint: &str) -> i64 {
+        self.pg_get("/__stats").await["requests"][endpoint]
+            .as_i64()
+            .unwrap_or(0)
     }
 
     pub async fn ledger(&self, kind: &str) -> Vec<Value> {
-        let v: Value = self
-            .client
-            .get(format!("{}/__ledger", self.pg.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.pg_get("/__ledger").await;
         v["entries"]
             .as_array()
             .unwrap()
@@ -233,14 +230,7 @@ impl Billing {
     }
 
     pub async fn sid_state(&self, sid: &str) -> Value {
-        self.client
-            .get(format!("{}/__sids/{sid}", self.pg.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.pg_get(&format!("/__sids/{sid}")).await
     }
 
     /// Jobs due now or running.
