@@ -7,17 +7,24 @@
 
 use serde::Deserialize;
 
-/// What the caller should do about a failed call. Only `Decline` consumes a dunning attempt;
+mod declines;
+pub use declines::{class_in, decline_class, DeclineClass, DeclineRule, DECLINE_RULES};
+
+/// What the caller should do about a failed call. Only a soft `Decline` consumes a dunning
+/// attempt (a hard one ends dunning);
 /// `Ambiguous`, `AlreadyDone` and `Mismatch` go to reconciliation, never to a blind retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// The card or wallet refused (−780, −782, −797, −752): the buyer's problem, not ours.
-    Decline,
+    /// KakaoPay declined the payment: the buyer's problem, not ours. Soft (−780, −782,
+    /// −797, −752, and any code the notes do not list): a later retry may succeed. Hard
+    /// (−750, −751, −753: the SID is gone or not the buyer's): none can. The table is
+    /// [`DECLINE_RULES`].
+    Decline(DeclineClass),
     /// The PG says it already did this or the payment is in another state (−702, −783…−785):
     /// decide by inquiry.
     AlreadyDone,
-    /// Our request is wrong (invalid parameters, unknown or inactive SID, a code the notes
-    /// do not list); the same request will fail again. Never re-sent; alert.
+    /// Our request is wrong (invalid parameters, an unknown tid, a wrong cid); the same
+    /// request will fail again. Never re-sent; alert.
     Permanent,
     /// The PG refuses *us*, not the request: a wrong or rotated secret key (HTTP 401/403)
     /// or a server address KakaoPay does not allow (−798). Our misconfiguration: the work
@@ -43,7 +50,8 @@ impl ErrorKind {
     /// Stable lower-case name for logs, metrics and stored failure reasons.
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorKind::Decline => "decline",
+            ErrorKind::Decline(DeclineClass::Soft) => "decline",
+            ErrorKind::Decline(DeclineClass::Hard) => "hard_decline",
             ErrorKind::AlreadyDone => "already_done",
             ErrorKind::Permanent => "permanent",
             ErrorKind::Configuration => "configuration",
@@ -124,9 +132,10 @@ impl GatewayError {
         Self::new(endpoint, ErrorKind::Mismatch, message)
     }
 
-    /// A decline: the charge failed at the card/wallet and a dunning attempt is used up.
+    /// A soft decline: the charge failed at the card/wallet and a dunning attempt is used
+    /// up (a hard decline ends dunning instead).
     pub fn consumes_dunning_attempt(&self) -> bool {
-        self.kind == ErrorKind::Decline
+        self.kind == ErrorKind::Decline(DeclineClass::Soft)
     }
 
     /// The outcome at the PG is unknown or disputed: decide by inquiry (order by tid, or the
@@ -163,30 +172,33 @@ impl GatewayError {
             .map(|c| c.to_string())
             .unwrap_or_else(|| format!("pg_{}", self.kind.as_str()))
     }
-
-    /// The SID can no longer charge (−750 no such SID, −751 inactive SID): the subscription
-    /// needs a new payment method.
-    pub fn sid_unusable(&self) -> bool {
-        matches!(self.code, Some(-750 | -751))
-    }
 }
 
-/// The per-code rule of the notes' error table.
+/// The per-code rule of the notes' error table; declines get their class from
+/// [`DECLINE_RULES`].
 pub fn classify_code(code: i64, method_result_code: Option<&str>) -> ErrorKind {
     match code {
         // "Transaction in progress" at the wallet: nothing was charged, try again later.
         -780 if method_result_code == Some("USER_LOCKED") => ErrorKind::Transient,
-        -780 | -782 | -797 | -752 => ErrorKind::Decline,
         -702 | -783 | -784 | -785 => ErrorKind::AlreadyDone,
         -723 => ErrorKind::Expired,
-        -708..=-701 | -710 | -726..=-721 | -733..=-730 | -750 | -751 | -753 | -761 | -799 => {
-            ErrorKind::Permanent
-        }
+        -708..=-701 | -710 | -726..=-721 | -733..=-730 | -761 | -799 => ErrorKind::Permanent,
         // "This server's IP is not allowed": the PG refuses us whatever we send.
         -798 => ErrorKind::Configuration,
-        // A code the notes do not list: the PG refused the request, and repeating it
-        // unchanged is not known to help, so stop and alert rather than guess.
-        _ => ErrorKind::Permanent,
+        _ => match decline_class(code, method_result_code) {
+            Some(class) => ErrorKind::Decline(class),
+            None => {
+                // A code the notes do not list: a decline we cannot place. Soft, because a
+                // wrong "soft" costs a few retries and a wrong "hard" ends a subscription;
+                // logged so the table can learn it.
+                tracing::warn!(
+                    code,
+                    method_result_code,
+                    "KakaoPay code not in the decline table; treated as a soft decline"
+                );
+                ErrorKind::Decline(DeclineClass::Soft)
+            }
+        },
     }
 }
 
@@ -319,17 +331,19 @@ mod tests {
 
     use super::*;
     use ErrorKind::*;
+    const SOFT: ErrorKind = Decline(DeclineClass::Soft);
+    const HARD: ErrorKind = Decline(DeclineClass::Hard);
 
     #[test]
     fn kakaopay_code_table() {
         let cases: &[(i64, Option<&str>, ErrorKind)] = &[
-            (-780, None, Decline),
-            (-780, Some("CARD_LIMIT"), Decline),
+            (-780, None, SOFT),
+            (-780, Some("CARD_LIMIT"), SOFT),
             (-780, Some("USER_LOCKED"), Transient),
-            (-782, None, Decline),
-            (-782, Some("USER_LOCKED"), Decline),
-            (-797, None, Decline),
-            (-752, None, Decline),
+            (-782, None, SOFT),
+            (-782, Some("USER_LOCKED"), SOFT),
+            (-797, None, SOFT),
+            (-752, None, SOFT),
             (-702, None, AlreadyDone),
             (-783, None, AlreadyDone),
             (-784, None, AlreadyDone),
@@ -352,15 +366,16 @@ mod tests {
             (-731, None, Permanent),
             (-732, None, Permanent),
             (-733, None, Permanent),
-            (-750, None, Permanent),
-            (-751, None, Permanent),
-            (-753, None, Permanent),
+            (-750, None, HARD),
+            (-751, None, HARD),
+            (-753, None, HARD),
             (-761, None, Permanent),
             (-798, None, Configuration),
             (-799, None, Permanent),
-            // Not in the notes: refuse to guess, alert.
-            (-709, None, Permanent),
-            (-1, None, Permanent),
+            // Not in the notes: a soft decline (logged).
+            (-709, None, SOFT),
+            (-789, Some("NEW_REASON"), SOFT),
+            (-1, None, SOFT),
         ];
         for &(code, mrc, want) in cases {
             assert_eq!(classify_code(code, mrc), want, "code {code} mrc {mrc:?}");
@@ -391,8 +406,8 @@ mod tests {
         // (status, body, idempotent) → (kind, code, method_result_code)
         type Case<'a> = (u16, &'a str, bool, ErrorKind, Option<i64>, Option<&'a str>);
         let cases: &[Case] = &[
-            (400, new, false, Decline, Some(-780), Some("8003")),
-            (400, new, true, Decline, Some(-780), Some("8003")),
+            (400, new, false, SOFT, Some(-780), Some("8003")),
+            (400, new, true, SOFT, Some(-780), Some("8003")),
             (
                 400,
                 locked,
@@ -403,7 +418,7 @@ mod tests {
             ),
             (400, old, false, AlreadyDone, Some(-702), None),
             (400, old_expired, false, Expired, Some(-723), None),
-            (400, no_sid, false, Permanent, Some(-750), None),
+            (400, no_sid, false, HARD, Some(-750), None),
             (401, "", false, Configuration, None, None),
             (
                 403,
@@ -468,7 +483,7 @@ mod tests {
             br#"{"code":-751,"msg":"inactive"}"#,
             false,
         );
-        assert!(e.sid_unusable());
+        assert_eq!(e.kind, HARD);
         assert!(!e.consumes_dunning_attempt());
         let e = from_status(
             "subscription",

@@ -7,21 +7,11 @@
 use std::time::Duration;
 
 use billing::subscriptions::SubscriptionStatus;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::fixtures;
 use crate::helpers::sim::{kst, Billing, NewSub};
 use crate::helpers::stack::Stack;
-
-async fn pg_requests(b: &Billing, endpoint: &str) -> i64 {
-    let stats: Value = reqwest::get(format!("{}/__stats", b.pg.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["requests"][endpoint].as_i64().unwrap_or(0)
-}
 
 /// (state, retries, error) of the subscription's charge jobs.
 async fn charge_jobs(b: &Billing, id: i64) -> Vec<(String, i32, Option<String>)> {
@@ -71,7 +61,7 @@ async fn an_ip_refusal_on_a_recurring_charge_makes_one_gateway_call_and_defers_w
     // again, and is refused by the misconfiguration hold without a call.
     b.run_until(kst(2027, 1, 31, 2, 5)).await;
 
-    assert_eq!(pg_requests(&b, "subscription").await, 1);
+    assert_eq!(b.pg_requests("subscription").await, 1);
     assert_eq!(
         attempts(&b, id.0).await,
         vec![("not_charged".to_owned(), Some("-798".to_owned()))]
@@ -105,7 +95,7 @@ async fn a_rejected_charge_request_is_sent_once_fails_its_job_and_flags_the_subs
     b.start_worker();
     b.run_until(kst(2027, 2, 3, 0, 0)).await;
 
-    assert_eq!(pg_requests(&b, "subscription").await, 1);
+    assert_eq!(b.pg_requests("subscription").await, 1);
     assert_eq!(
         attempts(&b, id.0).await,
         vec![("not_charged".to_owned(), Some("-701".to_owned()))]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use billing::money::Money;
 use billing::pg::{
-    ApproveRequest, CancelRequest, ChargeRequest, CidKind, ErrorKind, KakaoPay, KakaoPayConfig,
-    OrderStatus, PaymentGateway, ReadyRequest, SidState,
+    ApproveRequest, CancelRequest, ChargeRequest, CidKind, DeclineClass, ErrorKind, KakaoPay,
+    KakaoPayConfig, OrderStatus, PaymentGateway, ReadyRequest, SidState,
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -477,7 +477,7 @@ async fn kakaopay_error_bodies_in_both_shapes_are_classified() {
             400,
             json!({"error_code": -780, "error_message": "approval failure",
                    "extras": {"method_result_code": "8003", "method_result_message": "limit exceeded"}}),
-            ErrorKind::Decline,
+            ErrorKind::Decline(DeclineClass::Soft),
             -780,
             Some("8003"),
         ),
@@ -492,7 +492,7 @@ async fn kakaopay_error_bodies_in_both_shapes_are_classified() {
         (
             400,
             json!({"code": -780, "msg": "approval failure"}),
-            ErrorKind::Decline,
+            ErrorKind::Decline(DeclineClass::Soft),
             -780,
             None,
         ),
@@ -552,24 +552,36 @@ async fn kakaopay_error_bodies_in_both_shapes_are_classified() {
 
 #[tokio::test]
 async fn kakaopay_charge_declines_and_dead_sids() {
-    for (body, kind, dunning, sid_dead) in [
+    for (body, kind, dunning, hard) in [
         (
             json!({"error_code": -782, "error_message": "insufficient balance"}),
-            ErrorKind::Decline,
+            ErrorKind::Decline(DeclineClass::Soft),
             true,
             false,
         ),
         (
             json!({"code": -752, "msg": "SID monthly limit"}),
-            ErrorKind::Decline,
+            ErrorKind::Decline(DeclineClass::Soft),
             true,
             false,
         ),
         (
             json!({"error_code": -751, "error_message": "inactive SID"}),
-            ErrorKind::Permanent,
+            ErrorKind::Decline(DeclineClass::Hard),
             false,
             true,
+        ),
+        (
+            json!({"error_code": -753, "error_message": "partner_user_id mismatch"}),
+            ErrorKind::Decline(DeclineClass::Hard),
+            false,
+            true,
+        ),
+        (
+            json!({"error_code": -789, "error_message": "a code the notes do not list"}),
+            ErrorKind::Decline(DeclineClass::Soft),
+            true,
+            false,
         ),
         (
             json!({"code": -784, "msg": "state conflict"}),
@@ -587,7 +599,11 @@ async fn kakaopay_charge_declines_and_dead_sids() {
         let err = pg.subscription_charge(&charge_req()).await.unwrap_err();
         assert_eq!(err.kind, kind, "{body}");
         assert_eq!(err.consumes_dunning_attempt(), dunning, "{body}");
-        assert_eq!(err.sid_unusable(), sid_dead, "{body}");
+        assert_eq!(
+            err.kind == ErrorKind::Decline(DeclineClass::Hard),
+            hard,
+            "{body}"
+        );
         server.verify().await;
     }
 }

@@ -99,6 +99,17 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // The what-if preview takes both decline classes (and the older `declined`).
+    let outcomes: BTreeSet<&str> = doc["components"]["schemas"]["Outcome"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        BTreeSet::from(["approved", "declined", "soft_decline", "hard_decline"])
+    );
 
     // Each documented route is really served (anything but the router's 404/405).
     for (method, path) in ROUTES {

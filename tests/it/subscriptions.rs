@@ -1,6 +1,7 @@
 //! Recurring billing against pgsim with the real worker runtime on a simulated clock:
 //! cycles charged on their local dates, the dunning schedule, infrastructure failures that
-//! never count as declines, ambiguous charges reconciled from the SID status, customers'
+//! never count as declines, hard declines that end dunning at once, ambiguous charges
+//! reconciled from the SID status, customers'
 //! edits and their schedule rules, and the routes' answers to bad input.
 
 use billing::ids::{SubscriptionId, UserId};
@@ -45,9 +46,12 @@ async fn set_period(
         .unwrap()
 }
 
-async fn attempts(b: &Billing, id: SubscriptionId) -> Vec<(i32, i32, String, DateTime<Utc>)> {
+/// (cycle, attempt, status, started_at, failure_code) of the subscription's attempts.
+type AttemptRow = (i32, i32, String, DateTime<Utc>, Option<String>);
+
+async fn attempts(b: &Billing, id: SubscriptionId) -> Vec<AttemptRow> {
     sqlx::query_as(
-        "SELECT cycle, attempt, status, started_at FROM charge_attempts
+        "SELECT cycle, attempt, status, started_at, failure_code FROM charge_attempts
          WHERE subscription_id = $1 ORDER BY id",
     )
     .bind(id.0)
@@ -229,8 +233,8 @@ async fn each_cycle_is_charged_once_at_the_local_charge_time() {
     assert_eq!(
         a,
         vec![
-            (2, 1, "succeeded".into(), kst(2027, 1, 31, 2, 0)),
-            (3, 1, "succeeded".into(), kst(2027, 3, 2, 2, 0)),
+            (2, 1, "succeeded".into(), kst(2027, 1, 31, 2, 0), None),
+            (3, 1, "succeeded".into(), kst(2027, 3, 2, 2, 0), None),
         ]
     );
     let charges = b.ledger("charge").await;
@@ -328,15 +332,116 @@ async fn five_declines_cancel_on_day_three_and_inactivate_the_sid() {
     .await
     .unwrap();
     assert_eq!(failure, "-782");
+    let canceled = event_data(&b, id, "subscription.canceled").await;
+    assert_eq!(
+        (&canceled["reason"], &canceled["failure_code"]),
+        (&json!("payment_failed"), &json!("-782"))
+    );
+    b.stop_worker().await;
+}
+
+/// The data of the subscription's (only) event of `event_type`.
+async fn event_data(b: &Billing, id: SubscriptionId, event_type: &str) -> Value {
+    sqlx::query_scalar(
+        "SELECT data FROM outbox_events
+         WHERE aggregate_type = 'subscription' AND aggregate_id = $1 AND event_type = $2",
+    )
+    .bind(id.0)
+    .bind(event_type)
+    .fetch_one(&b.db)
+    .await
+    .unwrap()
+}
+
+/// (status, failure_code) of the subscription's attempts, in order.
+async fn attempt_codes(b: &Billing, id: SubscriptionId) -> Vec<(String, Option<String>)> {
+    attempts(b, id)
+        .await
+        .into_iter()
+        .map(|a| (a.2, a.4))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hard_decline_cancels_at_once_while_a_soft_one_follows_the_schedule() {
+    let mut b = Billing::start(|_| {}).await;
+    let (hard, _, _) = monthly(&b).await;
+    let (soft, _, _) = monthly(&b).await;
+    // The hard one's SID belongs to someone else (−753) on every charge; every other charge
+    // is declined softly (−782) twice, then goes through.
+    let sid = b.sid_of(hard).await;
+    b.set_sid_decline(&sid, json!({"error_code": -753})).await;
+    b.set_knobs(json!({"decline_rate": 1.0, "endpoints": ["subscription"], "max_faults": 2}))
+        .await;
+    b.start_worker();
+    b.run_until(kst(2027, 2, 5, 0, 0)).await;
+
+    // Hard: one charge call, the attempt declined with the code, canceled at once without
+    // the schedule's retries, the SID inactivated, the event carrying the code.
+    assert_eq!(
+        attempt_codes(&b, hard).await,
+        vec![("declined".to_owned(), Some("-753".to_owned()))]
+    );
+    let s = b.sub(hard).await;
+    assert_eq!(s.status, SubscriptionStatus::Canceled);
+    assert_eq!(s.cancel_reason.as_deref(), Some("hard_decline"));
+    let canceled_at = s.canceled_at.unwrap();
+    assert!(canceled_at >= kst(2027, 1, 31, 2, 0) && canceled_at < kst(2027, 1, 31, 2, 1));
+    assert!(s.upcoming.is_empty());
+    assert_eq!(b.sid_state(&sid).await["status"], "INACTIVE");
+    assert_eq!(
+        events(&b, hard).await,
+        vec!["subscription.created", "subscription.canceled"]
+    );
+    let canceled = event_data(&b, hard, "subscription.canceled").await;
+    assert_eq!(
+        (&canceled["reason"], &canceled["failure_code"]),
+        (&json!("hard_decline"), &json!("-753"))
+    );
+    let no_job: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM fang_tasks WHERE metadata->>'type' = 'subscription.charge'
+           AND (metadata->>'subscription_id')::bigint = $1 AND state IN ('new', 'retried')",
+    )
+    .bind(hard.0)
+    .fetch_one(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(no_job, 0, "no retry may be left pending");
+
+    // Soft: the schedule (declined, retried at once, declined, next day charged).
+    let codes: Vec<_> = attempt_codes(&b, soft).await;
+    assert_eq!(
+        codes,
+        vec![
+            ("declined".to_owned(), Some("-782".to_owned())),
+            ("declined".to_owned(), Some("-782".to_owned())),
+            ("succeeded".to_owned(), None),
+        ]
+    );
+    assert_eq!(b.sub(soft).await.status, SubscriptionStatus::Active);
+    // One call for the hard one, three for the soft one.
+    assert_eq!(b.pg_requests("subscription").await, 4);
+    assert_eq!(b.ledger("charge").await.len(), 1);
     b.stop_worker().await;
 }
 
 #[tokio::test]
 async fn a_success_during_dunning_returns_to_active_on_the_original_grid() {
+    declined_twice_then_charged(-782).await;
+}
+
+/// A code KakaoPay's notes do not list is a soft decline: the same schedule as −782.
+#[tokio::test]
+async fn a_decline_code_kakaopay_does_not_list_is_soft() {
+    declined_twice_then_charged(-789).await;
+}
+
+async fn declined_twice_then_charged(code: i64) {
     let mut b = Billing::start(|_| {}).await;
     let (id, _, _) = monthly(&b).await;
     // Declined twice (the first try and the immediate retry), then the next day's works.
-    b.set_knobs(json!({"decline_rate": 1.0, "endpoints": ["subscription"], "max_faults": 2}))
+    b.set_knobs(json!({"decline_rate": 1.0, "decline_code": code,
+                       "endpoints": ["subscription"], "max_faults": 2}))
         .await;
     b.start_worker();
     b.run_until(kst(2027, 1, 31, 12, 0)).await;
@@ -349,8 +454,19 @@ async fn a_success_during_dunning_returns_to_active_on_the_original_grid() {
     assert_eq!(s.cycle, 2);
     // Cycle 3 stays on anchor + 2 × period, not "charged date + period".
     assert_eq!(s.next_charge_at, Some(kst(2027, 3, 2, 2, 0)));
-    let statuses: Vec<String> = attempts(&b, id).await.into_iter().map(|a| a.2).collect();
-    assert_eq!(statuses, vec!["declined", "declined", "succeeded"]);
+    let code = code.to_string();
+    assert_eq!(
+        attempt_codes(&b, id).await,
+        vec![
+            ("declined".to_owned(), Some(code.clone())),
+            ("declined".to_owned(), Some(code.clone())),
+            ("succeeded".to_owned(), None),
+        ]
+    );
+    assert_eq!(
+        event_data(&b, id, "subscription.past_due").await["failure_code"],
+        code.as_str()
+    );
     assert_eq!(b.ledger("charge").await.len(), 1);
     assert_eq!(
         events(&b, id).await,
@@ -924,6 +1040,32 @@ async fn the_what_if_preview_follows_the_dunning_policy() {
         events,
         vec!["attempt", "past_due", "attempt", "active", "next_attempt"]
     );
+
+    // A hard decline ends it at once, however many attempts the schedule has left;
+    // `soft_decline` is `declined`.
+    let outcomes = json!({"outcomes": ["soft_decline", "hard_decline", "approved"]});
+    let resp = preview(outcomes).send().await.unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let events: Vec<(&str, &str)> = body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let detail = e["outcome"].as_str().or(e["reason"].as_str());
+            (e["event"].as_str().unwrap(), detail.unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("attempt", "soft_decline"),
+            ("past_due", ""),
+            ("attempt", "hard_decline"),
+            ("canceled", "hard_decline"),
+            ("sid_inactivated", ""),
+        ]
+    );
+    assert_eq!(body["timeline"][4]["at"], "2027-01-30T17:00:00Z");
 
     expect_error(
         preview(json!({"outcomes": ["maybe"]}))

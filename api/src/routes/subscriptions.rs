@@ -169,7 +169,9 @@ async fn subscription_action(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
-    /// Hypothetical KakaoPay answers to the next charges, in order (1–100).
+    /// Hypothetical KakaoPay answers to the next charges, in order (1–100): `approved`,
+    /// `soft_decline` (the dunning schedule runs; `declined` is the same), or
+    /// `hard_decline` (the subscription is canceled at once, `hard_decline`).
     pub outcomes: Vec<Outcome>,
 }
 
@@ -180,7 +182,9 @@ pub struct PreviewResponse {
 
 /// What-if: the exact timeline the billing engine would follow from the subscription's
 /// pending charge if KakaoPay answered `outcomes` in order (attempt times, state
-/// changes, cancellation) — computed by the engine's own policy code.
+/// changes, cancellation: `payment_failed` after the dunning schedule's last soft
+/// decline, `hard_decline` at once after a hard one) — computed by the engine's own
+/// policy code.
 #[utoipa::path(post, path = "/api/admin/subscriptions/{id}/preview", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)),
     request_body = PreviewRequest,
@@ -191,7 +195,7 @@ pub struct PreviewResponse {
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "not_found"),
         (status = 409, body = ErrorBody, description = "subscription_canceled, subscription_not_active (paused)"),
-        (status = 422, body = ErrorBody, description = "validation_failed (1–100 outcomes, each approved or declined)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (1–100 outcomes, each approved, soft_decline, hard_decline or declined — a synonym of soft_decline)"),
     ))]
 async fn preview_subscription(
     State(state): State<AppState>,

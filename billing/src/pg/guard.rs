@@ -673,7 +673,11 @@ mod tests {
             (Some(503), ErrorKind::Transient, true),
             (Some(429), ErrorKind::Transient, true),
             (Some(408), ErrorKind::Transient, true),
-            (Some(400), ErrorKind::Decline, false),
+            (
+                Some(400),
+                ErrorKind::Decline(crate::pg::DeclineClass::Soft),
+                false,
+            ),
             (Some(400), ErrorKind::Permanent, false),
             (Some(400), ErrorKind::AlreadyDone, false),
             (Some(200), ErrorKind::Mismatch, false),

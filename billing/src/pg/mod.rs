@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 pub use crate::pg_error::{
-    classify_code, from_status, parse_error_body, transport_kind, ErrorKind, GatewayError,
-    PgErrorBody, Transport,
+    classify_code, decline_class, from_status, parse_error_body, transport_kind, DeclineClass,
+    ErrorKind, GatewayError, PgErrorBody, Transport,
 };
 pub use guard::{BreakerState, Permit, PgGuard};
 pub use kakaopay::{KakaoPay, KakaoPayConfig};

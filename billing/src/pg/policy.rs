@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{ErrorKind, GatewayError};
+use super::{DeclineClass, ErrorKind, GatewayError};
 use crate::jobs::Outcome;
 
 /// A step of the payment flows that calls the PG (each runs as a job).
@@ -53,8 +53,9 @@ impl Step {
 /// What a step does about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// The customer's payment was refused (a decline, a checkout the buyer let expire):
-    /// the step records it — the order fails, or dunning runs — and the job is done.
+    /// The customer's payment was refused (a soft decline, a checkout the buyer let
+    /// expire): the step records it — the order fails, or dunning runs — and the job is
+    /// done.
     CustomerFailure,
     /// It may have happened at the PG: decide by inquiry, never by sending it again.
     Reconcile,
@@ -70,8 +71,9 @@ pub enum Action {
     /// the PG's code where the customer's row shows it, the job fails to the operators'
     /// list, and an alert fires.
     Reject,
-    /// The SID can never charge again: the subscription ends (`sid_unusable`).
-    SidUnusable,
+    /// A hard decline of a recurring charge: no retry can succeed, so dunning ends at
+    /// once — the subscription is canceled (`hard_decline`) as after its last attempt.
+    HardDecline,
     /// What the step wanted is already so (a SID KakaoPay no longer accepts is as good as
     /// inactivated).
     AlreadyDone,
@@ -86,14 +88,14 @@ impl Action {
             Action::Defer => "defer",
             Action::DeferMisconfigured => "defer_misconfigured",
             Action::Reject => "reject",
-            Action::SidUnusable => "sid_unusable",
+            Action::HardDecline => "hard_decline",
             Action::AlreadyDone => "already_done",
         }
     }
 }
 
 /// The table. Read a column as "what `step` does when its call fails with this kind".
-pub fn action(step: Step, kind: ErrorKind, sid_unusable: bool) -> Action {
+pub fn action(step: Step, kind: ErrorKind) -> Action {
     use Action::*;
     use ErrorKind as K;
     use Step::*;
@@ -102,15 +104,18 @@ pub fn action(step: Step, kind: ErrorKind, sid_unusable: bool) -> Action {
         (K::Unavailable, _) => Defer,
         (K::Transient, _) => Retry,
 
-        // A SID KakaoPay will not charge (−750 unknown, −751 inactive).
-        (K::Permanent, Charge) if sid_unusable => SidUnusable,
-        (K::Permanent, SidInactivate) if sid_unusable => AlreadyDone,
         (K::Permanent, _) => Reject,
 
-        (K::Decline, Ready | Approve | Charge) => CustomerFailure,
+        // No retry can fix it (the SID is gone or not the buyer's): dunning ends now; and
+        // a SID KakaoPay no longer accepts is as good as inactivated.
+        (K::Decline(DeclineClass::Hard), Charge) => HardDecline,
+        (K::Decline(DeclineClass::Hard), SidInactivate) => AlreadyDone,
+        (K::Decline(_), Ready | Approve | Charge) => CustomerFailure,
         (K::Expired, Ready | Approve) => CustomerFailure,
         // A refund or an inquiry is not the customer's to refuse: an operator's call.
-        (K::Decline | K::Expired, Cancel | Charge | Inquiry | SidStatus | SidInactivate) => Reject,
+        (K::Decline(_) | K::Expired, Cancel | Charge | Inquiry | SidStatus | SidInactivate) => {
+            Reject
+        }
 
         // Sent, answer lost: where the call moves money, only an inquiry may decide.
         (K::Ambiguous | K::AlreadyDone | K::Mismatch, Approve | Cancel | Charge) => Reconcile,
@@ -124,7 +129,7 @@ pub fn action(step: Step, kind: ErrorKind, sid_unusable: bool) -> Action {
 /// [`action`] for a failed call, counted in `pg_failures_total{step, kind, action}` (the
 /// alerts on rejected requests and on misconfiguration read it).
 pub fn decide(step: Step, err: &GatewayError) -> Action {
-    let a = action(step, err.kind, err.sid_unusable());
+    let a = action(step, err.kind);
     metrics::counter!("pg_failures_total", "step" => step.as_str(), "kind" => err.kind.as_str(),
         "action" => a.as_str())
     .increment(1);
@@ -159,7 +164,7 @@ pub fn outcome(action: Action, err: &GatewayError, hold: Duration) -> Option<Out
             reason,
         }),
         Action::Reject => Some(Outcome::Fail { reason }),
-        Action::CustomerFailure | Action::Reconcile | Action::SidUnusable | Action::AlreadyDone => {
+        Action::CustomerFailure | Action::Reconcile | Action::HardDecline | Action::AlreadyDone => {
             None
         }
     }
@@ -207,8 +212,12 @@ mod tests {
     }
     use ErrorKind as K;
 
-    const KINDS: [ErrorKind; 9] = [
-        K::Decline,
+    const SOFT: ErrorKind = K::Decline(DeclineClass::Soft);
+    const HARD: ErrorKind = K::Decline(DeclineClass::Hard);
+
+    const KINDS: [ErrorKind; 10] = [
+        SOFT,
+        HARD,
         K::AlreadyDone,
         K::Permanent,
         K::Configuration,
@@ -222,9 +231,21 @@ mod tests {
     #[test]
     fn every_step_and_kind_has_the_documented_action() {
         // Columns: Ready, Approve, Cancel, Charge, Inquiry, SidStatus, SidInactivate.
-        let table: [(ErrorKind, [Action; 7]); 9] = [
+        let table: [(ErrorKind, [Action; 7]); 10] = [
             (
-                K::Decline,
+                HARD,
+                [
+                    CustomerFailure,
+                    CustomerFailure,
+                    Reject,
+                    HardDecline,
+                    Reject,
+                    Reject,
+                    AlreadyDone,
+                ],
+            ),
+            (
+                SOFT,
                 [
                     CustomerFailure,
                     CustomerFailure,
@@ -277,30 +298,38 @@ mod tests {
         assert_eq!(table.len(), KINDS.len());
         for (kind, row) in table {
             for (step, want) in Step::ALL.into_iter().zip(row) {
-                assert_eq!(action(step, kind, false), want, "{step:?} × {kind:?}");
+                assert_eq!(action(step, kind), want, "{step:?} × {kind:?}");
             }
         }
     }
 
     #[test]
-    fn an_unusable_sid_ends_the_subscription_or_counts_as_inactivated() {
-        for step in Step::ALL {
-            let want = match step {
-                Step::Charge => SidUnusable,
-                Step::SidInactivate => AlreadyDone,
-                _ => Reject,
-            };
-            assert_eq!(action(step, K::Permanent, true), want, "{step:?}");
+    fn a_hard_decline_ends_dunning_and_a_soft_one_follows_it() {
+        let charge = |code, mrc| action(Step::Charge, crate::pg_error::classify_code(code, mrc));
+        // (KakaoPay code, method_result_code, the charge's action)
+        let table = [
+            (-782, None, CustomerFailure),
+            (-780, Some("8003"), CustomerFailure),
+            (-797, None, CustomerFailure),
+            (-752, None, CustomerFailure),
+            (-750, None, HardDecline),
+            (-751, None, HardDecline),
+            (-753, None, HardDecline),
+            // Not in the table: soft.
+            (-789, None, CustomerFailure),
+            (-780, Some("USER_LOCKED"), Retry),
+            (-701, None, Reject),
+        ];
+        for (code, mrc, want) in table {
+            assert_eq!(charge(code, mrc), want, "{code} {mrc:?}");
         }
-        // Only a permanent error carries the SID's verdict.
-        assert_eq!(action(Step::Charge, K::Transient, true), Retry);
     }
 
     #[test]
     fn no_money_moving_step_ever_resends_after_an_ambiguous_answer() {
         for kind in [K::Ambiguous, K::AlreadyDone, K::Mismatch] {
             for step in [Step::Approve, Step::Cancel, Step::Charge] {
-                assert_eq!(action(step, kind, false), Reconcile, "{step:?} × {kind:?}");
+                assert_eq!(action(step, kind), Reconcile, "{step:?} × {kind:?}");
             }
         }
     }
@@ -328,8 +357,8 @@ mod tests {
             };
             assert_eq!(name, want, "{kind:?}");
         }
-        for a in [CustomerFailure, Reconcile, SidUnusable, AlreadyDone] {
-            assert_eq!(outcome(a, &err(K::Decline), hold), None, "{a:?}");
+        for a in [CustomerFailure, Reconcile, HardDecline, AlreadyDone] {
+            assert_eq!(outcome(a, &err(SOFT), hold), None, "{a:?}");
         }
     }
 }

@@ -157,6 +157,18 @@ pub(crate) async fn cancel_locked(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    cancel_locked_with_code(conn, s, reason, None, now).await
+}
+
+/// [`cancel_locked`] for a cancellation KakaoPay caused: `failure_code` (its code) goes
+/// into `subscription.canceled` so consumers see why without reading the attempts.
+pub(crate) async fn cancel_locked_with_code(
+    conn: &mut PgConnection,
+    s: &Row,
+    reason: &str,
+    failure_code: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     reschedule(conn, s, None, s.current_cycle + 1, now).await?;
     store::subscriptions::set_canceled(conn, s.id, reason, now).await?;
     record_event(
@@ -165,6 +177,7 @@ pub(crate) async fn cancel_locked(
         "subscription.canceled",
         EventExtra {
             reason: Some(reason),
+            failure_code,
             ..Default::default()
         },
     )

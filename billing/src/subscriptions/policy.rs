@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
+use crate::pg_error::DeclineClass;
 use crate::settings::SubscriptionsSettings;
 
 /// The store's billing calendar and dunning schedule.
@@ -24,9 +25,17 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dunning {
     RetryAt(DateTime<Utc>),
-    /// The schedule is exhausted: cancel (reason `payment_failed`).
-    Cancel,
+    /// Dunning is over: cancel with `reason` — [`PAYMENT_FAILED`] when the schedule is
+    /// exhausted, [`HARD_DECLINE`] at once after a hard decline.
+    Cancel {
+        reason: &'static str,
+    },
 }
+
+/// The cancel reason after the last attempt of the dunning schedule was declined.
+pub const PAYMENT_FAILED: &str = "payment_failed";
+/// The cancel reason after a hard decline (no retry can succeed).
+pub const HARD_DECLINE: &str = "hard_decline";
 
 /// When the next cycle is charged: its scheduled local date and the instant to charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +128,26 @@ impl Policy {
         )
     }
 
-    /// After the `declines`-th decline (1-based) of a cycle at `now`.
-    pub fn after_decline(&self, declines: u32, now: DateTime<Utc>) -> Dunning {
+    /// After the `declines`-th decline (1-based) of a cycle at `now`, of `class`: a hard
+    /// decline ends dunning at once, whatever attempts the schedule has left.
+    pub fn after_decline(&self, class: DeclineClass, declines: u32, now: DateTime<Utc>) -> Dunning {
+        if class == DeclineClass::Hard {
+            return Dunning::Cancel {
+                reason: HARD_DECLINE,
+            };
+        }
         match self.retry_delays.get(declines.saturating_sub(1) as usize) {
             Some(d) => Dunning::RetryAt(now + chrono::Duration::from_std(*d).unwrap_or_default()),
-            None => Dunning::Cancel,
+            None => Dunning::Cancel {
+                reason: PAYMENT_FAILED,
+            },
         }
+    }
+
+    /// Whether a decline of `class` makes an active subscription `past_due`: a soft one
+    /// opens dunning; a hard one cancels it straight away.
+    pub fn enters_past_due(class: DeclineClass) -> bool {
+        class == DeclineClass::Soft
     }
 
     /// Declines a cycle may take before the subscription is canceled.
@@ -189,8 +212,8 @@ impl Policy {
         for &outcome in outcomes {
             let at = next.at;
             events.push(TimelineEvent::attempt(at, cycle, attempt, outcome));
-            match outcome {
-                Outcome::Approved => {
+            match outcome.decline_class() {
+                None => {
                     if past_due {
                         events.push(TimelineEvent::state(at, "active", None));
                         past_due = false;
@@ -200,13 +223,13 @@ impl Policy {
                     attempt = 1;
                     declines = 0;
                 }
-                Outcome::Declined => {
+                Some(class) => {
                     declines += 1;
-                    if !past_due {
+                    if !past_due && Self::enters_past_due(class) {
                         events.push(TimelineEvent::state(at, "past_due", None));
                         past_due = true;
                     }
-                    match self.after_decline(declines, at) {
+                    match self.after_decline(class, declines, at) {
                         Dunning::RetryAt(t) => {
                             next = Next {
                                 due_on: next.due_on,
@@ -214,12 +237,8 @@ impl Policy {
                             };
                             attempt += 1;
                         }
-                        Dunning::Cancel => {
-                            events.push(TimelineEvent::state(
-                                at,
-                                "canceled",
-                                Some("payment_failed"),
-                            ));
+                        Dunning::Cancel { reason } => {
+                            events.push(TimelineEvent::state(at, "canceled", Some(reason)));
                             events.push(TimelineEvent::state(at, "sid_inactivated", None));
                             return events;
                         }
@@ -244,7 +263,13 @@ impl Policy {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Approved,
+    /// A soft decline: the older name of `soft_decline`, still accepted (and echoed) so
+    /// existing callers keep working.
     Declined,
+    /// A decline a later retry may fix: the dunning schedule runs.
+    SoftDecline,
+    /// A decline no retry can fix: the subscription is canceled at once (`hard_decline`).
+    HardDecline,
 }
 
 impl Outcome {
@@ -252,6 +277,17 @@ impl Outcome {
         match self {
             Outcome::Approved => "approved",
             Outcome::Declined => "declined",
+            Outcome::SoftDecline => "soft_decline",
+            Outcome::HardDecline => "hard_decline",
+        }
+    }
+
+    /// The decline's class; `None` for an approval.
+    pub fn decline_class(self) -> Option<DeclineClass> {
+        match self {
+            Outcome::Approved => None,
+            Outcome::Declined | Outcome::SoftDecline => Some(DeclineClass::Soft),
+            Outcome::HardDecline => Some(DeclineClass::Hard),
         }
     }
 }
@@ -361,14 +397,11 @@ mod tests {
         assert_eq!(next.at, kst(2027, 2, 7, 2, 0));
     }
 
-    /// The dunning table of DESIGN §5: the decline/approve sequences and what follows each.
-    #[test]
-    fn dunning_table() {
-        let p = seoul();
-        let t0 = kst(2027, 5, 1, 2, 0);
-        let start = PreviewStart {
+    /// A 30-day subscription's pending cycle 2, due at `t0`, no attempt yet.
+    fn fresh_cycle_2(t0: DateTime<Utc>) -> PreviewStart {
+        PreviewStart {
             next: Next {
-                due_on: date(2027, 5, 1),
+                due_on: seoul().local_date(t0),
                 at: t0,
             },
             cycle: 2,
@@ -376,7 +409,15 @@ mod tests {
             attempts_so_far: 0,
             declines_so_far: 0,
             past_due: false,
-        };
+        }
+    }
+
+    /// The dunning table of DESIGN §5: the decline/approve sequences and what follows each.
+    #[test]
+    fn dunning_table() {
+        let p = seoul();
+        let t0 = kst(2027, 5, 1, 2, 0);
+        let start = fresh_cycle_2(t0);
         use Outcome::{Approved as A, Declined as D};
         struct Case {
             outcomes: Vec<Outcome>,
@@ -465,6 +506,85 @@ mod tests {
         }
     }
 
+    /// A hard decline ends dunning at once — first attempt or later, past due or not —
+    /// without using the attempts the schedule has left; `declined` is `soft_decline`.
+    #[test]
+    fn a_hard_decline_cancels_at_once_and_declined_means_soft() {
+        let p = seoul();
+        let t0 = kst(2027, 5, 1, 2, 0);
+        let start = fresh_cycle_2(t0);
+        use Outcome::{Approved as A, Declined as D, HardDecline as H, SoftDecline as S};
+        let day = |n: i64| t0 + chrono::Duration::days(n);
+        // (outcomes, the events, when it ends)
+        let cases: Vec<(Vec<Outcome>, Vec<&str>, DateTime<Utc>)> = vec![
+            (
+                vec![H, A],
+                vec!["attempt", "canceled:hard_decline", "sid_inactivated"],
+                t0,
+            ),
+            (
+                vec![S, S, H],
+                vec![
+                    "attempt",
+                    "past_due",
+                    "attempt",
+                    "attempt",
+                    "canceled:hard_decline",
+                    "sid_inactivated",
+                ],
+                day(1),
+            ),
+            (
+                vec![A, H],
+                vec![
+                    "attempt",
+                    "attempt",
+                    "canceled:hard_decline",
+                    "sid_inactivated",
+                ],
+                kst(2027, 5, 31, 2, 0),
+            ),
+            (
+                vec![S, D, S, S, D],
+                vec![
+                    "attempt",
+                    "past_due",
+                    "attempt",
+                    "attempt",
+                    "attempt",
+                    "attempt",
+                    "canceled:payment_failed",
+                    "sid_inactivated",
+                ],
+                day(3),
+            ),
+        ];
+        for (outcomes, want, end_at) in cases {
+            let timeline = p.preview(&start, &outcomes);
+            let got: Vec<String> = timeline
+                .iter()
+                .map(|e| match &e.reason {
+                    Some(r) => format!("{}:{r}", e.event),
+                    None => e.event.clone(),
+                })
+                .collect();
+            assert_eq!(got, want, "{outcomes:?}");
+            assert_eq!(timeline.last().unwrap().at, end_at, "{outcomes:?}");
+        }
+        assert_eq!(
+            p.preview(&start, &[D, A]),
+            p.preview(&start, &[S, A])
+                .into_iter()
+                .map(|mut e| {
+                    if e.outcome == Some(S) {
+                        e.outcome = Some(D);
+                    }
+                    e
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn the_dunning_schedule_is_configuration() {
         let p = Policy::new(
@@ -473,16 +593,20 @@ mod tests {
             vec![Duration::from_secs(3_600)],
         );
         let t = kst(2027, 1, 1, 2, 0);
+        let soft = DeclineClass::Soft;
+        let failed = Dunning::Cancel {
+            reason: PAYMENT_FAILED,
+        };
         assert_eq!(
-            p.after_decline(1, t),
+            p.after_decline(soft, 1, t),
             Dunning::RetryAt(t + chrono::Duration::hours(1))
         );
-        assert_eq!(p.after_decline(2, t), Dunning::Cancel);
+        assert_eq!(p.after_decline(soft, 2, t), failed);
         let none = Policy::new(chrono_tz::UTC, NaiveTime::MIN, vec![]);
-        assert_eq!(none.after_decline(1, t), Dunning::Cancel);
+        assert_eq!(none.after_decline(soft, 1, t), failed);
         assert_eq!(seoul().max_declines(), 5);
         assert_eq!(
-            seoul().after_decline(4, t),
+            seoul().after_decline(soft, 4, t),
             Dunning::RetryAt(t + chrono::Duration::seconds(DAY as i64))
         );
     }

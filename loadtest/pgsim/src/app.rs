@@ -9,7 +9,7 @@ use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::gateway::{BuyerAction, BuyerOutcome, Ctx, RegisterError, SidRegistration, Store};
+use crate::gateway::{
+    BuyerAction, BuyerOutcome, Ctx, RegisterError, SidDecline, SidRegistration, Store,
+};
 use crate::knobs::{AutoAction, Endpoint, ErrorBody, FaultKind, Faults, Knobs};
 use crate::protocol::{code, Fields, PgError};
 use crate::server::ConnHandle;
@@ -505,6 +507,39 @@ async fn get_sid(State(sim): State<Arc<Sim>>, Path(sid): Path<String>) -> Respon
     }
 }
 
+/// `PUT /__sids/{sid}/decline` `{"error_code": -753, "method_result_code"?: …,
+/// "method_result_message"?: …}`: every charge on the SID is declined so.
+async fn put_sid_decline(
+    State(sim): State<Arc<Sim>>,
+    Path(sid): Path<String>,
+    body: Bytes,
+) -> Response {
+    match serde_json::from_slice::<SidDecline>(&body) {
+        Ok(d) => set_sid_decline(&sim, &sid, Some(d)),
+        Err(e) => bad_request(format!(
+            "expected {{\"error_code\": N, \"method_result_code\"?: \"…\"}}: {e}"
+        )),
+    }
+}
+
+/// `DELETE /__sids/{sid}/decline`: the SID's charges follow the knobs again.
+async fn delete_sid_decline(State(sim): State<Arc<Sim>>, Path(sid): Path<String>) -> Response {
+    set_sid_decline(&sim, &sid, None)
+}
+
+fn set_sid_decline(sim: &Sim, sid: &str, decline: Option<SidDecline>) -> Response {
+    let found = lock(&sim.store).set_sid_decline(sid, decline.clone());
+    if !found {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no SID {sid:?}")})),
+        )
+            .into_response();
+    }
+    tracing::info!(sid, ?decline, "SID decline set");
+    Json(json!({"sid": sid, "decline": decline})).into_response()
+}
+
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let requests = lock(&sim.requests).clone();
     let per_second: Vec<Value> = lock(&sim.per_second)
@@ -560,5 +595,9 @@ pub fn router(sim: Arc<Sim>) -> Router {
             post(register_sids).layer(DefaultBodyLimit::max(MAX_SIDS_BODY)),
         )
         .route("/__sids/{sid}", get(get_sid))
+        .route(
+            "/__sids/{sid}/decline",
+            put(put_sid_decline).delete(delete_sid_decline),
+        )
         .with_state(sim)
 }

@@ -101,6 +101,30 @@ struct Sid {
     created_at: DateTime<Utc>,
     last_approved_at: Option<DateTime<Utc>>,
     inactivated_at: Option<DateTime<Utc>>,
+    decline: Option<SidDecline>,
+}
+
+/// A decline set for every recurring charge on one SID (`PUT /__sids/{sid}/decline`,
+/// until `DELETE`), whatever the decline knobs say: a test gives one subscription a hard
+/// code (e.g. −753) while the others follow the knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidDecline {
+    pub error_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_result_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_result_message: Option<String>,
+}
+
+impl SidDecline {
+    fn error(&self) -> PgError {
+        let e = PgError::new(self.error_code, "recurring payment failed (SID decline)");
+        match &self.method_result_code {
+            Some(c) => e.with_method_result(c, self.method_result_message.as_deref().unwrap_or("")),
+            None => e,
+        }
+    }
 }
 
 /// One money movement: `approve` (a buyer-approved payment), `charge` (a recurring charge
@@ -160,6 +184,9 @@ pub struct SidState {
     pub inactivated_at: Option<DateTime<Utc>>,
     /// Recurring charges on this SID in the ledger (`DELETE /__ledger` forgets them).
     pub charges: usize,
+    /// The decline set for this SID's charges, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline: Option<SidDecline>,
 }
 
 /// Per-request context.
@@ -317,6 +344,7 @@ impl Store {
                     created_at: ctx.now,
                     last_approved_at: r.last_approved_at,
                     inactivated_at: None,
+                    decline: None,
                 },
             );
         }
@@ -346,7 +374,20 @@ impl Store {
             last_approved_at: sid.last_approved_at,
             inactivated_at: sid.inactivated_at,
             charges,
+            decline: sid.decline.clone(),
         })
+    }
+
+    /// Sets (or with `None` clears) the decline of one SID's charges; `false` if there is
+    /// no such SID.
+    pub fn set_sid_decline(&mut self, sid_id: &str, decline: Option<SidDecline>) -> bool {
+        match self.sids.get_mut(sid_id) {
+            Some(sid) => {
+                sid.decline = decline;
+                true
+            }
+            None => false,
+        }
     }
 
     fn fresh_tid(&self) -> String {
@@ -611,6 +652,7 @@ impl Store {
                     created_at: ctx.now,
                     last_approved_at: Some(ctx.now),
                     inactivated_at: None,
+                    decline: None,
                 },
             );
         }
@@ -655,6 +697,9 @@ impl Store {
                 code::SID_USER_MISMATCH,
                 "partner_user_id differs from the SID's original",
             ));
+        }
+        if let Some(d) = &sid.decline {
+            return Err(d.error());
         }
         if let Some(e) = decline() {
             return Err(e);

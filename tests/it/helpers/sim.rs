@@ -186,16 +186,40 @@ impl Billing {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
 
-    pub async fn ledger(&self, kind: &str) -> Vec<Value> {
-        let v: Value = self
+    /// Declines every charge on `sid` with `decline` (`{"error_code": …}`), whatever the
+    /// knobs say.
+    pub async fn set_sid_decline(&self, sid: &str, decline: Value) {
+        let resp = self
             .client
-            .get(format!("{}/__ledger", self.pg.url))
+            .put(format!("{}/__sids/{sid}/decline", self.pg.url))
+            .json(&decline)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// The JSON pgsim answers at `path` (one of its `/__…` routes).
+    async fn pg_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.pg.url))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// KakaoPay requests pgsim answered for `endpoint` (e.g. `subscription`).
+    pub async fn pg_requests(&self, endpoint: &str) -> i64 {
+        self.pg_get("/__stats").await["requests"][endpoint]
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    pub async fn ledger(&self, kind: &str) -> Vec<Value> {
+        let v = self.pg_get("/__ledger").await;
         v["entries"]
             .as_array()
             .unwrap()
@@ -206,14 +230,7 @@ impl Billing {
     }
 
     pub async fn sid_state(&self, sid: &str) -> Value {
-        self.client
-            .get(format!("{}/__sids/{sid}", self.pg.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.pg_get(&format!("/__sids/{sid}")).await
     }
 
     /// Jobs due now or running.

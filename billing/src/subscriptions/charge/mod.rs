@@ -22,15 +22,15 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use super::{
-    cancel_locked, lock, policy, record_event, reschedule, EventExtra, Policy, Row,
-    SubscriptionStatus,
+    cancel_locked, cancel_locked_with_code, lock, policy, record_event, reschedule, EventExtra,
+    Policy, Row, SubscriptionStatus,
 };
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, SubscriptionId};
 use crate::jobs::{self, Outcome, Task};
 use crate::money::Money;
 use crate::pg::policy::{self as error_policy, Action, Step};
-use crate::pg::{self, ChargeRequest, GatewayError};
+use crate::pg::{self, ChargeRequest, DeclineClass, GatewayError};
 use crate::{store, tasks, Ctx};
 
 /// A product as priced when an attempt started; the cycle's order is written from these.

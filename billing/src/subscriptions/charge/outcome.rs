@@ -1,5 +1,6 @@
 //! Applying KakaoPay's answer to a charge: the cycle's order and the next cycle on
-//! success; dunning on a decline; the policy's action on any other failure.
+//! success; dunning on a decline (ended at once by a hard one); the policy's action on
+//! any other failure.
 
 use super::*;
 
@@ -191,8 +192,8 @@ pub(super) async fn write_cycle_order(
     Ok((OrderId(order), paid))
 }
 
-/// A failed call, as the policy decides for [`Step::Charge`]: a decline follows the
-/// dunning schedule; an unusable SID ends the subscription; an ambiguous answer waits for
+/// A failed call, as the policy decides for [`Step::Charge`]: a soft decline follows the
+/// dunning schedule; a hard one ends the subscription; an ambiguous answer waits for
 /// reconciliation; otherwise nothing was charged — the attempt is `not_charged` (no
 /// dunning attempt used) and the job retries, is deferred, or, for a request KakaoPay
 /// rejects, fails to the operators' list with the subscription flagged for attention and
@@ -208,19 +209,11 @@ pub(super) async fn apply_failure(
     let now = ctx.clock.now();
     match error_policy::decide(Step::Charge, &e) {
         Action::CustomerFailure => {
-            apply_decline(ctx, policy, a, &code, &e.message).await?;
+            apply_decline(ctx, policy, a, DeclineClass::Soft, &code, &e.message).await?;
             Ok(Outcome::Done)
         }
-        Action::SidUnusable => {
-            let mut tx = ctx.db.begin().await?;
-            mark_not_charged(&mut tx, a.id, &code, &e.message, now).await?;
-            if let Some(s) = lock(&mut tx, s.id, None).await? {
-                if s.status != SubscriptionStatus::Canceled {
-                    tracing::error!(subscription_id = s.id.0, error = %e, "the SID cannot charge; subscription canceled");
-                    cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
-                }
-            }
-            tx.commit().await?;
+        Action::HardDecline => {
+            apply_decline(ctx, policy, a, DeclineClass::Hard, &code, &e.message).await?;
             Ok(Outcome::Done)
         }
         Action::Reconcile => {
@@ -261,12 +254,15 @@ pub(super) async fn apply_failure(
     }
 }
 
-/// The card/wallet declined: the first decline of a cycle makes the subscription
-/// `past_due`; the dunning schedule decides the next attempt or the cancellation.
+/// KakaoPay declined: the attempt is `declined` with its code. A soft decline follows
+/// the dunning schedule (the first of a cycle makes the subscription `past_due`; the
+/// schedule decides the next attempt or the cancellation); a hard one cancels at once —
+/// the same cancellation as after the schedule's last attempt, with its own reason.
 pub(super) async fn apply_decline(
     ctx: &Ctx,
     policy: &Policy,
     a: &Attempt,
+    class: DeclineClass,
     code: &str,
     message: &str,
 ) -> Result<()> {
@@ -284,7 +280,8 @@ pub(super) async fn apply_decline(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    metrics::counter!("subscription_charges_total", "outcome" => "declined").increment(1);
+    metrics::counter!("subscription_charges_total", "outcome" => "declined", "class" => class.as_str())
+        .increment(1);
     if decided.is_none() || !s.status.is_billable() {
         tx.commit().await?;
         return Ok(());
@@ -297,7 +294,7 @@ pub(super) async fn apply_decline(
     )
     .fetch_one(&mut *tx)
     .await?;
-    if s.status == SubscriptionStatus::Active {
+    if s.status == SubscriptionStatus::Active && Policy::enters_past_due(class) {
         sqlx::query!(
             "UPDATE subscriptions SET status = 'past_due', version = version + 1 WHERE id = $1",
             s.id.0
@@ -315,7 +312,7 @@ pub(super) async fn apply_decline(
         )
         .await?;
     }
-    match policy.after_decline(u32::try_from(declines).unwrap_or(u32::MAX), now) {
+    match policy.after_decline(class, u32::try_from(declines).unwrap_or(u32::MAX), now) {
         crate::subscriptions::policy::Dunning::RetryAt(at) => {
             let pending = s.next(policy).map(|n| n.due_on);
             let next = crate::subscriptions::Next {
@@ -326,15 +323,17 @@ pub(super) async fn apply_decline(
             tracing::info!(subscription_id = s.id.0, cycle = a.cycle, declines, code, retry_at = %at,
                 "charge declined; retry scheduled");
         }
-        crate::subscriptions::policy::Dunning::Cancel => {
+        crate::subscriptions::policy::Dunning::Cancel { reason } => {
             tracing::warn!(
                 subscription_id = s.id.0,
                 cycle = a.cycle,
                 declines,
                 code,
-                "charge declined for the last time; subscription canceled (payment_failed)"
+                class = class.as_str(),
+                reason,
+                "charge declined for the last time; subscription canceled"
             );
-            cancel_locked(&mut tx, &s, "payment_failed", now).await?;
+            cancel_locked_with_code(&mut tx, &s, reason, Some(code), now).await?;
         }
     }
     tx.commit().await?;
