@@ -286,7 +286,20 @@ async fn five_declines_cancel_on_day_three_and_inactivate_the_sid() {
     let (id, _, _) = monthly(&b).await;
     b.set_knobs(json!({"decline_rate": 1.0, "endpoints": ["subscription"]}))
         .await;
+    assert_eq!(b.sub(id).await.dunning, None, "not in dunning while active");
     b.start_worker();
+    // Declined on 31 January (twice) and 1 February: the customer sees where dunning
+    // stands — two retries left, the next on 2 February, and KakaoPay's reason.
+    b.run_until(kst(2027, 2, 1, 12, 0)).await;
+    let s = b.sub(id).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    let d = s.dunning.expect("past_due shows its dunning");
+    assert_eq!(
+        (d.declines, d.retries_left, d.next_retry_at),
+        (3, 2, Some(kst(2027, 2, 2, 2, 0)))
+    );
+    assert_eq!(d.last_failure_code.as_deref(), Some("-782"));
+    assert!(d.last_failure_message.is_some());
     b.run_until(kst(2027, 2, 10, 0, 0)).await;
 
     let a = attempts(&b, id).await;
@@ -310,6 +323,7 @@ async fn five_declines_cancel_on_day_three_and_inactivate_the_sid() {
     let s = b.sub(id).await;
     assert_eq!(s.status, SubscriptionStatus::Canceled);
     assert_eq!(s.cancel_reason.as_deref(), Some("payment_failed"));
+    assert_eq!(s.dunning, None);
     assert!(s.canceled_at.unwrap() >= kst(2027, 2, 3, 2, 0));
     assert!(s.canceled_at.unwrap() < kst(2027, 2, 3, 2, 1));
     assert!(s.upcoming.is_empty());

@@ -24,7 +24,7 @@ pub use edits::{cancel, pause, resume, skip, update, LinePatch, Patch};
 pub use operators::{preview, refresh_gauges, unknown_charges, UnknownCharge};
 pub use policy::{Next, Outcome, Policy, TimelineEvent};
 pub use reminders::remind_renewals;
-pub use views::{get, list, AttemptView, Attention, Subscription, SubscriptionLine};
+pub use views::{get, list, AttemptView, Attention, DunningState, Subscription, SubscriptionLine};
 
 /// The store's billing policy from the settings.
 pub fn policy(ctx: &Ctx) -> Result<Policy> {

@@ -66,11 +66,25 @@ pub struct Subscription {
     /// Set when KakaoPay rejected this cycle's charge request itself (not a decline):
     /// the cycle stays due, no retry is sent, and an operator must act.
     pub needs_attention: Option<Attention>,
+    /// Where the dunning of the overdue cycle stands (only while `past_due`).
+    pub dunning: Option<DunningState>,
     /// Charge attempts, newest first (only on a single subscription's view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A `past_due` subscription's dunning: what the customer (or the store's message) needs
+/// to know — how often the overdue cycle was declined, how many retries are left before
+/// the subscription is canceled, when the next one runs, and KakaoPay's last reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DunningState {
+    pub declines: i32,
+    pub retries_left: i32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_failure_code: Option<String>,
+    pub last_failure_message: Option<String>,
 }
 
 /// Why a subscription waits for an operator.
@@ -154,10 +168,44 @@ async fn load(
                 available: l.available,
             });
     }
+    // The overdue cycle's declines, the last first, of the past-due ones among `ids`.
+    let declines = sqlx::query!(
+        r#"SELECT DISTINCT ON (a.subscription_id) a.subscription_id,
+                  count(*) OVER (PARTITION BY a.subscription_id) AS "declines!",
+                  a.failure_code, a.failure_message
+           FROM charge_attempts a JOIN subscriptions s ON s.id = a.subscription_id
+           WHERE s.id = ANY($1) AND s.status = 'past_due'
+             AND a.cycle = s.current_cycle + 1 AND a.status = 'declined'
+           ORDER BY a.subscription_id, a.attempt DESC"#,
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dunning: std::collections::HashMap<i64, (i64, Option<String>, Option<String>)> =
+        declines
+            .into_iter()
+            .map(|d| {
+                (
+                    d.subscription_id,
+                    (d.declines, d.failure_code, d.failure_message),
+                )
+            })
+            .collect();
+    let max_declines = i64::try_from(policy.max_declines()).unwrap_or(i64::MAX);
     Ok(rows
         .into_iter()
         .map(|r| {
             let lines = by_sub.remove(&r.id).unwrap_or_default();
+            let dunning = (r.status == SubscriptionStatus::PastDue).then(|| {
+                let (n, code, message) = dunning.remove(&r.id).unwrap_or_default();
+                DunningState {
+                    declines: i32::try_from(n).unwrap_or(i32::MAX),
+                    retries_left: i32::try_from((max_declines - n).max(0)).unwrap_or(0),
+                    next_retry_at: r.next_charge_at,
+                    last_failure_code: code,
+                    last_failure_message: message,
+                }
+            });
             let next_amount = Money(
                 lines
                     .iter()
@@ -205,6 +253,7 @@ async fn load(
                     }),
                     _ => None,
                 },
+                dunning,
                 needs_attention: match (r.attention_code, r.attention_since) {
                     (Some(code), Some(since)) => Some(Attention {
                         code,
