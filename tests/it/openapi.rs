@@ -108,7 +108,14 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
         .collect();
     assert_eq!(
         outcomes,
-        BTreeSet::from(["approved", "declined", "soft_decline", "hard_decline"])
+        BTreeSet::from([
+            "approved",
+            "declined",
+            "soft_decline",
+            "hard_decline",
+            "transient",
+            "ambiguous"
+        ])
     );
 
     // Each documented route is really served (anything but the router's 404/405).

@@ -212,6 +212,15 @@ impl Policy {
         for &outcome in outcomes {
             let at = next.at;
             events.push(TimelineEvent::attempt(at, cycle, attempt, outcome));
+            if !outcome.charged_or_declined() {
+                // Nothing was charged and no dunning attempt is used: the job retries
+                // after its backoff (seconds, shown at the same time) with a new attempt.
+                if outcome == Outcome::Ambiguous {
+                    events.push(TimelineEvent::state(at, "reconciled", Some("not_landed")));
+                }
+                attempt += 1;
+                continue;
+            }
             match outcome.decline_class() {
                 None => {
                     if past_due {
@@ -270,6 +279,13 @@ pub enum Outcome {
     SoftDecline,
     /// A decline no retry can fix: the subscription is canceled at once (`hard_decline`).
     HardDecline,
+    /// An infrastructure failure (5xx, timeout before sending, rate cap, open breaker):
+    /// the attempt is `not_charged`, no dunning attempt is used, the job retries.
+    Transient,
+    /// Sent, no answer: the attempt is `unknown` until reconciliation. Here it is found not
+    /// to have landed (`not_charged`) and the charge is retried; one that did land is
+    /// simply `approved`.
+    Ambiguous,
 }
 
 impl Outcome {
@@ -279,13 +295,21 @@ impl Outcome {
             Outcome::Declined => "declined",
             Outcome::SoftDecline => "soft_decline",
             Outcome::HardDecline => "hard_decline",
+            Outcome::Transient => "transient",
+            Outcome::Ambiguous => "ambiguous",
         }
     }
 
-    /// The decline's class; `None` for an approval.
+    /// Whether KakaoPay decided the charge (approved or declined); otherwise nothing was
+    /// charged and the cycle stays due as it was.
+    pub fn charged_or_declined(self) -> bool {
+        !matches!(self, Outcome::Transient | Outcome::Ambiguous)
+    }
+
+    /// The decline's class; `None` for an approval (or no decision).
     pub fn decline_class(self) -> Option<DeclineClass> {
         match self {
-            Outcome::Approved => None,
+            Outcome::Approved | Outcome::Transient | Outcome::Ambiguous => None,
             Outcome::Declined | Outcome::SoftDecline => Some(DeclineClass::Soft),
             Outcome::HardDecline => Some(DeclineClass::Hard),
         }
@@ -503,6 +527,80 @@ mod tests {
             let past_due = timeline.iter().filter(|e| e.event == "past_due").count();
             // Each run of declines enters past_due once.
             assert_eq!(past_due, usize::from(case.outcomes.contains(&D)));
+        }
+    }
+
+    /// Infrastructure failures and answers lost then found not to have landed use no
+    /// dunning attempt: the same cycle is tried again (a new attempt row) at once, and the
+    /// dunning schedule counts only the declines.
+    #[test]
+    fn transient_and_ambiguous_answers_use_no_dunning_attempt() {
+        let p = seoul();
+        let t0 = kst(2027, 5, 1, 2, 0);
+        let start = fresh_cycle_2(t0);
+        use Outcome::{Ambiguous as U, Approved as A, Declined as D, Transient as T};
+        let day = |n: i64| t0 + chrono::Duration::days(n);
+        // (outcomes, the attempts (at, attempt), the events in order, how it ends)
+        type Case = (
+            Vec<Outcome>,
+            Vec<(DateTime<Utc>, i32)>,
+            Vec<&'static str>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![T, T, A],
+                vec![(t0, 1), (t0, 2), (t0, 3)],
+                vec!["attempt", "attempt", "attempt", "next_attempt"],
+                "next_attempt",
+            ),
+            (
+                vec![U, A],
+                vec![(t0, 1), (t0, 2)],
+                vec!["attempt", "reconciled", "attempt", "next_attempt"],
+                "next_attempt",
+            ),
+            // Two declines, then transient failures between them: still day 1 for the
+            // third decline's retry, and the fifth decline (not the seventh attempt)
+            // cancels.
+            (
+                vec![D, D, T, D, U, D, D],
+                vec![
+                    (t0, 1),
+                    (t0, 2),
+                    (day(1), 3),
+                    (day(1), 4),
+                    (day(2), 5),
+                    (day(2), 6),
+                    (day(3), 7),
+                ],
+                vec![
+                    "attempt",
+                    "past_due",
+                    "attempt",
+                    "attempt",
+                    "attempt",
+                    "attempt",
+                    "reconciled",
+                    "attempt",
+                    "attempt",
+                    "canceled",
+                    "sid_inactivated",
+                ],
+                "sid_inactivated",
+            ),
+        ];
+        for (outcomes, attempts, events, end) in cases {
+            let timeline = p.preview(&start, &outcomes);
+            let got: Vec<_> = timeline
+                .iter()
+                .filter(|e| e.event == "attempt")
+                .map(|e| (e.at, e.attempt.unwrap()))
+                .collect();
+            assert_eq!(got, attempts, "{outcomes:?}");
+            let names: Vec<&str> = timeline.iter().map(|e| e.event.as_str()).collect();
+            assert_eq!(names, events, "{outcomes:?}");
+            assert_eq!(timeline.last().unwrap().event, end);
         }
     }
 
