@@ -280,8 +280,11 @@ pub(super) async fn apply_decline(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    metrics::counter!("subscription_charges_total", "outcome" => "declined", "class" => class.as_str())
-        .increment(1);
+    if decided.is_some() {
+        // Counted once per attempt: a duplicate run that finds it decided counts nothing.
+        metrics::counter!("subscription_charges_total", "outcome" => "declined", "class" => class.as_str())
+            .increment(1);
+    }
     if decided.is_none() || !s.status.is_billable() {
         tx.commit().await?;
         return Ok(());
