@@ -646,10 +646,19 @@ async fn a_paid_subscription_order_creates_the_subscription_and_schedules_cycle_
     // Cycle 2 is due 30 local days after the first payment, at 02:00 in Seoul (17:00 UTC).
     let next = sub["next_charge_at"].as_str().unwrap();
     assert!(next.ends_with("T17:00:00Z"), "{next}");
+    // Exactly: the Seoul date of the payment + 30 days, at 02:00 Seoul time (UTC+9 all
+    // year). A window of hours would not do: paid between 00:00 and 02:00 in Seoul, the
+    // charge comes 30 days and up to 2 hours later.
     let paid_at = chrono::DateTime::parse_from_rfc3339(paid["paid_at"].as_str().unwrap()).unwrap();
     let next_at = chrono::DateTime::parse_from_rfc3339(next).unwrap();
-    let days = (next_at - paid_at).num_hours() as f64 / 24.0;
-    assert!((29.0..=30.0).contains(&days), "{days} days");
+    let seoul = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+    let due = paid_at.with_timezone(&seoul).date_naive() + chrono::Days::new(30);
+    let expected = due
+        .and_hms_opt(2, 0, 0)
+        .unwrap()
+        .and_local_timezone(seoul)
+        .unwrap();
+    assert_eq!(next_at, expected, "paid at {paid_at}");
 
     // The SID from the approval is the subscription's, and its charge job is queued.
     let (sid, job_at): (Option<String>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
