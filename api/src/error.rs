@@ -73,6 +73,8 @@ impl ApiError {
                 B::SubscriptionNotPaused => (StatusCode::CONFLICT, "subscription_not_paused"),
                 B::ChargeInProgress => (StatusCode::CONFLICT, "charge_in_progress"),
                 B::LastProduct => (StatusCode::UNPROCESSABLE_ENTITY, "last_product"),
+                B::NothingToRecover => (StatusCode::CONFLICT, "nothing_to_recover"),
+                B::RecoveryLinkGone => (StatusCode::GONE, "recovery_link_gone"),
                 B::Gateway(_) => (StatusCode::BAD_GATEWAY, "payment_gateway_error"),
                 B::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),

@@ -93,6 +93,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::orders::router())
         .merge(routes::reviews::router())
         .merge(routes::subscriptions::router())
+        .merge(routes::checkouts::router())
         .merge(routes::webhooks::router())
 }
 

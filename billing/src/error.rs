@@ -70,6 +70,10 @@ pub enum Error {
     ChargeInProgress,
     #[error("a subscription keeps at least one product; cancel it instead")]
     LastProduct,
+    #[error("the subscription has nothing to pay: it is active or paused")]
+    NothingToRecover,
+    #[error("this recovery link was used, has expired, or its subscription was paid")]
+    RecoveryLinkGone,
     /// Boxed: the PG's error is large and every `Result` here would carry its size.
     #[error(transparent)]
     Gateway(Box<crate::pg_error::GatewayError>),

@@ -56,3 +56,8 @@ id_type!(
     /// A row of `webhook_deliveries`: one event owed to one endpoint.
     DeliveryId
 );
+
+id_type!(
+    /// A row of `subscription_checkouts`: a recovery or resubscribe checkout at KakaoPay.
+    CheckoutId
+);

@@ -8,7 +8,7 @@
 //! the compare-and-set does nothing.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
@@ -210,14 +210,7 @@ pub async fn ready(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
 
 // ---- redirects ----------------------------------------------------------------------------
 
-/// Which KakaoPay redirect the buyer came back through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RedirectAction {
-    Approve,
-    Cancel,
-    Fail,
-}
+pub use crate::pg::RedirectAction;
 
 /// What a redirect did, for the storefront's result page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -239,16 +232,7 @@ pub async fn redirect(
     action: RedirectAction,
     pg_token: Option<&str>,
 ) -> Result<RedirectOutcome> {
-    if token.is_empty() || token.len() > 100 {
-        return Err(Error::NotFound);
-    }
-    let pg_token = pg_token.map(str::trim).filter(|t| !t.is_empty());
-    if action == RedirectAction::Approve {
-        match pg_token {
-            Some(t) if t.len() <= 100 => {}
-            _ => return Err(Error::validation("pg_token", "is required")),
-        }
-    }
+    let pg_token = action.check(token, pg_token)?;
     let order = sqlx::query_scalar!("SELECT order_id FROM payments WHERE token = $1", token)
         .fetch_optional(ctx.db.pool())
         .await?
@@ -630,15 +614,8 @@ async fn schedule_reconcile(ctx: &Ctx, conn: &mut PgConnection, id: PaymentId) -
     )
     .fetch_one(&mut *conn)
     .await?;
-    let s = &ctx.settings.payments;
-    let delay = policy::inquiry_delay(
-        round,
-        s.reconcile_min_backoff_ms,
-        s.reconcile_max_backoff_ms,
-        rand::random::<f64>(),
-    );
     let now = ctx.clock.now();
-    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let at = policy::inquiry_at(&ctx.settings.payments, round, now, None);
     jobs::enqueue_at(
         conn,
         &tasks::PaymentReconcile {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DeliveryId, OrderId, PaymentId, SubscriptionId};
+use crate::ids::{CheckoutId, DeliveryId, OrderId, PaymentId, SubscriptionId};
 use crate::jobs::{Priority, Task};
 
 /// The task type (worker pool key) of every task that calls the payment gateway, so
@@ -331,6 +331,84 @@ impl SubscriptionInactivateSid {
 pg_step!(
     SubscriptionInactivateSid,
     "payment.inactivate_sid",
+    Priority::Normal
+);
+
+/// `subscription.checkout_ready`: asks KakaoPay for a recovery or resubscribe
+/// checkout's tid and the buyer's redirect URLs (a buyer waits).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutReady {
+    pub checkout_id: i64,
+}
+
+impl CheckoutReady {
+    pub fn id(&self) -> CheckoutId {
+        CheckoutId(self.checkout_id)
+    }
+}
+
+pg_step!(
+    CheckoutReady,
+    "subscription.checkout_ready",
+    Priority::Urgent
+);
+
+/// `subscription.checkout_approve`: approves a checkout the buyer approved, paying the
+/// subscription's overdue cycle. `round` tells a re-approval after reconciliation apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutApprove {
+    pub checkout_id: i64,
+    #[serde(default)]
+    pub round: i32,
+}
+
+impl CheckoutApprove {
+    pub fn id(&self) -> CheckoutId {
+        CheckoutId(self.checkout_id)
+    }
+}
+
+pg_step!(
+    CheckoutApprove,
+    "subscription.checkout_approve",
+    Priority::Urgent
+);
+
+/// `subscription.checkout_reconcile`: asks KakaoPay what became of a checkout's approval
+/// that got no answer (order inquiry by tid).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutReconcile {
+    pub checkout_id: i64,
+    pub round: i32,
+}
+
+impl CheckoutReconcile {
+    pub fn id(&self) -> CheckoutId {
+        CheckoutId(self.checkout_id)
+    }
+}
+
+pg_step!(
+    CheckoutReconcile,
+    "subscription.checkout_reconcile",
+    Priority::Urgent
+);
+
+/// `subscription.retire_sid`: inactivates at KakaoPay the SID a checkout replaced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutRetireSid {
+    pub checkout_id: i64,
+}
+
+impl CheckoutRetireSid {
+    pub fn id(&self) -> CheckoutId {
+        CheckoutId(self.checkout_id)
+    }
+}
+
+pg_step!(
+    CheckoutRetireSid,
+    "subscription.retire_sid",
     Priority::Normal
 );
 

@@ -51,6 +51,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/subscriptions/{id}"),
     ("delete", "/api/subscriptions/{id}"),
     ("post", "/api/subscriptions/{id}/{action}"),
+    ("post", "/api/subscriptions/{id}/checkout"),
+    ("get", "/api/checkouts/{token}"),
+    ("get", "/api/checkouts/kakaopay/{action}/{token}"),
+    ("get", "/api/recovery/{token}"),
+    ("post", "/api/recovery/{token}"),
     ("post", "/api/admin/subscriptions/{id}/preview"),
     ("get", "/api/admin/charges/unknown"),
     ("post", "/api/admin/webhooks"),
@@ -99,7 +104,8 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
-    // The what-if preview takes both decline classes (and the older `declined`).
+    // The what-if preview takes both decline classes (and the older `declined`), the
+    // infrastructure outcomes and a recovery checkout.
     let outcomes: BTreeSet<&str> = doc["components"]["schemas"]["Outcome"]["enum"]
         .as_array()
         .unwrap()
@@ -114,6 +120,7 @@ async fn openapi_json_lists_every_route_and_the_docs_page_renders() {
             "soft_decline",
             "hard_decline",
             "transient",
+            "recovery",
             "ambiguous"
         ])
     );

@@ -15,6 +15,8 @@ use crate::helpers::sim::{kst, Billing, NewSub};
 
 // A customer's edits of products and receiver, through the API.
 mod edits;
+// Recovery and resubscribe checkouts, through the API.
+mod recovery;
 
 /// A 30-day subscription of 2 × a 10,000-won item, paid on 1 January 10:00 in Seoul.
 async fn monthly(b: &Billing) -> (SubscriptionId, UserId, i64) {

@@ -106,6 +106,10 @@ impl Registry {
             .with::<SubscriptionReconcile>()
             .with::<SubscriptionInactivateSid>()
             .with::<SubscriptionsSweep>()
+            .with::<CheckoutReady>()
+            .with::<CheckoutApprove>()
+            .with::<CheckoutReconcile>()
+            .with::<CheckoutRetireSid>()
             .with::<RemindRenewals>()
             .with::<WebhookDeliver>()
     }
@@ -234,6 +238,34 @@ impl Perform for SubscriptionReconcile {
 impl Perform for SubscriptionInactivateSid {
     async fn perform(&self, ctx: &Ctx) -> Outcome {
         Outcome::of(billing::subscriptions::charge::inactivate_sid(ctx, self.id()).await)
+    }
+}
+
+#[async_trait]
+impl Perform for CheckoutReady {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of(billing::subscriptions::checkout::ready(ctx, self.id()).await)
+    }
+}
+
+#[async_trait]
+impl Perform for CheckoutApprove {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of(billing::subscriptions::checkout::approve(ctx, self.id()).await)
+    }
+}
+
+#[async_trait]
+impl Perform for CheckoutReconcile {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of(billing::subscriptions::checkout::reconcile(ctx, self.id()).await)
+    }
+}
+
+#[async_trait]
+impl Perform for CheckoutRetireSid {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of(billing::subscriptions::checkout::retire_sid(ctx, self.id()).await)
     }
 }
 

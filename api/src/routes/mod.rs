@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod carts;
+pub mod checkouts;
 pub mod health;
 pub mod items;
 pub mod orders;

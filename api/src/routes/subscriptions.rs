@@ -170,8 +170,11 @@ async fn subscription_action(
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// Hypothetical KakaoPay answers to the next charges, in order (1–100): `approved`,
-    /// `soft_decline` (the dunning schedule runs; `declined` is the same), or
-    /// `hard_decline` (the subscription is canceled at once, `hard_decline`).
+    /// `soft_decline` (the dunning schedule runs; `declined` is the same), `hard_decline`
+    /// (the subscription is canceled at once, `hard_decline`), `transient` (nothing
+    /// charged, no dunning attempt used), `ambiguous` (reconciled: did not land), or
+    /// `recovery` (while past due, the customer pays the cycle through a recovery
+    /// checkout instead: `recovered`, `sid_replaced`, `active`).
     pub outcomes: Vec<Outcome>,
 }
 
@@ -195,7 +198,7 @@ pub struct PreviewResponse {
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "not_found"),
         (status = 409, body = ErrorBody, description = "subscription_canceled, subscription_not_active (paused)"),
-        (status = 422, body = ErrorBody, description = "validation_failed (1–100 outcomes, each approved, soft_decline, hard_decline or declined — a synonym of soft_decline)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (1–100 outcomes, each approved, soft_decline, hard_decline, declined — a synonym of soft_decline —, transient, ambiguous or recovery)"),
     ))]
 async fn preview_subscription(
     State(state): State<AppState>,

@@ -21,6 +21,36 @@ pub use crate::pg_error::{
     ErrorKind, GatewayError, PgErrorBody, Transport,
 };
 pub use guard::{BreakerState, Permit, PgGuard};
+
+/// Which of our return URLs KakaoPay sent the buyer back through (a payment's or a
+/// checkout's): approved (with a `pg_token`), canceled by the buyer, or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectAction {
+    Approve,
+    Cancel,
+    Fail,
+}
+
+impl RedirectAction {
+    /// A return's input as far as it can be judged without a lookup: a token no row can
+    /// have is `NotFound`; an approval needs its `pg_token` (at most 100 characters). The
+    /// `pg_token` to record, trimmed.
+    pub fn check<'a>(
+        self,
+        token: &str,
+        pg_token: Option<&'a str>,
+    ) -> crate::error::Result<Option<&'a str>> {
+        if token.is_empty() || token.len() > 100 {
+            return Err(crate::error::Error::NotFound);
+        }
+        let pg_token = pg_token.map(str::trim).filter(|t| !t.is_empty());
+        if self == RedirectAction::Approve && !pg_token.is_some_and(|t| t.len() <= 100) {
+            return Err(crate::error::Error::validation("pg_token", "is required"));
+        }
+        Ok(pg_token)
+    }
+}
 pub use kakaopay::{KakaoPay, KakaoPayConfig};
 pub use types::{
     Amount, ApproveRequest, ApproveResponse, CancelRequest, CancelResponse, ChargeRequest, CidKind,

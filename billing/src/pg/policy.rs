@@ -187,6 +187,24 @@ pub fn inquiry_delay(round: i32, min: Duration, max: Duration, unit: f64) -> Dur
     full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
+/// When inquiry `round` about an undecided payment, charge or checkout runs: after
+/// [`inquiry_delay`] with the configured backoff, but never after `not_after`.
+pub fn inquiry_at(
+    settings: &crate::settings::PaymentsSettings,
+    round: i32,
+    now: chrono::DateTime<chrono::Utc>,
+    not_after: Option<chrono::DateTime<chrono::Utc>>,
+) -> chrono::DateTime<chrono::Utc> {
+    let delay = inquiry_delay(
+        round,
+        settings.reconcile_min_backoff_ms,
+        settings.reconcile_max_backoff_ms,
+        rand::random::<f64>(),
+    );
+    let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    not_after.map_or(at, |cap| at.min(cap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,6 +182,14 @@ impl Settings {
                 "must be between 0 (no reminders) and 60",
             ));
         }
+        if sub.recovery_link_ttl_secs < Duration::from_secs(3_600)
+            || sub.recovery_link_ttl_secs > Duration::from_secs(90 * 86_400)
+        {
+            return Err(invalid(
+                "subscriptions.recovery_link_ttl_secs",
+                "must be between 1 hour and 90 days",
+            ));
+        }
         let g = &self.pg_guard;
         if g.breaker_window == 0
             || g.breaker_min_calls == 0
@@ -513,6 +521,14 @@ mod tests {
                 Box::new(|s| s.subscriptions.review_after_secs = secs(299)),
             ),
             (
+                "subscriptions.recovery_link_ttl_secs",
+                Box::new(|s| s.subscriptions.recovery_link_ttl_secs = secs(3_599)),
+            ),
+            (
+                "subscriptions.recovery_link_ttl_secs",
+                Box::new(|s| s.subscriptions.recovery_link_ttl_secs = secs(90 * 86_400 + 1)),
+            ),
+            (
                 "webhooks.retry_schedule_secs",
                 Box::new(|s| s.webhooks.retry_schedule_secs[7] = secs(7 * 86_400 + 1)),
             ),
@@ -774,6 +790,12 @@ mod durations {
             ("subscriptions.review_after_secs", Secs, 3_600, |s| {
                 s.subscriptions.review_after_secs
             }),
+            (
+                "subscriptions.recovery_link_ttl_secs",
+                Secs,
+                1_209_600,
+                |s| s.subscriptions.recovery_link_ttl_secs,
+            ),
             ("pg_guard.breaker_open_ms", Ms, 10_000, |s| {
                 s.pg_guard.breaker_open_ms
             }),

@@ -260,6 +260,11 @@ pub struct SubscriptionsSettings {
     /// `subscription.renewal_upcoming` is written this many days before each cycle's
     /// charge (0: no reminders).
     pub renewal_reminder_days: u32,
+    /// How long a recovery link (the `recovery_url` of `subscription.past_due` and of a
+    /// dunning cancellation) opens its checkout. Default 14 days: past the default
+    /// dunning schedule's 3 days, so a customer who reads the mail late can still come back.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub recovery_link_ttl_secs: Duration,
 }
 
 impl Default for SubscriptionsSettings {
@@ -275,6 +280,7 @@ impl Default for SubscriptionsSettings {
             review_after_secs: Duration::from_secs(3_600),
             upcoming: 3,
             renewal_reminder_days: 3,
+            recovery_link_ttl_secs: Duration::from_secs(14 * 86_400),
         }
     }
 }

@@ -147,6 +147,7 @@ pub(crate) async fn record_event(
             data: &WithChanges {
                 data,
                 changes: extra.changes,
+                recovery_url: extra.recovery_url,
             },
         },
     )
@@ -162,6 +163,8 @@ pub(crate) struct EventExtra<'a> {
     pub reason: Option<&'a str>,
     pub failure_code: Option<&'a str>,
     pub changes: Option<&'a Changes>,
+    /// A recovery link (`subscription.past_due`, a dunning `subscription.canceled`).
+    pub recovery_url: Option<&'a str>,
 }
 
 /// An event's data with what an edit changed, when it did: a field of its own beside the
@@ -172,6 +175,9 @@ struct WithChanges<'a> {
     data: SubscriptionEventData<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<&'a Changes>,
+    /// Opens a checkout that pays the overdue cycle, without a login; single use, expiring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_url: Option<&'a str>,
 }
 
 /// What a customer's edit changed (the `changes` of its `subscription.updated` or

@@ -1,10 +1,12 @@
 //! Subscriptions, the use case over the rows of [`crate::store::subscriptions`]: creation
 //! from a paid subscription order and the moves of the pending charge (here), customers'
 //! edits (`edits`), the views (`views`), the operators' preview and review list
-//! (`operators`), renewal reminders (`reminders`). The recurring charge itself lives in [`charge`]; the schedule rules in
+//! (`operators`), renewal reminders (`reminders`), recovery and resubscribe checkouts
+//! (`checkout`). The recurring charge itself lives in [`charge`]; the schedule rules in
 //! [`policy`].
 
 pub mod charge;
+pub mod checkout;
 mod edits;
 mod operators;
 pub mod policy;
@@ -24,7 +26,9 @@ pub use edits::{cancel, pause, resume, skip, update, LinePatch, Patch};
 pub use operators::{preview, refresh_gauges, unknown_charges, UnknownCharge};
 pub use policy::{Next, Outcome, Policy, TimelineEvent};
 pub use reminders::remind_renewals;
-pub use views::{get, list, AttemptView, Attention, DunningState, Subscription, SubscriptionLine};
+pub use views::{
+    get, list, AttemptView, Attention, DunningState, RecoveryState, Subscription, SubscriptionLine,
+};
 
 /// The store's billing policy from the settings.
 pub fn policy(ctx: &Ctx) -> Result<Policy> {
@@ -117,19 +121,7 @@ pub(crate) async fn reschedule(
     cycle: i32,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let old = tasks::SubscriptionCharge {
-        subscription_id: s.id.0,
-        cycle,
-        seq: s.schedule_seq,
-    };
-    if let Some(hash) = jobs::Job::of(&old)?.uniq_hash {
-        sqlx::query!(
-            "DELETE FROM fang_tasks WHERE uniq_hash = $1 AND state IN ('new', 'retried')",
-            hash
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    drop_pending_charge(conn, s, cycle).await?;
     let seq =
         store::subscriptions::set_schedule(conn, s.id, next.map(|n| n.due_on), next.map(|n| n.at))
             .await?;
@@ -149,6 +141,29 @@ pub(crate) async fn reschedule(
     Ok(())
 }
 
+/// Removes the subscription's charge job of `cycle` under its current schedule sequence
+/// if it has not started (one that has finds the sequence moved on and stops).
+pub(crate) async fn drop_pending_charge(
+    conn: &mut PgConnection,
+    s: &Row,
+    cycle: i32,
+) -> Result<()> {
+    let old = tasks::SubscriptionCharge {
+        subscription_id: s.id.0,
+        cycle,
+        seq: s.schedule_seq,
+    };
+    if let Some(hash) = jobs::Job::of(&old)?.uniq_hash {
+        sqlx::query!(
+            "DELETE FROM fang_tasks WHERE uniq_hash = $1 AND state IN ('new', 'retried')",
+            hash
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Cancels a locked subscription: no further charges, its SID inactivated at KakaoPay
 /// by a job, `subscription.canceled`.
 pub(crate) async fn cancel_locked(
@@ -157,16 +172,18 @@ pub(crate) async fn cancel_locked(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    cancel_locked_with_code(conn, s, reason, None, now).await
+    cancel_locked_with_code(conn, s, reason, None, None, now).await
 }
 
 /// [`cancel_locked`] for a cancellation KakaoPay caused: `failure_code` (its code) goes
-/// into `subscription.canceled` so consumers see why without reading the attempts.
+/// into `subscription.canceled` so consumers see why without reading the attempts, and
+/// `recovery_url` (a link to pay the overdue cycle) so the store can offer a way back.
 pub(crate) async fn cancel_locked_with_code(
     conn: &mut PgConnection,
     s: &Row,
     reason: &str,
     failure_code: Option<&str>,
+    recovery_url: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     reschedule(conn, s, None, s.current_cycle + 1, now).await?;
@@ -178,6 +195,7 @@ pub(crate) async fn cancel_locked_with_code(
         EventExtra {
             reason: Some(reason),
             failure_code,
+            recovery_url,
             ..Default::default()
         },
     )

@@ -211,6 +211,25 @@ impl Policy {
         let mut past_due = start.past_due;
         for &outcome in outcomes {
             let at = next.at;
+            if outcome == Outcome::Recovery {
+                if !past_due {
+                    // Only a past-due cycle has a recovery checkout; nothing changes.
+                    events.push(TimelineEvent::state(at, "recovery_unavailable", None));
+                    continue;
+                }
+                // The customer pays the overdue cycle through the checkout before the
+                // pending retry: a new SID, active again, the calendar kept.
+                events.push(TimelineEvent::attempt(at, cycle, attempt, outcome));
+                events.push(TimelineEvent::state(at, "recovered", Some("checkout")));
+                events.push(TimelineEvent::state(at, "sid_replaced", None));
+                events.push(TimelineEvent::state(at, "active", None));
+                past_due = false;
+                next = self.after_success(next.due_on, start.period_days, at);
+                cycle += 1;
+                attempt = 1;
+                declines = 0;
+                continue;
+            }
             events.push(TimelineEvent::attempt(at, cycle, attempt, outcome));
             if !outcome.charged_or_declined() {
                 // Nothing was charged and no dunning attempt is used: the job retries
@@ -286,6 +305,9 @@ pub enum Outcome {
     /// to have landed (`not_charged`) and the charge is retried; one that did land is
     /// simply `approved`.
     Ambiguous,
+    /// Instead of the pending retry, the customer pays the overdue cycle through a
+    /// recovery checkout (only while `past_due`): a new SID, `active`, the calendar kept.
+    Recovery,
 }
 
 impl Outcome {
@@ -297,6 +319,7 @@ impl Outcome {
             Outcome::HardDecline => "hard_decline",
             Outcome::Transient => "transient",
             Outcome::Ambiguous => "ambiguous",
+            Outcome::Recovery => "recovery",
         }
     }
 
@@ -309,7 +332,7 @@ impl Outcome {
     /// The decline's class; `None` for an approval (or no decision).
     pub fn decline_class(self) -> Option<DeclineClass> {
         match self {
-            Outcome::Approved | Outcome::Transient | Outcome::Ambiguous => None,
+            Outcome::Approved | Outcome::Transient | Outcome::Ambiguous | Outcome::Recovery => None,
             Outcome::Declined | Outcome::SoftDecline => Some(DeclineClass::Soft),
             Outcome::HardDecline => Some(DeclineClass::Hard),
         }
@@ -601,6 +624,77 @@ mod tests {
             let names: Vec<&str> = timeline.iter().map(|e| e.event.as_str()).collect();
             assert_eq!(names, events, "{outcomes:?}");
             assert_eq!(timeline.last().unwrap().event, end);
+        }
+    }
+
+    /// A recovery checkout paid while past due replaces the pending retry: recovered, a new
+    /// SID, active, and the next cycle on the original calendar (not a period after the
+    /// payment); before any decline it changes nothing.
+    #[test]
+    fn a_recovery_ends_dunning_on_the_original_calendar() {
+        let p = seoul();
+        let t0 = kst(2027, 5, 1, 2, 0);
+        let start = fresh_cycle_2(t0);
+        use Outcome::{Approved as A, Recovery as R, SoftDecline as S};
+        let day = |n: i64| t0 + chrono::Duration::days(n);
+        // (outcomes, the events, the last event's time, the cycle it ends on)
+        type Case = (Vec<Outcome>, Vec<&'static str>, DateTime<Utc>, i32);
+        let cases: Vec<Case> = vec![
+            (
+                vec![S, S, R],
+                vec![
+                    "attempt",
+                    "past_due",
+                    "attempt",
+                    "attempt:recovery",
+                    "recovered",
+                    "sid_replaced",
+                    "active",
+                    "next_attempt",
+                ],
+                day(30),
+                3,
+            ),
+            (
+                vec![S, S, S, R, A],
+                vec![
+                    "attempt",
+                    "past_due",
+                    "attempt",
+                    "attempt",
+                    "attempt:recovery",
+                    "recovered",
+                    "sid_replaced",
+                    "active",
+                    "attempt",
+                    "next_attempt",
+                ],
+                day(60),
+                4,
+            ),
+            (
+                vec![R, A],
+                vec!["recovery_unavailable", "attempt", "next_attempt"],
+                day(30),
+                3,
+            ),
+        ];
+        for (outcomes, events, end_at, end_cycle) in cases {
+            let timeline = p.preview(&start, &outcomes);
+            let names: Vec<String> = timeline
+                .iter()
+                .map(|e| match e.outcome {
+                    Some(Outcome::Recovery) => "attempt:recovery".to_owned(),
+                    _ => e.event.clone(),
+                })
+                .collect();
+            assert_eq!(names, events, "{outcomes:?}");
+            let last = timeline.last().unwrap();
+            assert_eq!(
+                (last.at, last.cycle),
+                (end_at, Some(end_cycle)),
+                "{outcomes:?}"
+            );
         }
     }
 

@@ -68,6 +68,9 @@ pub struct Subscription {
     pub needs_attention: Option<Attention>,
     /// Where the dunning of the overdue cycle stands (only while `past_due`).
     pub dunning: Option<DunningState>,
+    /// How the customer can pay and bring it back (a `past_due` or canceled subscription):
+    /// `POST /api/subscriptions/{id}/checkout`, and the newest checkout if there is one.
+    pub recovery: Option<RecoveryState>,
     /// Charge attempts, newest first (only on a single subscription's view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
@@ -85,6 +88,18 @@ pub struct DunningState {
     pub next_retry_at: Option<DateTime<Utc>>,
     pub last_failure_code: Option<String>,
     pub last_failure_message: Option<String>,
+}
+
+/// A subscription the customer can pay to bring back: a recovery of the overdue cycle
+/// (`past_due`, or canceled by dunning) or a resubscribe (canceled otherwise).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecoveryState {
+    pub kind: super::checkout::CheckoutKind,
+    /// What the checkout would charge (the products on sale, at today's prices).
+    pub amount: Money,
+    /// The newest checkout (any state), so the customer sees one in progress or why the
+    /// last one ended.
+    pub checkout: Option<super::checkout::Checkout>,
 }
 
 /// Why a subscription waits for an operator.
@@ -192,6 +207,16 @@ async fn load(
             })
             .collect();
     let max_declines = i64::try_from(policy.max_declines()).unwrap_or(i64::MAX);
+    let payable: Vec<i64> = rows
+        .iter()
+        .filter(|r| super::checkout::kind_for(r.status, r.cancel_reason.as_deref()).is_some())
+        .map(|r| r.id)
+        .collect();
+    let mut checkouts = if payable.is_empty() {
+        Default::default()
+    } else {
+        super::checkout::latest(ctx, conn, &payable).await?
+    };
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -213,6 +238,14 @@ async fn load(
                     .map(|l| l.unit_price.0 * i64::from(l.quantity))
                     .sum(),
             );
+            let recovery =
+                super::checkout::kind_for(r.status, r.cancel_reason.as_deref()).map(|kind| {
+                    RecoveryState {
+                        kind,
+                        amount: next_amount,
+                        checkout: checkouts.remove(&r.id),
+                    }
+                });
             let upcoming = match (r.status.is_billable(), r.next_charge_at) {
                 (true, Some(at)) => policy.upcoming(
                     Next {
@@ -254,6 +287,7 @@ async fn load(
                     _ => None,
                 },
                 dunning,
+                recovery,
                 needs_attention: match (r.attention_code, r.attention_since) {
                     (Some(code), Some(since)) => Some(Attention {
                         code,

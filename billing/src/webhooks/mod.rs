@@ -38,6 +38,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "subscription.rescheduled",
     "subscription.updated",
     "subscription.renewal_upcoming",
+    "subscription.recovered",
+    "subscription.resubscribed",
     ENDPOINT_DISABLED_EVENT,
 ];
 

@@ -892,6 +892,11 @@ impl Store {
         body.insert("status".into(), json!(p.status.as_str()));
         body.insert("partner_order_id".into(), json!(p.partner_order_id));
         body.insert("partner_user_id".into(), json!(p.partner_user_id));
+        // The SID a subscription-cid payment issued, as in the cancel answer: what a
+        // client whose approve answer was lost learns its new SID from.
+        if let Some(sid) = &p.sid {
+            body.insert("sid".into(), json!(sid));
+        }
         if let Some(m) = p.method {
             body.insert("payment_method_type".into(), json!(m.as_str()));
         }

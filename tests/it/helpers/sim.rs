@@ -199,6 +199,17 @@ impl Billing {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
 
+    /// `sid`'s charges follow the knobs again.
+    pub async fn clear_sid_decline(&self, sid: &str) {
+        let resp = self
+            .client
+            .delete(format!("{}/__sids/{sid}/decline", self.pg.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
     /// The JSON pgsim answers at `path` (one of its `/__…` routes).
     async fn pg_get(&self, path: &str) -> Value {
         self.client

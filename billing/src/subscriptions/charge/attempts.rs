@@ -3,24 +3,37 @@
 
 use super::*;
 
-pub(super) async fn open_attempt(
+/// The subscription's open attempt (`in_flight` or `unknown`; at most one, by index).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenAttempt {
+    pub id: i64,
+    pub status: crate::subscriptions::AttemptStatus,
+    /// Set when it is a recovery or resubscribe checkout's approval.
+    pub checkout_id: Option<i64>,
+}
+
+pub(crate) async fn open_attempt_of(
     conn: &mut PgConnection,
     id: SubscriptionId,
-) -> Result<Option<(i64, crate::subscriptions::AttemptStatus)>> {
+) -> Result<Option<OpenAttempt>> {
     let row = sqlx::query!(
-        r#"SELECT id, status AS "status: super::AttemptStatus" FROM charge_attempts
+        r#"SELECT id, status AS "status: super::AttemptStatus", checkout_id FROM charge_attempts
            WHERE subscription_id = $1 AND status IN ('in_flight', 'unknown')"#,
         id.0
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|r| (r.id, r.status)))
+    Ok(row.map(|r| OpenAttempt {
+        id: r.id,
+        status: r.status,
+        checkout_id: r.checkout_id,
+    }))
 }
 
 /// Prices the subscription's products still on sale at today's prices and records
 /// attempt n + 1 of `cycle` with those lines, in one statement. `None` when nothing is
 /// left to charge (no product on sale, or a zero total): no attempt is written.
-pub(super) async fn record_attempt(
+pub(crate) async fn record_attempt(
     conn: &mut PgConnection,
     s: &Row,
     cycle: i32,
@@ -28,18 +41,8 @@ pub(super) async fn record_attempt(
 ) -> Result<Option<Attempt>> {
     // The lines' JSON is `PricedLine`'s serde shape: `load_attempt` reads it back.
     let row = sqlx::query!(
-        r#"WITH l AS (
-             SELECT si.item_id, i.title, i.real_price, i.discount_price, si.quantity
-             FROM subscription_items si JOIN items i ON i.id = si.item_id
-             WHERE si.subscription_id = $1 AND i.selling AND i.deleted_at IS NULL
-           ), t AS (
-             SELECT sum(real_price * quantity)::bigint AS amount,
-                    jsonb_agg(jsonb_build_object('item_id', item_id, 'name', title,
-                                                 'unit_price', real_price,
-                                                 'unit_discount', discount_price,
-                                                 'quantity', quantity)
-                              ORDER BY item_id) AS lines
-             FROM l
+        r#"WITH t AS (
+             SELECT amount, lines FROM subscription_charge_lines WHERE subscription_id = $1
            ), n AS (
              SELECT COALESCE(max(attempt), 0) + 1 AS attempt FROM charge_attempts
              WHERE subscription_id = $1 AND cycle = $2
@@ -71,7 +74,7 @@ pub(super) async fn record_attempt(
     }))
 }
 
-pub(super) async fn load_attempt(
+pub(crate) async fn load_attempt(
     conn: &mut PgConnection,
     id: i64,
 ) -> Result<Option<(Attempt, crate::subscriptions::AttemptStatus)>> {
@@ -100,7 +103,7 @@ pub(super) async fn load_attempt(
     )))
 }
 
-pub(super) async fn mark_unknown(conn: &mut PgConnection, attempt: i64, why: &str) -> Result<()> {
+pub(crate) async fn mark_unknown(conn: &mut PgConnection, attempt: i64, why: &str) -> Result<()> {
     sqlx::query!(
         "UPDATE charge_attempts SET status = 'unknown', failure_message = $2
          WHERE id = $1 AND status = 'in_flight'",
@@ -115,7 +118,7 @@ pub(super) async fn mark_unknown(conn: &mut PgConnection, attempt: i64, why: &st
 
 /// `in_flight`/`unknown` → `not_charged`: KakaoPay never charged it, so it is not a
 /// dunning attempt. False if the attempt was already decided.
-pub(super) async fn mark_not_charged(
+pub(crate) async fn mark_not_charged(
     conn: &mut PgConnection,
     attempt: i64,
     code: &str,
@@ -139,7 +142,7 @@ pub(super) async fn mark_not_charged(
 
 /// Schedules inquiry `round` about an attempt after the growing reconcile backoff (but
 /// not after `not_after`, when given).
-pub(super) async fn enqueue_reconcile(
+pub(crate) async fn enqueue_reconcile(
     ctx: &Ctx,
     conn: &mut PgConnection,
     attempt: i64,
@@ -147,17 +150,7 @@ pub(super) async fn enqueue_reconcile(
     now: DateTime<Utc>,
     not_after: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    let p = &ctx.settings.payments;
-    let delay = error_policy::inquiry_delay(
-        round,
-        p.reconcile_min_backoff_ms,
-        p.reconcile_max_backoff_ms,
-        rand::random::<f64>(),
-    );
-    let mut at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-    if let Some(cap) = not_after {
-        at = at.min(cap);
-    }
+    let at = error_policy::inquiry_at(&ctx.settings.payments, round, now, not_after);
     jobs::enqueue_at(
         conn,
         &tasks::SubscriptionReconcile {

@@ -25,6 +25,7 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<Outcome> {
         .run("sid_inactivate", ctx.gateway.sid_inactivate(&sid))
         .await
     {
+        // A checkout may have replaced the SID meanwhile: only the one inactivated is marked.
         Ok(_) => {}
         Err(e) => match error_policy::decide(Step::SidInactivate, &e) {
             Action::AlreadyDone => {
@@ -35,9 +36,11 @@ pub async fn inactivate_sid(ctx: &Ctx, id: SubscriptionId) -> Result<Outcome> {
     }
     let mut tx = ctx.db.begin().await?;
     sqlx::query!(
-        "UPDATE subscriptions SET sid_inactivated_at = $2 WHERE id = $1 AND sid_inactivated_at IS NULL",
+        "UPDATE subscriptions SET sid_inactivated_at = $2
+         WHERE id = $1 AND sid = $3 AND sid_inactivated_at IS NULL",
         id.0,
-        ctx.clock.now()
+        ctx.clock.now(),
+        sid
     )
     .execute(&mut *tx)
     .await?;

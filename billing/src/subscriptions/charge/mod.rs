@@ -10,8 +10,10 @@ mod outcome;
 mod reconcile;
 
 use attempts::*;
+pub(crate) use attempts::{mark_not_charged, mark_unknown, open_attempt_of};
 pub use housekeeping::{inactivate_sid, sweep};
 use outcome::*;
+pub(crate) use outcome::{apply_success, ViaCheckout};
 pub use reconcile::{reconcile, reconcile_now, ReconcileAction};
 // The attempt status as the query macros in the submodules name it (`super::…`).
 use super::AttemptStatus;
@@ -34,26 +36,26 @@ use crate::pg::{self, ChargeRequest, DeclineClass, GatewayError};
 use crate::{store, tasks, Ctx};
 
 /// A product as priced when an attempt started; the cycle's order is written from these.
-pub(super) type PricedLine = crate::store::orders::LineRow;
+pub(crate) type PricedLine = crate::store::orders::LineRow;
 
 /// An attempt as the outcome handlers need it.
 #[derive(Debug)]
-pub(super) struct Attempt {
-    pub(super) id: i64,
-    pub(super) subscription_id: SubscriptionId,
-    pub(super) cycle: i32,
-    pub(super) partner_order_id: String,
-    pub(super) amount: Money,
-    pub(super) lines: Vec<PricedLine>,
-    pub(super) started_at: DateTime<Utc>,
+pub(crate) struct Attempt {
+    pub(crate) id: i64,
+    pub(crate) subscription_id: SubscriptionId,
+    pub(crate) cycle: i32,
+    pub(crate) partner_order_id: String,
+    pub(crate) amount: Money,
+    pub(crate) lines: Vec<PricedLine>,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// What KakaoPay said about a successful charge (nothing when reconciliation found it).
 #[derive(Debug, Default)]
-pub(super) struct Approval {
-    pub(super) tid: Option<String>,
-    pub(super) aid: Option<String>,
-    pub(super) digest: Option<String>,
+pub(crate) struct Approval {
+    pub(crate) tid: Option<String>,
+    pub(crate) aid: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
 /// Task `subscription.charge {subscription_id, cycle, seq}`.
@@ -80,17 +82,25 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
     if !s.status.is_billable() || s.schedule_seq != seq || s.current_cycle + 1 != cycle {
         return Ok(Outcome::Done);
     }
-    if let Some((open, status)) = open_attempt(&mut tx, id).await? {
-        if status == super::AttemptStatus::InFlight {
+    if let Some(open) = open_attempt_of(&mut tx, id).await? {
+        if open.checkout_id.is_some() {
+            // The customer's recovery checkout is being approved for this cycle: its
+            // outcome decides whether this retry is still owed.
+            return Ok(Outcome::Defer {
+                after: std::time::Duration::from_secs(30),
+                reason: "a recovery checkout of the cycle is at KakaoPay".into(),
+            });
+        }
+        if open.status == super::AttemptStatus::InFlight {
             // The worker that sent it stopped before recording the answer: the PG may
             // have charged, so only the SID's status may decide.
             mark_unknown(
                 &mut tx,
-                open,
+                open.id,
                 "the worker stopped before the answer was recorded",
             )
             .await?;
-            enqueue_reconcile(ctx, &mut tx, open, 1, now, None).await?;
+            enqueue_reconcile(ctx, &mut tx, open.id, 1, now, None).await?;
             tx.commit().await?;
         }
         return Ok(Outcome::Done);
@@ -116,7 +126,8 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
         }
     }
     let Some(sid) = s.sid.clone() else {
-        cancel_locked(&mut tx, &s, "sid_unusable", now).await?;
+        let url = crate::subscriptions::checkout::issue_link(ctx, &mut tx, &s, now).await?;
+        cancel_locked_with_code(&mut tx, &s, "sid_unusable", None, Some(&url), now).await?;
         tx.commit().await?;
         return Ok(Outcome::Done);
     };
@@ -147,7 +158,7 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
                 aid: Some(res.aid.clone()),
                 digest: pg::digest(&res),
             };
-            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now()).await?;
+            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now(), None).await?;
             Ok(Outcome::Done)
         }
         Err(e) => apply_failure(ctx, &policy, &s, &attempt, e).await,
@@ -155,11 +166,11 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
 }
 
 /// The job's outcome for an action the charge steps leave to the runtime.
-pub(super) fn job_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
+pub(crate) fn job_outcome(ctx: &Ctx, action: Action, e: &GatewayError) -> Outcome {
     error_policy::job_outcome(action, e, ctx.pg_guard.misconfigured_hold())
 }
 
 /// The SID's original partner user id (the first payment's).
-pub(super) fn partner_user_id(s: &Row) -> String {
+pub(crate) fn partner_user_id(s: &Row) -> String {
     format!("pv-user-{}", s.user_id.0)
 }

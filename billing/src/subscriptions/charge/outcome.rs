@@ -4,22 +4,41 @@
 
 use super::*;
 
+/// A charge that came through a recovery or resubscribe checkout: the checkout, and the
+/// SID its approval issued.
+pub(crate) struct ViaCheckout<'a> {
+    pub checkout: &'a crate::subscriptions::checkout::CheckoutRow,
+    pub sid: Option<String>,
+}
+
 /// The cycle was charged: the cycle's order (paid, from the attempt's priced lines) with
 /// its payment row and sales, the attempt `succeeded`, `order.paid` and
 /// `subscription.charged`, and — unless the subscription was paused or canceled
 /// meanwhile — the next cycle scheduled. One transaction, under the subscription's lock
 /// (every decider of an attempt holds it, so the attempt cannot be decided meanwhile).
-pub(super) async fn apply_success(
+///
+/// Through a checkout (`via`) the same transaction also replaces the SID, returns the
+/// subscription to `active` — a `past_due` one on its calendar, a canceled one anchored
+/// again on this payment (with the checkout's period) — drops the pending dunning retry,
+/// and records `subscription.recovered` or `subscription.resubscribed` and the checkout's
+/// own changes ([`crate::subscriptions::checkout::record_paid`]).
+pub(crate) async fn apply_success(
     ctx: &Ctx,
     policy: &Policy,
     a: &Attempt,
     approval: Approval,
     charged_at: DateTime<Utc>,
+    via: Option<&ViaCheckout<'_>>,
 ) -> Result<()> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let s = lock_of(&mut tx, a).await?;
-    let (order, paid) = write_cycle_order(&mut tx, &s, a, &approval, charged_at).await?;
+    let new_sid = via.and_then(|v| v.sid.clone());
+    let charged_sid = Row {
+        sid: new_sid.clone().or_else(|| s.sid.clone()),
+        ..s.clone()
+    };
+    let (order, paid) = write_cycle_order(&mut tx, &charged_sid, a, &approval, charged_at).await?;
     let decided = sqlx::query_scalar!(
         "UPDATE charge_attempts SET status = 'succeeded', tid = $2, aid = $3, finished_at = $4,
                 order_id = $5
@@ -37,18 +56,37 @@ pub(super) async fn apply_success(
         return Ok(());
     }
     let recovered = s.status == SubscriptionStatus::PastDue;
-    let next = if s.status.is_billable() {
+    // A checkout restarts a canceled subscription: anchored again on this payment.
+    let restart = via.is_some() && s.status == SubscriptionStatus::Canceled;
+    let period = via
+        .and_then(|v| v.checkout.period_days)
+        .filter(|_| restart)
+        .unwrap_or(s.period_days);
+    let next = if restart {
+        Some(policy.first_due(charged_at, period))
+    } else if s.status.is_billable() {
         s.next(policy)
             .map(|n| policy.after_success(n.due_on, s.period_days, charged_at))
     } else {
         None
     };
+    if via.is_some() {
+        // The dunning retry this payment makes unnecessary (a run already started finds
+        // the cycle paid and stops).
+        crate::subscriptions::drop_pending_charge(&mut tx, &s, a.cycle).await?;
+    }
     // The running job is this cycle's; the next cycle gets a new sequence and job.
     let updated = sqlx::query!(
         r#"UPDATE subscriptions SET current_cycle = $2, last_charged_at = $3,
-                status = CASE WHEN status = 'past_due' THEN 'active' ELSE status END,
+                status = CASE WHEN $6 OR status = 'past_due' THEN 'active' ELSE status END,
                 due_on = COALESCE($4, due_on),
                 next_charge_at = CASE WHEN $5::timestamptz IS NULL THEN next_charge_at ELSE $5 END,
+                sid = COALESCE($7, sid),
+                sid_inactivated_at = CASE WHEN $7::text IS NULL THEN sid_inactivated_at END,
+                period_days = $8,
+                anchor_at = CASE WHEN $6 THEN $3 ELSE anchor_at END,
+                cancel_reason = CASE WHEN $6 THEN NULL ELSE cancel_reason END,
+                canceled_at = CASE WHEN $6 THEN NULL ELSE canceled_at END,
                 schedule_seq = schedule_seq + 1, version = version + 1,
                 attention_code = NULL, attention_message = NULL, attention_since = NULL
            WHERE id = $1
@@ -58,6 +96,9 @@ pub(super) async fn apply_success(
         charged_at,
         next.map(|n| n.due_on),
         next.map(|n| n.at),
+        restart,
+        new_sid,
+        period,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -78,7 +119,7 @@ pub(super) async fn apply_success(
         subscription_id: s.id.0,
         user_id: s.user_id.0,
         status: updated.status,
-        period_days: s.period_days,
+        period_days: period,
         cycle: a.cycle,
         next_charge_at: next
             .map(|n| n.at)
@@ -88,15 +129,33 @@ pub(super) async fn apply_success(
         reason: None,
         failure_code: None,
     };
-    let charged = crate::outbox::Event {
-        event_type: "subscription.charged",
+    let event = |event_type| crate::outbox::Event {
+        event_type,
         aggregate_type: "subscription",
         aggregate_id: s.id.0,
         aggregate_version: updated.version,
         data: &data,
+    };
+    let mut events = vec![paid, event("subscription.charged").encode()?];
+    if let Some(v) = via {
+        let kind = if restart {
+            "subscription.resubscribed"
+        } else {
+            "subscription.recovered"
+        };
+        events.push(event(kind).encode()?);
+        crate::subscriptions::checkout::record_paid(
+            &mut tx,
+            v.checkout,
+            s.id,
+            s.sid.as_deref(),
+            new_sid.as_deref(),
+            order,
+            now,
+        )
+        .await?;
     }
-    .encode()?;
-    crate::outbox::record_all(&mut tx, vec![paid, charged]).await?;
+    crate::outbox::record_all(&mut tx, events).await?;
     tx.commit().await?;
     metrics::counter!("subscription_charges_total", "outcome" => "succeeded").increment(1);
     tracing::info!(
@@ -105,6 +164,7 @@ pub(super) async fn apply_success(
         order_id = order.0,
         amount = a.amount.0,
         recovered,
+        checkout = via.map(|v| v.checkout.id.0),
         "subscription charged"
     );
     Ok(())
@@ -113,7 +173,7 @@ pub(super) async fn apply_success(
 /// The cycle's order, paid, with its lines, its payment row and its sales — written from
 /// what the attempt holds, without reading anything back — and its `order.paid` event for
 /// the caller to record with its own.
-pub(super) async fn write_cycle_order(
+pub(crate) async fn write_cycle_order(
     conn: &mut PgConnection,
     s: &Row,
     a: &Attempt,
@@ -198,7 +258,7 @@ pub(super) async fn write_cycle_order(
 /// dunning attempt used) and the job retries, is deferred, or, for a request KakaoPay
 /// rejects, fails to the operators' list with the subscription flagged for attention and
 /// the cycle still due.
-pub(super) async fn apply_failure(
+pub(crate) async fn apply_failure(
     ctx: &Ctx,
     policy: &Policy,
     s: &Row,
@@ -258,7 +318,7 @@ pub(super) async fn apply_failure(
 /// the dunning schedule (the first of a cycle makes the subscription `past_due`; the
 /// schedule decides the next attempt or the cancellation); a hard one cancels at once —
 /// the same cancellation as after the schedule's last attempt, with its own reason.
-pub(super) async fn apply_decline(
+pub(crate) async fn apply_decline(
     ctx: &Ctx,
     policy: &Policy,
     a: &Attempt,
@@ -304,12 +364,14 @@ pub(super) async fn apply_decline(
         )
         .execute(&mut *tx)
         .await?;
+        let url = crate::subscriptions::checkout::issue_link(ctx, &mut tx, &s, now).await?;
         record_event(
             &mut tx,
             s.id,
             "subscription.past_due",
             EventExtra {
                 failure_code: Some(code),
+                recovery_url: Some(&url),
                 ..Default::default()
             },
         )
@@ -336,7 +398,8 @@ pub(super) async fn apply_decline(
                 reason,
                 "charge declined for the last time; subscription canceled"
             );
-            cancel_locked_with_code(&mut tx, &s, reason, Some(code), now).await?;
+            let url = crate::subscriptions::checkout::issue_link(ctx, &mut tx, &s, now).await?;
+            cancel_locked_with_code(&mut tx, &s, reason, Some(code), Some(&url), now).await?;
         }
     }
     tx.commit().await?;

@@ -9,6 +9,18 @@ use super::*;
 /// passed → it did not, and the cycle is tried again at once; earlier before that → ask
 /// again later. Undecided past the review window → the operators' review list.
 pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome> {
+    // A checkout's approval has a tid: KakaoPay's order inquiry decides it, not the SID.
+    let checkout = sqlx::query_scalar!(
+        "SELECT checkout_id FROM charge_attempts WHERE id = $1",
+        attempt_id
+    )
+    .fetch_optional(ctx.db.pool())
+    .await?
+    .flatten();
+    if let Some(checkout) = checkout {
+        return crate::subscriptions::checkout::reconcile(ctx, crate::ids::CheckoutId(checkout))
+            .await;
+    }
     let policy = policy(ctx)?;
     let cfg = &ctx.settings.subscriptions;
     let Some((a, status)) = load_attempt(&mut *ctx.db.acquire().await?, attempt_id).await? else {
@@ -49,7 +61,7 @@ pub async fn reconcile(ctx: &Ctx, attempt_id: i64, round: i32) -> Result<Outcome
         Some(true) => {
             // Charged around when the attempt was sent: the schedule and the daily guard
             // count from then.
-            apply_success(ctx, &policy, &a, Approval::default(), a.started_at).await?;
+            apply_success(ctx, &policy, &a, Approval::default(), a.started_at, None).await?;
             Ok(Outcome::Done)
         }
         Some(false) if now >= window_end => {
