@@ -1,6 +1,7 @@
 //! The billing engine at scale: a simulated year of 1,000 subscriptions against a faulty
 //! pgsim with random customer edits (period, quantities, products, address, skip, pause,
-//! resume, cancel), and a burst of 5,000 due charges across two worker
+//! resume, cancel) and customers who pay a failing renewal through its recovery link (or
+//! abandon the checkout), and a burst of 5,000 due charges across two worker
 //! processes that keep being killed. Both end by reconciling our records with pgsim's
 //! ledger to the won.
 
@@ -78,6 +79,102 @@ async fn no_double_charges(db: &PgPool) {
     );
 }
 
+/// What the year's recovering customers did.
+#[derive(Debug, Default)]
+struct Recoveries {
+    /// Checkouts started through a recovery link.
+    started: usize,
+    /// Links that no longer opened (used, expired, or the cycle paid meanwhile).
+    gone: usize,
+    /// Buyers who quit at KakaoPay.
+    abandoned: usize,
+}
+
+/// Customers whose renewal is failing follow the latest recovery link the store mailed
+/// them (the `recovery_url` of `subscription.past_due` or of a dunning cancellation): on a
+/// given day 35 % of past-due ones and 10 % of dunning-canceled ones. The worker readies
+/// each checkout; at KakaoPay 85 % of buyers approve and the rest quit. Returns the
+/// subscriptions they touched (their calendars change) with the counts.
+async fn customers_recover(b: &Billing, rng: &mut StdRng, r: &mut Recoveries) -> Vec<i64> {
+    let links: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (e.aggregate_id) e.aggregate_id, s.status, e.data->>'recovery_url'
+         FROM outbox_events e JOIN subscriptions s ON s.id = e.aggregate_id
+         WHERE e.aggregate_type = 'subscription' AND e.data ? 'recovery_url'
+           AND (s.status = 'past_due' OR (s.status = 'canceled'
+                AND s.cancel_reason IN ('payment_failed', 'hard_decline', 'sid_unusable')))
+         ORDER BY e.aggregate_id, e.id DESC",
+    )
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    let mut started = Vec::new();
+    let mut touched = Vec::new();
+    for (id, status, url) in links {
+        let share = if status == "past_due" { 0.35 } else { 0.10 };
+        if !rng.random_bool(share) {
+            continue;
+        }
+        let token = url.rsplit('/').next().unwrap().to_owned();
+        match billing::subscriptions::checkout::start_with_link(&b.ctx, &token).await {
+            Ok(c) => {
+                r.started += 1;
+                touched.push(id);
+                started.push(c.status_url.rsplit('/').next().unwrap().to_owned());
+            }
+            Err(billing::Error::RecoveryLinkGone | billing::Error::ChargeInProgress) => r.gone += 1,
+            Err(e) => panic!("recovery of subscription {id}: {e:?}"),
+        }
+    }
+    if started.is_empty() {
+        return touched;
+    }
+    b.run_until_idle().await;
+    let client = crate::helpers::http_client();
+    for token in started {
+        let c = billing::subscriptions::checkout::by_token(&b.ctx, &token, None)
+            .await
+            .unwrap();
+        let Some(page) = c.redirect_url else {
+            continue;
+        };
+        let action = if rng.random_bool(0.85) {
+            "approve"
+        } else {
+            "cancel"
+        };
+        let page = page.split('?').next().unwrap();
+        let resp = client.get(format!("{page}/{action}")).send().await.unwrap();
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        let pg_token = url::Url::parse(&location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "pg_token")
+            .map(|(_, v)| v.into_owned());
+        let action = if action == "approve" {
+            billing::payments::RedirectAction::Approve
+        } else {
+            r.abandoned += 1;
+            billing::payments::RedirectAction::Cancel
+        };
+        billing::subscriptions::checkout::redirect(&b.ctx, &token, action, pg_token.as_deref())
+            .await
+            .unwrap();
+    }
+    touched
+}
+
+/// pgsim's ledger entries that took a customer's money for a cycle: recurring charges, and
+/// the approvals of recovery and resubscribe checkouts (`pv-sco-…`).
+async fn cycle_payments(b: &Billing) -> Vec<Value> {
+    let mut out = b.ledger("charge").await;
+    out.extend(b.ledger("approve").await.into_iter().filter(|e| {
+        e["partner_order_id"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("pv-sco-"))
+    }));
+    out
+}
+
 const SUBS: usize = 1_000;
 const DAYS: i64 = 365;
 
@@ -137,9 +234,11 @@ async fn simulated_year() {
         sids.push((sid, user));
     }
     b.register_sids(&sids).await;
+    // Recovery checkouts' approvals meet the same faults as recurring charges (a buyer's
+    // decline, 5xx, an answer lost); their ready calls do not.
     b.set_knobs(json!({
         "decline_rate": 0.10, "server_error_rate": 0.05, "drop_rate": 0.01, "timeout_ms": 5,
-        "endpoints": ["subscription"], "seed": seed,
+        "endpoints": ["subscription", "approve"], "seed": seed,
     }))
     .await;
     b.start_worker();
@@ -148,6 +247,7 @@ async fn simulated_year() {
     let mut edited: HashSet<i64> = HashSet::new();
     let mut refused = 0;
     let mut edits = 0;
+    let mut recoveries = Recoveries::default();
     for day in 0..DAYS {
         // Let the day's 02:00 run (and its retries and reconciliations) finish, then
         // customers act at noon.
@@ -182,6 +282,7 @@ async fn simulated_year() {
                 PROF_IDLE_US.swap(0, Relaxed) as f64 / 1e3,
             );
         }
+        edited.extend(customers_recover(&b, &mut rng, &mut recoveries).await);
         for _ in 0..rng.random_range(0..=4) {
             let (id, user) = subs[rng.random_range(0..subs.len())];
             edited.insert(id.0);
@@ -270,8 +371,44 @@ async fn simulated_year() {
 
     // At most one successful charge per cycle; the ledger equals our records to the won.
     no_double_charges(&b.db).await;
-    let charges = b.ledger("charge").await;
+    let charges = cycle_payments(&b).await;
     let n = ledger_matches_succeeded_attempts(&b.db, &charges).await;
+
+    // Recovered customers paid through their checkouts, once each; every checkout ended.
+    let checkouts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM subscription_checkouts GROUP BY status ORDER BY status",
+    )
+    .fetch_all(&b.db)
+    .await
+    .unwrap();
+    let checkout = |s: &str| checkouts.iter().find(|x| x.0 == s).map_or(0, |x| x.1);
+    assert!(
+        checkout("succeeded") > 20,
+        "customers recovered: {checkouts:?}"
+    );
+    assert!(checkout("abandoned") > 0, "some buyers quit: {checkouts:?}");
+    assert_eq!(
+        checkout("created") + checkout("approving"),
+        0,
+        "no checkout left in a worker's hands: {checkouts:?}"
+    );
+    let paid_by_checkout: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charge_attempts a JOIN subscription_checkouts c ON c.id = a.checkout_id
+         WHERE a.status = 'succeeded' AND c.status = 'succeeded' AND c.order_id = a.order_id",
+    )
+    .fetch_one(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(paid_by_checkout, checkout("succeeded"));
+    // A recovered subscription's replaced SID is inactive at pgsim.
+    let replaced: Vec<String> =
+        sqlx::query_scalar("SELECT old_sid FROM subscription_checkouts WHERE old_sid IS NOT NULL")
+            .fetch_all(&b.db)
+            .await
+            .unwrap();
+    for sid in replaced.iter().take(20) {
+        assert_eq!(b.sid_state(sid).await["status"], "INACTIVE", "{sid}");
+    }
 
     // No canceled subscription charged after its cancellation.
     let after_cancel: i64 = sqlx::query_scalar(
@@ -318,7 +455,8 @@ async fn simulated_year() {
     println!(
         "simulated_year seed={seed}: {SUBS} subscriptions × {DAYS} days in {:.1} s; {n} charges \
          ({} won); attempts {stats:?}; subscriptions {by_state:?}; {edits} edits ({refused} \
-         refused); {untouched} untouched subscriptions on schedule",
+         refused); recoveries {recoveries:?}, checkouts {checkouts:?}; {untouched} untouched \
+         subscriptions on schedule",
         elapsed.as_secs_f64(),
         charges
             .iter()
