@@ -5,6 +5,7 @@
 //! and an ambiguous approval each end with exactly one charge of the cycle; a hard decline's
 //! link and a customer's resubscribe restart the subscription on the day it is paid.
 
+use billing::clock::Clock;
 use billing::ids::{SubscriptionId, UserId};
 use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, LOCATION};
@@ -710,4 +711,83 @@ async fn the_checkout_routes_refuse_bad_input_and_change_nothing() {
         .unwrap();
     assert_eq!(n, 0, "no refused request wrote a checkout");
     b.stop_worker().await;
+}
+
+/// A worker that dies in the approve step, after recording the attempt: before KakaoPay
+/// heard of it, or after KakaoPay approved but before the answer was recorded. The next
+/// run finds its own attempt `in_flight`, makes it `unknown` and asks KakaoPay: approved →
+/// applied once; not approved → approved now. One approval at KakaoPay either way.
+#[tokio::test]
+async fn an_approve_step_that_died_mid_way_is_reconciled_not_repeated() {
+    for approved_before_crash in [false, true] {
+        let mut b = Billing::start(|_| {}).await;
+        let c = customer(&b).await;
+        b.start_worker();
+        past_due(&b, &c).await;
+        let (checkout, back) = at_kakaopay(&b, &c, "approve").await;
+        // The worker is gone before it ran the approval; its run is staged as far as the
+        // crash got.
+        b.stop_worker().await;
+        returns(&c.app, &back).await;
+        let (id, partner_order_id, amount, lines, tid, pg_token): (
+            i64,
+            String,
+            i64,
+            Value,
+            String,
+            String,
+        ) = sqlx::query_as(
+            "SELECT id, partner_order_id, amount, lines, tid, pg_token
+             FROM subscription_checkouts WHERE token = $1",
+        )
+        .bind(checkout["status_url"].as_str().unwrap().rsplit('/').next())
+        .fetch_one(&b.db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO charge_attempts (subscription_id, cycle, attempt, partner_order_id,
+                                          amount, lines, started_at, checkout_id)
+             VALUES ($1, 2, 3, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.id.0)
+        .bind(&partner_order_id)
+        .bind(amount)
+        .bind(&lines)
+        .bind(b.clock.now())
+        .bind(id)
+        .execute(&b.db)
+        .await
+        .unwrap();
+        if approved_before_crash {
+            b.ctx
+                .gateway
+                .approve(&billing::pg::ApproveRequest {
+                    kind: billing::pg::CidKind::Subscription,
+                    tid,
+                    partner_order_id,
+                    partner_user_id: format!("pv-user-{}", c.owner.id),
+                    pg_token,
+                    expected_total: billing::money::Money(amount),
+                })
+                .await
+                .unwrap();
+        }
+        b.start_worker();
+        b.run_until(kst(2027, 1, 31, 3, 10)).await;
+
+        assert_eq!(
+            attempts(&b, c.id, 2).await.last().unwrap(),
+            &("succeeded".to_owned(), true)
+        );
+        assert_eq!(
+            money_taken(&b, &c).await,
+            (1, 0),
+            "one approval at KakaoPay"
+        );
+        assert_eq!(cycle_orders(&b, c.id, 2).await, 1);
+        let s = b.sub(c.id).await;
+        assert_eq!(s.status, billing::subscriptions::SubscriptionStatus::Active);
+        assert_ne!(b.sid_of(c.id).await, c.old_sid);
+        b.stop_worker().await;
+    }
 }
