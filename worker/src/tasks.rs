@@ -314,13 +314,20 @@ mod tests {
                 "payment.ready",
                 "payment.reconcile",
                 "subscription.charge",
+                "subscription.checkout_approve",
+                "subscription.checkout_ready",
+                "subscription.checkout_reconcile",
                 "subscription.reconcile",
+                "subscription.retire_sid",
                 "subscriptions.remind_renewals",
                 "subscriptions.sweep",
                 "webhooks.deliver",
             ]
         );
         let row = serde_json::json!({"type": "payment.approve", "payment_id": 9});
+        assert!(r.decode(&row).is_ok());
+        // A checkout approval queued before `round` existed decodes as round 0.
+        let row = serde_json::json!({"type": "subscription.checkout_approve", "checkout_id": 4});
         assert!(r.decode(&row).is_ok());
         let unknown = serde_json::json!({"type": "no.such", "x": 1});
         assert!(matches!(r.decode(&unknown), Err(DecodeError::Unknown(n)) if n == "no.such"));

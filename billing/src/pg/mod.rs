@@ -45,7 +45,7 @@ impl RedirectAction {
             return Err(crate::error::Error::NotFound);
         }
         let pg_token = pg_token.map(str::trim).filter(|t| !t.is_empty());
-        if self == RedirectAction::Approve && !pg_token.is_some_and(|t| t.len() <= 100) {
+        if self == RedirectAction::Approve && pg_token.is_none_or(|t| t.len() > 100) {
             return Err(crate::error::Error::validation("pg_token", "is required"));
         }
         Ok(pg_token)
