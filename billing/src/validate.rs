@@ -1,4 +1,5 @@
-//! Input rules shared by every account path (signup, profile edits, social completion).
+//! Input rules shared by every account path (signup, profile edits, social completion),
+//! and the shape of the URL tokens the PG returns and recovery links carry.
 
 use crate::error::FieldError;
 
@@ -20,6 +21,17 @@ impl Checks {
             Err(crate::Error::Validation(self.0))
         }
     }
+}
+
+/// Whether `token` could be one of our URL tokens (a payment's, a checkout's, a recovery
+/// link's: URL-safe base64, at most 100 characters). Anything else is no row's, and is
+/// answered as not found before any query (a NUL byte would fail in Postgres).
+pub fn plausible_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 100
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn required(value: &str) -> Result<(), &'static str> {
@@ -164,6 +176,23 @@ pub fn text(value: &str, max: usize) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_url_safe_base64_up_to_100_characters() {
+        let cases = [
+            ("6Yh_-Zq09", true),
+            ("", false),
+            ("a\0b", false),
+            ("a b", false),
+            ("a%00b", false),
+            ("토큰", false),
+            (&"a".repeat(100), true),
+            (&"a".repeat(101), false),
+        ];
+        for (token, ok) in cases {
+            assert_eq!(plausible_token(token), ok, "{token:?}");
+        }
+    }
 
     #[test]
     fn phones() {

@@ -1083,6 +1083,40 @@ async fn the_what_if_preview_follows_the_dunning_policy() {
     );
     assert_eq!(body["timeline"][4]["at"], "2027-01-30T17:00:00Z");
 
+    // The customer pays through a recovery checkout while past due: dunning ends, a new
+    // SID, and the next cycle keeps its date (2 March in Seoul, 30 days after cycle 2's).
+    let outcomes = json!({"outcomes": ["soft_decline", "soft_decline", "recovery"]});
+    let body: Value = preview(outcomes)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = body["timeline"].as_array().unwrap();
+    let events: Vec<(&str, &str)> = t
+        .iter()
+        .map(|e| {
+            let detail = e["outcome"].as_str().or(e["reason"].as_str());
+            (e["event"].as_str().unwrap(), detail.unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("attempt", "soft_decline"),
+            ("past_due", ""),
+            ("attempt", "soft_decline"),
+            ("attempt", "recovery"),
+            ("recovered", "checkout"),
+            ("sid_replaced", ""),
+            ("active", ""),
+            ("next_attempt", ""),
+        ]
+    );
+    assert_eq!(t[7]["cycle"], 3);
+    assert_eq!(t[7]["at"], "2027-03-01T17:00:00Z");
+
     expect_error(
         preview(json!({"outcomes": ["maybe"]}))
             .send()

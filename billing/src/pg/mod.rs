@@ -34,18 +34,19 @@ pub enum RedirectAction {
 
 impl RedirectAction {
     /// A return's input as far as it can be judged without a lookup: a token no row can
-    /// have is `NotFound`; an approval needs its `pg_token` (at most 100 characters). The
-    /// `pg_token` to record, trimmed.
+    /// have is `NotFound`; an approval needs its `pg_token` (at most 100 characters,
+    /// no control characters). The `pg_token` to record, trimmed.
     pub fn check<'a>(
         self,
         token: &str,
         pg_token: Option<&'a str>,
     ) -> crate::error::Result<Option<&'a str>> {
-        if token.is_empty() || token.len() > 100 {
+        if !crate::validate::plausible_token(token) {
             return Err(crate::error::Error::NotFound);
         }
         let pg_token = pg_token.map(str::trim).filter(|t| !t.is_empty());
-        if self == RedirectAction::Approve && pg_token.is_none_or(|t| t.len() > 100) {
+        let usable = |t: &str| t.len() <= 100 && !t.chars().any(char::is_control);
+        if self == RedirectAction::Approve && !pg_token.is_some_and(usable) {
             return Err(crate::error::Error::validation("pg_token", "is required"));
         }
         Ok(pg_token)

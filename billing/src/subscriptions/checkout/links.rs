@@ -98,7 +98,7 @@ async fn usable(
     token: &str,
     for_update: bool,
 ) -> Result<Usable> {
-    if token.is_empty() || token.len() > 100 {
+    if !crate::validate::plausible_token(token) {
         return Err(Error::NotFound);
     }
     let r = if for_update {

@@ -289,7 +289,7 @@ pub async fn by_token(
     token: &str,
     wait: Option<std::time::Duration>,
 ) -> Result<Checkout> {
-    if token.is_empty() || token.len() > 100 {
+    if !crate::validate::plausible_token(token) {
         return Err(Error::NotFound);
     }
     let deadline = wait.map(|w| std::time::Instant::now() + w);
