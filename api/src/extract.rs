@@ -177,6 +177,23 @@ where
     }
 }
 
+/// Where a login or refresh comes from (the client address the middleware settled on, and
+/// the user agent), for the session list.
+pub struct Client(pub billing::sessions::ClientInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ClientIp>().map(|c| c.0.to_string());
+        let ua = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        Ok(Client(billing::sessions::ClientInfo::new(ip, ua)))
+    }
+}
+
 /// An authenticated caller with the `admin` role; anyone else gets 403.
 pub struct AdminUser(pub Principal);
 

@@ -94,6 +94,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::reviews::router())
         .merge(routes::subscriptions::router())
         .merge(routes::checkouts::router())
+        .merge(routes::sessions::router())
         .merge(routes::webhooks::router())
 }
 

@@ -1,14 +1,17 @@
-//! Sessions: JWT access tokens, rotating refresh-token families in Redis, logout.
+//! Sessions: JWT access tokens (signed with a key id, so keys rotate with overlap) and
+//! rotating refresh-token families in Postgres (`store::sessions`), listed and ended by
+//! their owner.
 //!
-//! A login opens a *family*. Each refresh consumes its token and issues the next one in
-//! the same family; presenting a consumed token means it leaked, so the whole family is
-//! revoked. Access tokens carry their family (`sid`), so revoking a family also kills the
-//! access tokens issued in it, and logout denylists the token's `jti` until it expires.
+//! A login opens a *family* (a session). Each refresh consumes its token and issues the
+//! next one in the same family; presenting a consumed token means it leaked, so the whole
+//! family is revoked. Access tokens carry their family (`sid`): every request checks, in
+//! Postgres, that the family stands and the account is active, and takes the role from
+//! the account — so a logout, a revocation, a withdrawal or a role change applies to the
+//! next request, and losing Redis logs nobody out.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use redis::AsyncCommands;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,6 +19,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+pub use crate::store::sessions::ClientInfo;
+use crate::store::sessions::{self as rows, RevokeReason};
 use crate::users::{self, Role, User, UserStatus};
 use crate::{passwords, validate, Ctx};
 
@@ -23,9 +28,10 @@ use crate::{passwords, validate, Ctx};
 pub struct Claims {
     /// The user id, as a string per RFC 7519.
     pub sub: String,
+    /// The role when the token was issued; requests use the account's role now.
     pub role: Role,
     pub jti: String,
-    /// The refresh-token family this access token belongs to.
+    /// The refresh-token family (session) this access token belongs to.
     pub sid: String,
     pub iat: i64,
     pub exp: i64,
@@ -35,7 +41,9 @@ pub struct Claims {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: UserId,
+    /// The account's role now (not the token's).
     pub role: Role,
+    pub session: Uuid,
     pub claims: Claims,
 }
 
@@ -49,32 +57,58 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
-fn encoding_key(ctx: &Ctx) -> EncodingKey {
-    EncodingKey::from_secret(ctx.settings.auth.jwt_secret.expose_secret().as_bytes())
+/// A signing key's id: the first 16 hex digits of its SHA-256 — stable, says nothing of
+/// the key, and needs no configuration of its own.
+fn key_id(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))[..16].to_owned()
 }
 
-fn decoding_key(ctx: &Ctx) -> DecodingKey {
-    DecodingKey::from_secret(ctx.settings.auth.jwt_secret.expose_secret().as_bytes())
+/// The key that verifies a token whose header names `kid`: the current signing key, or a
+/// previous one still verifying (`auth.jwt_previous_secrets`) while its tokens live. A
+/// token without `kid` (issued before keys had ids) is the current key's.
+fn decoding_key(ctx: &Ctx, kid: Option<&str>) -> Option<DecodingKey> {
+    let current = ctx.settings.auth.jwt_secret.expose_secret();
+    let Some(kid) = kid else {
+        return Some(DecodingKey::from_secret(current.as_bytes()));
+    };
+    std::iter::once(current)
+        .chain(
+            ctx.settings
+                .auth
+                .jwt_previous_secrets
+                .iter()
+                .map(|s| s.expose_secret()),
+        )
+        .find(|secret| key_id(secret) == kid)
+        .map(|secret| DecodingKey::from_secret(secret.as_bytes()))
 }
 
-/// Signs any short-lived claim set with the service key (access tokens, OAuth state,
-/// signup tokens); `typ` in the header keeps one kind from passing for another.
+/// Signs any short-lived claim set with the current service key (access tokens, OAuth
+/// state, signup tokens), its id in `kid`; `typ` in the header keeps one kind from passing
+/// for another.
 pub(crate) fn sign<T: Serialize>(ctx: &Ctx, typ: &str, claims: &T) -> Result<String> {
+    let secret = ctx.settings.auth.jwt_secret.expose_secret();
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, &encoding_key(ctx))
-        .map_err(|e| Error::Internal(format!("jwt encode: {e}")))
+    header.kid = Some(key_id(secret));
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| Error::Internal(format!("jwt encode: {e}")))
 }
 
-/// The claims of a token of type `typ` signed by us that has not expired by the `Clock`
-/// (jsonwebtoken's own expiry check reads the system time, so it is off).
+/// The claims of a token of type `typ` signed by one of our keys that has not expired by
+/// the `Clock` (jsonwebtoken's own expiry check reads the system time, so it is off).
 pub(crate) fn verify<T: for<'de> Deserialize<'de>>(ctx: &Ctx, typ: &str, token: &str) -> Option<T> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let key = decoding_key(ctx, header.kid.as_deref())?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.validate_exp = false;
     validation.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
-    let data =
-        jsonwebtoken::decode::<serde_json::Value>(token, &decoding_key(ctx), &validation).ok()?;
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).ok()?;
     if data.header.typ.as_deref() != Some(typ) {
         return None;
     }
@@ -97,75 +131,21 @@ fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-struct Keys<'a>(&'a Ctx);
-
-impl Keys<'_> {
-    /// refresh token digest → "family user_id"
-    fn token(&self, digest: &str) -> String {
-        self.0.kv.key(&format!("rt:{digest}"))
-    }
-    /// set once a refresh token has been exchanged
-    fn used(&self, digest: &str) -> String {
-        self.0.kv.key(&format!("rtu:{digest}"))
-    }
-    /// live family → user id
-    fn family(&self, family: &str) -> String {
-        self.0.kv.key(&format!("fam:{family}"))
-    }
-    /// a user's families, so withdrawal can revoke them all
-    fn user_families(&self, user: UserId) -> String {
-        self.0.kv.key(&format!("ufam:{user}"))
-    }
-    fn denied(&self, jti: &str) -> String {
-        self.0.kv.key(&format!("deny:{jti}"))
-    }
-}
-
-fn access_token(ctx: &Ctx, user: &User, family: &str) -> Result<(String, u64)> {
+fn access_token(ctx: &Ctx, user: &User, family: Uuid) -> Result<(String, u64)> {
     let now = ctx.clock.now().timestamp();
     let ttl = ctx.settings.auth.access_ttl_secs.as_secs();
     let claims = Claims {
         sub: user.id.to_string(),
         role: user.role,
         jti: Uuid::new_v4().to_string(),
-        sid: family.to_owned(),
+        sid: family.to_string(),
         iat: now,
         exp: now + ttl as i64,
     };
     Ok((sign(ctx, ACCESS_TYP, &claims)?, ttl))
 }
 
-/// Stores a new refresh token in `family` and signs its access token.
-async fn issue_in_family(
-    ctx: &Ctx,
-    user: &User,
-    family: &str,
-    new_family: bool,
-) -> Result<TokenPair> {
-    let keys = Keys(ctx);
-    let refresh = random_token();
-    let ttl = ctx.settings.auth.refresh_ttl_secs.as_secs();
-    let token_key = keys.token(&digest(&refresh));
-    let family_key = keys.family(family);
-    let user_key = keys.user_families(user.id);
-    let value = format!("{family} {}", user.id);
-    let uid = user.id.0;
-    let fam = family.to_owned();
-    ctx.kv
-        .run(|mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic().set_ex(&token_key, value, ttl).ignore();
-            if new_family {
-                pipe.set_ex(&family_key, uid, ttl).ignore();
-            } else {
-                // Rotation keeps the family alive as long as it is being used.
-                pipe.expire(&family_key, ttl as i64).ignore();
-            }
-            pipe.sadd(&user_key, fam).ignore();
-            pipe.expire(&user_key, ttl as i64).ignore();
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await?;
+fn pair(ctx: &Ctx, user: &User, family: Uuid, refresh: String) -> Result<TokenPair> {
     let (access_token, expires_in) = access_token(ctx, user, family)?;
     Ok(TokenPair {
         access_token,
@@ -175,13 +155,45 @@ async fn issue_in_family(
     })
 }
 
-/// Opens a new session (family) for `user`.
+/// Opens a new session (family) for `user` (a social login; no client details).
 pub async fn open(ctx: &Ctx, user: &User) -> Result<TokenPair> {
-    let family = Uuid::new_v4().to_string();
-    issue_in_family(ctx, user, &family, true).await
+    open_with(ctx, user, &ClientInfo::default()).await
 }
 
-pub async fn login(ctx: &Ctx, email: &str, password: &str) -> Result<TokenPair> {
+/// Opens a new session for `user` from `client`. Refused (`AccountWithdrawn`) if the
+/// account is not active when the session row is written — whatever was checked before.
+pub async fn open_with(ctx: &Ctx, user: &User, client: &ClientInfo) -> Result<TokenPair> {
+    let now = ctx.clock.now();
+    let ttl = chrono::Duration::from_std(ctx.settings.auth.refresh_ttl_secs)
+        .unwrap_or(chrono::Duration::days(7));
+    let family = Uuid::new_v4();
+    let refresh = random_token();
+    let mut tx = ctx.db.begin().await?;
+    // Sessions that ended long ago are of no use to anyone: the user's own go now.
+    rows::prune(&mut tx, user.id, now - ttl).await?;
+    if !rows::open(
+        &mut tx,
+        family,
+        user.id,
+        &digest(&refresh),
+        client,
+        now,
+        now + ttl,
+    )
+    .await?
+    {
+        return Err(Error::AccountWithdrawn);
+    }
+    tx.commit().await?;
+    pair(ctx, user, family, refresh)
+}
+
+pub async fn login(
+    ctx: &Ctx,
+    email: &str,
+    password: &str,
+    client: &ClientInfo,
+) -> Result<TokenPair> {
     let email = validate::normalize_email(email);
     if email.is_empty() || password.is_empty() {
         return Err(Error::InvalidCredentials);
@@ -199,145 +211,183 @@ pub async fn login(ctx: &Ctx, email: &str, password: &str) -> Result<TokenPair> 
     if user.status == UserStatus::Withdrawn {
         return Err(Error::AccountWithdrawn);
     }
-    let pair = open(ctx, &user).await?;
+    let pair = open_with(ctx, &user, client).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok(pair)
 }
 
-pub async fn refresh(ctx: &Ctx, refresh_token: &str) -> Result<TokenPair> {
-    let keys = Keys(ctx);
-    let d = digest(refresh_token);
-    let token_key = keys.token(&d);
-    let stored: Option<String> = ctx
-        .kv
-        .run(|mut c| async move { c.get(&token_key).await })
-        .await?;
-    let Some((family, user_id)) = stored.as_deref().and_then(|s| s.split_once(' ')) else {
-        return Err(Error::InvalidRefreshToken);
-    };
-    let user_id = UserId(user_id.parse().map_err(|_| Error::InvalidRefreshToken)?);
-    let family = family.to_owned();
-
-    let family_key = keys.family(&family);
-    let used_key = keys.used(&d);
-    let ttl = ctx.settings.auth.refresh_ttl_secs.as_secs();
-    // SET NX makes "first use" atomic: of two concurrent exchanges only one wins.
-    let (alive, first_use): (bool, bool) = ctx
-        .kv
-        .run(|mut c| async move {
-            let alive: bool = c.exists(&family_key).await?;
-            let first: Option<String> = redis::cmd("SET")
-                .arg(&used_key)
-                .arg(1)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl)
-                .query_async(&mut c)
-                .await?;
-            Ok((alive, first.is_some()))
-        })
-        .await?;
-    if !alive {
+/// Exchanges a refresh token for the next pair of its family. A consumed token presented
+/// again revokes the family (`RefreshTokenReused`); an ended family, an expired one or an
+/// account no longer active is `InvalidRefreshToken`.
+pub async fn refresh(ctx: &Ctx, refresh_token: &str, client: &ClientInfo) -> Result<TokenPair> {
+    if !validate::plausible_token(refresh_token) {
         return Err(Error::InvalidRefreshToken);
     }
-    if !first_use {
-        revoke_family(ctx, user_id, &family).await?;
-        tracing::warn!(user_id = %user_id, "refresh token reused; session family revoked");
+    let now = ctx.clock.now();
+    let old = digest(refresh_token);
+    let mut tx = ctx.db.begin().await?;
+    let Some(p) = rows::presented(&mut tx, &old, now).await? else {
+        return Err(Error::InvalidRefreshToken);
+    };
+    if !p.live {
+        return Err(Error::InvalidRefreshToken);
+    }
+    if p.used {
+        rows::revoke(
+            &mut tx,
+            p.user,
+            p.session,
+            RevokeReason::RefreshTokenReused,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(user_id = %p.user, "refresh token reused; session revoked");
         return Err(Error::RefreshTokenReused);
     }
-    let mut conn = ctx.db.acquire().await?;
-    let user = users::find_by_id(&mut conn, user_id).await?;
-    drop(conn);
-    match user {
-        Some(user) if user.status == UserStatus::Active => {
-            issue_in_family(ctx, &user, &family, false).await
-        }
-        _ => {
-            revoke_family(ctx, user_id, &family).await?;
-            Err(Error::InvalidRefreshToken)
-        }
-    }
-}
-
-async fn revoke_family(ctx: &Ctx, user: UserId, family: &str) -> Result<()> {
-    let keys = Keys(ctx);
-    let family_key = keys.family(family);
-    let user_key = keys.user_families(user);
-    let fam = family.to_owned();
-    ctx.kv
-        .run(|mut c| async move {
-            redis::pipe()
-                .atomic()
-                .del(&family_key)
-                .ignore()
-                .srem(&user_key, fam)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
-}
-
-/// Ends the caller's session: the access token is denylisted until it would have
-/// expired and its family (every refresh token of this login) is revoked.
-pub async fn logout(ctx: &Ctx, principal: &Principal) -> Result<()> {
-    let keys = Keys(ctx);
-    let remaining = (principal.claims.exp - ctx.clock.now().timestamp()).max(1) as u64;
-    let deny_key = keys.denied(&principal.claims.jti);
-    ctx.kv
-        .run(|mut c| async move { c.set_ex::<_, _, ()>(&deny_key, 1, remaining).await })
+    if !p.account_active {
+        rows::revoke(
+            &mut tx,
+            p.user,
+            p.session,
+            RevokeReason::AccountInactive,
+            now,
+        )
         .await?;
-    revoke_family(ctx, principal.user_id, &principal.claims.sid).await
+        tx.commit().await?;
+        return Err(Error::InvalidRefreshToken);
+    }
+    let user = users::find_by_id(&mut tx, p.user)
+        .await?
+        .ok_or(Error::InvalidRefreshToken)?;
+    let next = random_token();
+    rows::rotate(&mut tx, p.session, &old, &digest(&next), client, now).await?;
+    tx.commit().await?;
+    pair(ctx, &user, p.session, next)
 }
 
-/// Revokes every session of a user (withdrawal).
-pub async fn revoke_all(ctx: &Ctx, user: UserId) -> Result<()> {
-    let keys = Keys(ctx);
-    let user_key = keys.user_families(user);
-    let families: Vec<String> = {
-        let k = user_key.clone();
-        ctx.kv
-            .run(|mut c| async move { c.smembers(&k).await })
-            .await?
-    };
-    let family_keys: Vec<String> = families.iter().map(|f| keys.family(f)).collect();
-    ctx.kv
-        .run(|mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for k in &family_keys {
-                pipe.del(k).ignore();
-            }
-            pipe.del(&user_key).ignore();
-            pipe.query_async::<()>(&mut c).await
+/// Ends the caller's session: its refresh tokens and every access token of it stop
+/// working at once.
+pub async fn logout(ctx: &Ctx, principal: &Principal) -> Result<()> {
+    let mut conn = ctx.db.acquire().await?;
+    rows::revoke(
+        &mut conn,
+        principal.user_id,
+        principal.session,
+        RevokeReason::Logout,
+        ctx.clock.now(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One of the caller's sessions, as `GET /api/users/me/sessions` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// The session making this request.
+    pub current: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The last login or refresh (access tokens live 30 minutes between them).
+    pub last_used_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The caller's live sessions, the last used first.
+pub async fn list(ctx: &Ctx, principal: &Principal) -> Result<Vec<SessionView>> {
+    let mut conn = ctx.db.acquire().await?;
+    let rows = rows::live(&mut conn, principal.user_id, ctx.clock.now()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SessionView {
+            current: r.id == principal.session,
+            id: r.id,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            expires_at: r.expires_at,
+            ip: r.ip,
+            user_agent: r.user_agent,
         })
-        .await
+        .collect())
 }
 
-/// Checks a bearer token: signature, expiry, then that neither it nor its family has
-/// been revoked. Redis being down is `Unavailable`, never a pass.
+/// Ends one of the caller's sessions (another device's, or this one); someone else's, or
+/// one already ended, is `NotFound`.
+pub async fn end(ctx: &Ctx, principal: &Principal, id: Uuid) -> Result<()> {
+    let mut conn = ctx.db.acquire().await?;
+    let now = ctx.clock.now();
+    if !rows::revoke(
+        &mut conn,
+        principal.user_id,
+        id,
+        RevokeReason::EndedByUser,
+        now,
+    )
+    .await?
+    {
+        return Err(Error::NotFound);
+    }
+    tracing::info!(user_id = %principal.user_id, "session ended by its owner");
+    Ok(())
+}
+
+/// "Sign out everywhere": every session of the caller ends, this one too. How many.
+pub async fn end_all(ctx: &Ctx, principal: &Principal) -> Result<u64> {
+    let mut conn = ctx.db.acquire().await?;
+    let n = rows::revoke_all(
+        &mut conn,
+        principal.user_id,
+        None,
+        RevokeReason::SignOutEverywhere,
+        ctx.clock.now(),
+    )
+    .await?;
+    tracing::info!(user_id = %principal.user_id, sessions = n, "signed out everywhere");
+    Ok(n)
+}
+
+/// Revokes every session of a user but `except`, in the caller's transaction (a password
+/// change keeps the session that made it; a withdrawal keeps none).
+pub(crate) async fn revoke_all(
+    conn: &mut sqlx::PgConnection,
+    user: UserId,
+    except: Option<Uuid>,
+    reason: RevokeReason,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64> {
+    rows::revoke_all(conn, user, except, reason, now).await
+}
+
+/// Checks a bearer token: signature (any live key), expiry, then — in Postgres — that its
+/// session stands and its account is active; the role is the account's now.
 pub async fn authenticate(ctx: &Ctx, bearer: &str) -> Result<Principal> {
     let claims: Claims = verify(ctx, ACCESS_TYP, bearer).ok_or(Error::InvalidToken)?;
     let user_id = UserId(claims.sub.parse().map_err(|_| Error::InvalidToken)?);
-    let keys = Keys(ctx);
-    let deny_key = keys.denied(&claims.jti);
-    let family_key = keys.family(&claims.sid);
-    let (denied, family_alive): (bool, bool) = ctx
-        .kv
-        .run(|mut c| async move {
-            redis::pipe()
-                .exists(&deny_key)
-                .exists(&family_key)
-                .query_async(&mut c)
-                .await
-        })
-        .await?;
-    if denied || !family_alive {
-        return Err(Error::InvalidToken);
-    }
+    let session = Uuid::parse_str(&claims.sid).map_err(|_| Error::InvalidToken)?;
+    let mut conn = ctx.db.acquire().await?;
+    let standing = rows::standing(&mut conn, session, user_id, ctx.clock.now())
+        .await?
+        .filter(|s| s.valid)
+        .ok_or(Error::InvalidToken)?;
     Ok(Principal {
         user_id,
-        role: claims.role,
+        role: standing.role,
+        session,
         claims,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_stable_short_and_distinct() {
+        let a = key_id("a-secret-of-at-least-thirty-two-bytes!!");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, key_id("a-secret-of-at-least-thirty-two-bytes!!"));
+        assert_ne!(a, key_id("another-secret-of-at-least-32-bytes!!!"));
+    }
 }

@@ -255,17 +255,19 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
 
 /// `active` → `withdrawn`; false if the account was not active (the caller ends its
 /// sessions: `accounts::withdraw`).
-pub(crate) async fn mark_withdrawn(ctx: &Ctx, id: UserId) -> Result<bool> {
-    let mut tx = ctx.db.begin().await?;
+pub(crate) async fn mark_withdrawn(
+    conn: &mut PgConnection,
+    id: UserId,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE users SET status = 'withdrawn', withdrawn_at = $2
            WHERE id = $1 AND status = 'active'"#,
         id.0,
-        ctx.clock.now()
+        now
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -29,5 +29,6 @@ mod rate_limit;
 mod redis_down;
 mod reviews;
 mod runtime;
+mod sessions;
 mod subscriptions;
 mod webhooks;

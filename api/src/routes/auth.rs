@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, AuthUser};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, Client};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -52,10 +52,11 @@ pub struct RefreshRequest {
     ))]
 async fn login(
     State(state): State<AppState>,
+    Client(client): Client,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     Ok(Json(
-        billing::sessions::login(&state.ctx, &req.email, &req.password).await?,
+        billing::sessions::login(&state.ctx, &req.email, &req.password, &client).await?,
     ))
 }
 
@@ -69,13 +70,14 @@ async fn login(
     ))]
 async fn refresh(
     State(state): State<AppState>,
+    Client(client): Client,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     if req.refresh_token.is_empty() {
         return Err(billing::Error::validation("refresh_token", "is required").into());
     }
     Ok(Json(
-        billing::sessions::refresh(&state.ctx, &req.refresh_token).await?,
+        billing::sessions::refresh(&state.ctx, &req.refresh_token, &client).await?,
     ))
 }
 

@@ -9,6 +9,7 @@ pub mod health;
 pub mod items;
 pub mod orders;
 pub mod reviews;
+pub mod sessions;
 pub mod subscriptions;
 pub mod users;
 pub mod webhooks;

@@ -89,7 +89,8 @@ async fn me(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResult<J
     Ok(Json(user.into()))
 }
 
-/// Change profile fields (and, with `current_password`, the password).
+/// Change profile fields (and, with `current_password`, the password: every other
+/// session of the account then ends).
 #[utoipa::path(patch, path = "/api/users/me", tag = "accounts", security(("bearer" = [])),
     request_body = ProfilePatch,
     responses(
@@ -103,7 +104,7 @@ async fn update_me(
     AuthUser(p): AuthUser,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> ApiResult<Json<UserResponse>> {
-    let user = billing::users::update_profile(&state.ctx, p.user_id, patch).await?;
+    let user = billing::accounts::update_profile(&state.ctx, &p, patch).await?;
     Ok(Json(user.into()))
 }
 

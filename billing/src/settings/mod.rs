@@ -335,6 +335,18 @@ impl Settings {
                 "required outside dev: set PILLIVERY__AUTH__JWT_SECRET",
             ));
         }
+        if self.auth.jwt_previous_secrets.len() > 3
+            || self
+                .auth
+                .jwt_previous_secrets
+                .iter()
+                .any(|s| s.expose_secret().len() < 32 || s.expose_secret() == secret)
+        {
+            return Err(invalid(
+                "auth.jwt_previous_secrets",
+                "at most 3, each at least 32 bytes and not the current jwt_secret",
+            ));
+        }
         if self.auth.access_ttl_secs < Duration::from_secs(60)
             || self.auth.refresh_ttl_secs < self.auth.access_ttl_secs
         {

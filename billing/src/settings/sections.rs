@@ -439,7 +439,12 @@ pub const DEV_JWT_SECRET: &str = "pillivery-dev-secret-do-not-use-in-production"
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Signs every token we issue (its key id, derived from it, is in each token's `kid`).
     pub jwt_secret: SecretString,
+    /// Earlier signing secrets that still verify the tokens they signed (rotation with
+    /// overlap: put the old secret here when setting a new `jwt_secret`; remove it once
+    /// `access_ttl_secs` has passed). At most 3.
+    pub jwt_previous_secrets: Vec<SecretString>,
     #[serde_as(as = "DurationSeconds<u64>")]
     pub access_ttl_secs: Duration,
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -456,6 +461,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: SecretString::from(DEV_JWT_SECRET),
+            jwt_previous_secrets: Vec::new(),
             access_ttl_secs: Duration::from_secs(30 * 60),
             refresh_ttl_secs: Duration::from_secs(7 * 24 * 3600),
             signup_token_ttl_secs: Duration::from_secs(15 * 60),

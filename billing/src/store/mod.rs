@@ -2,4 +2,5 @@
 //! the adapters, below the use cases (checkout, payment steps, the billing cycle).
 
 pub mod orders;
+pub mod sessions;
 pub mod subscriptions;

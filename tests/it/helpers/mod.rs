@@ -74,7 +74,21 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the real API on `127.0.0.1:0`; `configure` adjusts the settings first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let database_url = db::fresh_database().await;
+    spawn_app_on(db::fresh_database().await, configure).await
+}
+
+/// The API on a Redis of its own (one a test may stop), failing Redis calls after 300 ms.
+pub async fn spawn_app_on_redis(redis_url: String) -> TestApp {
+    spawn_app_with(|s| {
+        s.redis.url = redis_url.into();
+        s.redis.timeout_ms = std::time::Duration::from_millis(300);
+    })
+    .await
+}
+
+/// [`spawn_app_with`] on an existing database (a second API process of the same store,
+/// e.g. after a configuration change).
+pub async fn spawn_app_on(database_url: String, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
     settings.validate().expect("test settings valid");
