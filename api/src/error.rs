@@ -56,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::Billing(e) => match e {
                 B::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+                B::InvalidCharacters(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_characters"),
                 B::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
                 B::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                 B::ItemUnavailable => (StatusCode::UNPROCESSABLE_ENTITY, "item_unavailable"),
@@ -148,6 +149,7 @@ impl IntoResponse for ApiError {
         }
         let fields = match &self {
             ApiError::Billing(billing::Error::Validation(f))
+            | ApiError::Billing(billing::Error::InvalidCharacters(f))
             | ApiError::Billing(billing::Error::AlreadyExists(f)) => f.clone(),
             _ => Vec::new(),
         };

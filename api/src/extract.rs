@@ -81,27 +81,50 @@ where
     }
 }
 
+/// A body is one JSON value and nothing after it; where a struct is expected it is an
+/// object (a positional array is 400 `malformed_json`); no string holds a control
+/// character but a line break or a tab (422 `invalid_characters`, naming the field) — all
+/// decided before any handler runs a query ([`crate::strict_json`]).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
-        Ok(v) => Ok(v),
+    use crate::strict_json::{Strict, ARRAY_MARK, CONTROL_MARK};
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = match serde_path_to_error::deserialize(Strict(&mut de)) {
+        Ok(v) => v,
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
             use serde_json::error::Category;
-            match inner.classify() {
+            // `?` is a map key the path cannot name: the object holding it.
+            let field = match path.trim_end_matches(".?") {
+                "." | "?" => "body".to_owned(),
+                p => p.to_owned(),
+            };
+            return Err(match inner.classify() {
+                Category::Data if inner.to_string().starts_with(CONTROL_MARK) => {
+                    ApiError::Billing(billing::Error::InvalidCharacters(vec![FieldError::new(
+                        field,
+                        "must not contain control characters",
+                    )]))
+                }
+                Category::Data if inner.to_string().starts_with(ARRAY_MARK) => {
+                    ApiError::MalformedJson(format!("{field}: an object is expected, not an array"))
+                }
                 Category::Data => {
-                    let field = if path == "." { "body".to_owned() } else { path };
-                    Err(ApiError::Billing(billing::Error::Validation(vec![
-                        FieldError::new(field, data_reason(&inner)),
-                    ])))
+                    ApiError::Billing(billing::Error::Validation(vec![FieldError::new(
+                        field,
+                        data_reason(&inner),
+                    )]))
                 }
                 Category::Syntax | Category::Eof | Category::Io => {
-                    Err(ApiError::MalformedJson(inner.to_string()))
+                    ApiError::MalformedJson(inner.to_string())
                 }
-            }
+            });
         }
-    }
+    };
+    // One value only: trailing data (a second object, anything) is malformed.
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
 }
 
 /// serde's message without its "at line 1 column 9" suffix.
@@ -296,6 +319,71 @@ mod tests {
         match parse_json::<T>(br#"{"a": 5}"#) {
             Err(ApiError::Billing(billing::Error::Validation(f))) => assert_eq!(f[0].field, "a"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_bodies_are_one_object_without_control_characters() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Inner {
+            b: String,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: String,
+            #[serde(default)]
+            inner: Option<Inner>,
+            #[serde(default)]
+            list: Vec<Inner>,
+        }
+        // (body, Ok or the error's code and field)
+        type Case<'a> = (&'a [u8], Result<(), (&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (br#"{"a": "line\nbreak\ttab"}"#, Ok(())),
+            (br#"{"a": "x"} {"a": "y"}"#, Err(("malformed_json", ""))),
+            (br#"{"a": "x"}garbage"#, Err(("malformed_json", ""))),
+            (br#"["x"]"#, Err(("malformed_json", ""))),
+            (
+                br#"{"a": "x", "inner": ["y"]}"#,
+                Err(("malformed_json", "")),
+            ),
+            (
+                br#"{"a": "x", "list": [["y"]]}"#,
+                Err(("malformed_json", "")),
+            ),
+            (br#"{"a": "a\u0000b"}"#, Err(("invalid_characters", "a"))),
+            (
+                br#"{"a": "x", "inner": {"b": "\u001b[31m"}}"#,
+                Err(("invalid_characters", "inner.b")),
+            ),
+            (
+                br#"{"a": "x", "list": [{"b": "\u0085"}]}"#,
+                Err(("invalid_characters", "list[0].b")),
+            ),
+            (
+                br#"{"a\u0000": "x", "a": "y"}"#,
+                Err(("invalid_characters", "body")),
+            ),
+        ];
+        for (body, want) in cases {
+            let got = parse_json::<T>(body).map(|_| ());
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err((code, field))) => {
+                    assert_eq!(
+                        e.status_and_code().1,
+                        code,
+                        "{}",
+                        String::from_utf8_lossy(body)
+                    );
+                    if let ApiError::Billing(billing::Error::InvalidCharacters(f)) = &e {
+                        assert_eq!(f[0].field, field, "{}", String::from_utf8_lossy(body));
+                    }
+                }
+                (got, want) => panic!("{}: {got:?} vs {want:?}", String::from_utf8_lossy(body)),
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod routes;
+pub mod strict_json;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,6 +136,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::timeout,
         ))
+        .layer(axum::middleware::from_fn(middleware::strict_path_and_query))
         .layer(axum::middleware::from_fn(middleware::metrics))
         .layer(axum::middleware::from_fn(middleware::request_scope))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
@@ -142,6 +144,8 @@ pub fn router(state: AppState) -> Router {
     router
         .layer(
             ServiceBuilder::new()
+                // An `X-Request-Id` we would not log as sent is replaced by a fresh one.
+                .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()

@@ -119,14 +119,16 @@ pub async fn run_to_completion(
     }
 }
 
-/// `http_requests_total` and `http_request_duration_seconds` by matched route and status.
+/// `http_requests_total` and `http_request_duration_seconds` by matched route template,
+/// method and status — every label from a bounded set: a method we do not serve is
+/// `other`, a path no route matches is `unmatched`, so no request can grow `/metrics`.
 pub async fn metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -137,6 +139,96 @@ pub async fn metrics(req: Request, next: Next) -> Response {
     response
 }
 
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Whether a client's `X-Request-Id` is one we log and propagate as sent: 1–64 characters
+/// of letters, digits and `-_.:` — a UUID, a ULID, a proxy's id — and nothing that could
+/// forge a log line.
+fn safe_request_id(v: &[u8]) -> bool {
+    (1..=64).contains(&v.len())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Drops an unsafe `X-Request-Id` (too long, or with characters other than
+/// [`safe_request_id`]'s) so that a fresh one is made for the request instead.
+pub async fn sanitize_request_id(mut req: Request, next: Next) -> Response {
+    let unsafe_id = req
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .any(|v| !safe_request_id(v.as_bytes()))
+        || req.headers().get_all("x-request-id").iter().count() > 1;
+    if unsafe_id {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}
+
+/// The percent-decoded text of a URL part, for the control-character check.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every text input of the URL — the path and each query parameter, percent-decoded —
+/// refuses control characters with 422 `invalid_characters` (naming `path` or the
+/// parameter) before any handler runs a query: a NUL byte would otherwise reach Postgres
+/// (error 22021, a 500).
+pub async fn strict_path_and_query(req: Request, next: Next) -> Response {
+    let refused = |field: String| {
+        ApiError::Billing(billing::Error::InvalidCharacters(vec![
+            billing::error::FieldError::new(field, "must not contain control characters"),
+        ]))
+        .into_response()
+    };
+    if percent_decoded(req.uri().path())
+        .chars()
+        .any(char::is_control)
+    {
+        return refused("path".to_owned());
+    }
+    if let Some(query) = req.uri().query() {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k.chars().chain(v.chars()).any(char::is_control) {
+                return refused(k.chars().filter(|c| !c.is_control()).take(50).collect());
+            }
+        }
+    }
+    next.run(req).await
+}
+
 /// Makes the request's `X-Request-Id` current while it is served, so the jobs it enqueues
 /// carry it (`fang_tasks.request_id`) and their log lines name it.
 pub async fn request_scope(req: Request, next: Next) -> Response {
@@ -144,6 +236,52 @@ pub async fn request_scope(req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(128).collect::<String>());
+        .filter(|v| safe_request_id(v.as_bytes()))
+        .map(str::to_owned);
     billing::telemetry::with_request_id(id, next.run(req)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"3f1c9a2e-5b7d-4c1e-9f00-123456789abc", true),
+            (b"01HZX3J5Q8K2M4N6P8R0T2V4W6", true),
+            (b"req-42.edge:7", true),
+            (b"", false),
+            (&[b'a'; 65], false),
+            (b"a b", false),
+            (b"a\" user_id=1 admin", false),
+            (b"id\x1b[31m", false),
+        ];
+        for (id, ok) in cases {
+            assert_eq!(
+                safe_request_id(id),
+                *ok,
+                "{:?}",
+                String::from_utf8_lossy(id)
+            );
+        }
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"MDEADBEEF").unwrap()),
+            "other"
+        );
+    }
+
+    #[test]
+    fn url_parts_are_percent_decoded_for_the_check() {
+        assert_eq!(percent_decoded("/a%00b"), "/a\0b");
+        assert_eq!(percent_decoded("%E1%84%80"), "\u{1100}");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz"), "%zz");
+    }
 }

@@ -40,6 +40,10 @@ impl Dependency {
 pub enum Error {
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// Text with a control character (a NUL byte, an escape sequence…), refused before
+    /// any query.
+    #[error("control characters are not allowed")]
+    InvalidCharacters(Vec<FieldError>),
     #[error("already exists")]
     AlreadyExists(Vec<FieldError>),
     #[error("not found")]

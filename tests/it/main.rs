@@ -30,5 +30,6 @@ mod redis_down;
 mod reviews;
 mod runtime;
 mod sessions;
+mod strict_input;
 mod subscriptions;
 mod webhooks;
