@@ -54,8 +54,9 @@ pub struct Ctx {
     pub gateway: pg::SharedGateway,
     /// This process's circuit breaker, bulkhead and rate cap around the gateway.
     pub pg_guard: Arc<pg::PgGuard>,
-    /// For webhook deliveries: its own pool and timeouts, and no redirects (a receiver
-    /// answers for itself; a redirect is a failed attempt).
+    /// For webhook deliveries: its own pool and timeouts, no redirects (a receiver
+    /// answers for itself; a redirect is a failed attempt), and the destination policy's
+    /// resolver ([`webhooks::destination`]).
     pub webhook_http: reqwest::Client,
 }
 
@@ -71,11 +72,7 @@ impl Ctx {
             .connect_timeout(settings.oauth.timeout_ms.min(Duration::from_secs(3)))
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
-        let webhook_http = reqwest::Client::builder()
-            .timeout(settings.webhooks.timeout_ms)
-            .connect_timeout(settings.webhooks.connect_timeout_ms)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let webhook_http = webhooks::http_client(&settings.webhooks)
             .map_err(|e| Error::Internal(format!("webhook http client: {e}")))?;
         let gateway: pg::SharedGateway = Arc::new(pg::KakaoPay::new(
             &pg::KakaoPayConfig::from_settings(&settings.kakaopay),

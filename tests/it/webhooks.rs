@@ -1,6 +1,7 @@
 //! Outbox delivery to webhooks, end to end: a real receiver (an axum server in the test
 //! that records every request and answers per a script), the real `pillivery-worker`
-//! binary with a short retry schedule, and the admin API.
+//! binary with a short retry schedule, and the admin API. Also the destination policy
+//! (no private addresses unless allowed) and secret rotation with its overlap window.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,13 +20,14 @@ use crate::helpers::jobs::wait_until;
 use crate::helpers::stack::Stack;
 use crate::helpers::worker_proc::WorkerProcess;
 use crate::helpers::{
-    error_fields, expect_error, fixtures, free_port, spawn_app, worker_cli, TestApp,
+    error_fields, expect_error, fixtures, free_port, spawn_app, spawn_app_with, worker_cli, TestApp,
 };
+use billing::settings::Settings;
 
 // ---- the receiver ----------------------------------------------------------------------
 
 /// How the receiver answers one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Answer {
     Status(u16),
     /// Answers `status` after `ms` (longer than the worker's timeout: a slow receiver).
@@ -33,6 +35,11 @@ enum Answer {
         ms: u64,
         status: u16,
     },
+    /// Answers `status` with this body.
+    Body(u16, Arc<str>),
+    /// 200 if `Pillivery-Signature` verifies with the secret given to
+    /// [`Receiver::verify_with`], 401 otherwise: a receiver that checks signatures.
+    Verified,
 }
 
 #[derive(Debug, Clone)]
@@ -65,11 +72,13 @@ struct Script {
     log: Arc<Mutex<Log>>,
     answers: Arc<Vec<Answer>>,
     then: Answer,
+    secret: Arc<Mutex<String>>,
 }
 
 struct Receiver {
     url: String,
     log: Arc<Mutex<Log>>,
+    secret: Arc<Mutex<String>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -79,7 +88,13 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> AxumStatus {
+async fn receive(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> (AxumStatus, String) {
+    let signature = headers
+        .get("pillivery-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let signed_ok = billing::webhooks::verify(&s.secret.lock().unwrap(), &signature, &body);
     let answer = {
         let mut log = s.log.lock().unwrap();
         let n = log.requests.len();
@@ -88,16 +103,19 @@ async fn receive(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> Ax
             body,
             at: Instant::now(),
         });
-        s.answers.get(n).copied().unwrap_or(s.then)
+        s.answers.get(n).cloned().unwrap_or_else(|| s.then.clone())
     };
-    let status = match answer {
-        Answer::Status(status) => status,
+    let (status, text) = match answer {
+        Answer::Status(status) => (status, String::new()),
         Answer::After { ms, status } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            status
+            (status, String::new())
         }
+        Answer::Body(status, text) => (status, text.to_string()),
+        Answer::Verified if signed_ok => (200, String::new()),
+        Answer::Verified => (401, "bad signature".to_owned()),
     };
-    AxumStatus::from_u16(status).unwrap()
+    (AxumStatus::from_u16(status).unwrap(), text)
 }
 
 impl Receiver {
@@ -108,12 +126,14 @@ impl Receiver {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
+        let secret = Arc::new(Mutex::new(String::new()));
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Script {
                 log: log.clone(),
                 answers: Arc::new(answers),
                 then,
+                secret: secret.clone(),
             });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -121,8 +141,18 @@ impl Receiver {
         Receiver {
             url: format!("http://{addr}/hook"),
             log,
+            secret,
             server,
         }
+    }
+
+    /// The secret [`Answer::Verified`] checks signatures with.
+    fn verify_with(&self, secret: &str) {
+        *self.secret.lock().unwrap() = secret.to_owned();
+    }
+
+    fn port(&self) -> u16 {
+        url::Url::parse(&self.url).unwrap().port().unwrap()
     }
 
     fn requests(&self) -> Vec<Received> {
@@ -149,7 +179,12 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
-        let app = spawn_app().await;
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Setup::start`] with the API's settings adjusted first.
+    async fn start_with(configure: impl FnOnce(&mut Settings)) -> Setup {
+        let app = spawn_app_with(configure).await;
         let (_, tokens) = app.admin().await;
         Setup {
             app,
@@ -900,4 +935,482 @@ async fn webhook_routes_validate_input_and_never_show_the_secret() {
         .await
         .unwrap();
     expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+// ---- destinations ----------------------------------------------------------------------
+
+/// A bare TCP listener on 127.0.0.1 that counts the connections it accepts (and closes
+/// them): proof that nothing even connected.
+struct Listener {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start() -> Listener {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Listener {
+            port,
+            accepted,
+            server,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Destinations the policy refuses, each with the reason it gives (`{port}` is a port
+/// something listens on).
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "http://127.0.0.1:{port}/hook",
+        "127.0.0.1 is a loopback address",
+    ),
+    ("http://10.0.0.1/", "10.0.0.1 is a private address"),
+    (
+        "http://169.254.169.254/latest/meta-data",
+        "169.254.169.254 is a cloud metadata address",
+    ),
+    ("http://[::1]/", "::1 is a loopback address"),
+    (
+        "http://[::ffff:127.0.0.1]/",
+        "::ffff:127.0.0.1 is a loopback address",
+    ),
+    (
+        "http://[fd00:ec2::254]/",
+        "fd00:ec2::254 is a cloud metadata address",
+    ),
+    (
+        "http://100.64.0.1/",
+        "100.64.0.1 is a shared (CGNAT) address",
+    ),
+    (
+        "https://192.168.0.10:8443/x",
+        "192.168.0.10 is a private address",
+    ),
+    // another spelling of 127.0.0.1
+    (
+        "http://2130706433:{port}/",
+        "127.0.0.1 is a loopback address",
+    ),
+    // a name, judged by what it resolves to (here through /etc/hosts)
+    (
+        "http://localhost:{port}/hook",
+        "localhost resolves to a loopback address",
+    ),
+];
+
+#[tokio::test]
+async fn webhook_private_destinations_refused_at_registration_unless_allowed() {
+    let listener = Listener::start().await;
+    let port = listener.port.to_string();
+    let app = spawn_app_with(|s| s.webhooks.allow_private_destinations = false).await;
+    let (_, admin) = app.admin().await;
+    let admin = admin.access;
+    let endpoints = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_endpoints")
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+
+    for (url, reason) in REFUSED {
+        let url = url.replace("{port}", &port);
+        let resp = app
+            .post_json(
+                "/api/admin/webhooks",
+                &json!({"url": url, "event_types": ["*"]}),
+            )
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        let err = expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(error_fields(&err), vec!["url".to_owned()], "{url}: {err}");
+        assert_eq!(
+            err["error"]["fields"][0]["reason"],
+            format!("destination refused: {reason} (webhooks.allow_private_destinations is off)"),
+            "{url}"
+        );
+    }
+    assert_eq!(endpoints(&app).await, 0, "nothing written");
+
+    // public destinations (and a name that does not resolve yet) are accepted, and no
+    // registration connected anywhere
+    let mut ids = Vec::new();
+    for url in [
+        "https://93.184.215.14/hook",
+        "https://partner.example/hooks",
+    ] {
+        let created = create_endpoint(&app, &admin, url, &["*"]).await;
+        ids.push(created["id"].as_i64().unwrap());
+    }
+    assert_eq!(listener.accepted(), 0);
+
+    // PATCH is held to the same policy, and changes nothing when refused
+    let path = format!("/api/admin/webhooks/{}", ids[0]);
+    for url in ["http://[::1]/", "http://localhost/hook"] {
+        let resp = app
+            .request(reqwest::Method::PATCH, &path)
+            .bearer_auth(&admin)
+            .json(&json!({"url": url, "description": "moved"}))
+            .send()
+            .await
+            .unwrap();
+        let err = expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(error_fields(&err), vec!["url".to_owned()], "{err}");
+    }
+    let unchanged = app.get_json(&path, &admin).await;
+    assert_eq!(unchanged["url"], "https://93.184.215.14/hook");
+    assert_eq!(unchanged["description"], "test receiver");
+
+    // with the setting on, every one of them is accepted
+    let open = spawn_app().await;
+    assert!(open.settings.webhooks.allow_private_destinations);
+    let (_, open_admin) = open.admin().await;
+    for (url, _) in REFUSED {
+        create_endpoint(
+            &open,
+            &open_admin.access,
+            &url.replace("{port}", &port),
+            &["*"],
+        )
+        .await;
+    }
+    assert_eq!(endpoints(&open).await, REFUSED.len() as i64);
+    assert_eq!(listener.accepted(), 0);
+}
+
+#[tokio::test]
+async fn webhook_delivery_to_a_refused_destination_never_connects() {
+    // registered while private destinations were allowed (the API's test settings) …
+    let s = Setup::start().await;
+    let receiver = Receiver::start(0, Vec::new(), Answer::Status(200)).await;
+    let listener = Listener::start().await;
+    let by_address = create_endpoint(&s.app, &s.admin, &receiver.url, &["order.paid"]).await;
+    let by_name = create_endpoint(
+        &s.app,
+        &s.admin,
+        &format!("http://localhost:{}/hook", listener.port),
+        &["order.paid"],
+    )
+    .await;
+    let mapped = create_endpoint(
+        &s.app,
+        &s.admin,
+        &format!("http://[::ffff:127.0.0.1]:{}/hook", receiver.port()),
+        &["order.paid"],
+    )
+    .await;
+    // … delivered by a worker that refuses them
+    let worker = s.worker(&[
+        ("PILLIVERY__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS", "false"),
+        ("PILLIVERY__WEBHOOKS__RETRY_SCHEDULE_SECS", "[0, 1]"),
+    ]);
+
+    let event = record(&s.app, "order.paid", 601).await;
+    let path = format!("/api/admin/deliveries?event_id={event}&state=dead");
+    poll(&s.app, &s.admin, &path, Duration::from_secs(20), |p| {
+        p["total"] == 3
+    })
+    .await;
+    for (endpoint, error) in [
+        (
+            &by_address,
+            "destination refused: 127.0.0.1 is a loopback address",
+        ),
+        (
+            &by_name,
+            "destination refused: localhost resolves to a loopback address",
+        ),
+        (
+            &mapped,
+            "destination refused: ::ffff:127.0.0.1 is a loopback address",
+        ),
+    ] {
+        let id = endpoint["id"].as_i64().unwrap();
+        let page = s
+            .app
+            .get_json(
+                &format!("/api/admin/webhooks/{id}/deliveries?state=dead"),
+                &s.admin,
+            )
+            .await;
+        let delivery_id = page["items"][0]["id"].as_i64().unwrap();
+        let dead = s
+            .app
+            .get_json(&format!("/api/admin/deliveries/{delivery_id}"), &s.admin)
+            .await;
+        // failed attempts on the schedule (two), no status, the reason as last_error
+        assert_eq!(dead["attempts"], 2, "{dead}");
+        assert_eq!(dead["last_error"], error, "{dead}");
+        assert!(dead["last_status_code"].is_null(), "{dead}");
+        let log = dead["attempt_log"].as_array().unwrap();
+        assert_eq!(log.len(), 2, "{dead}");
+        assert!(log
+            .iter()
+            .all(|a| a["error"] == error && a["status_code"].is_null()));
+        let ep = s
+            .app
+            .get_json(&format!("/api/admin/webhooks/{id}"), &s.admin)
+            .await;
+        assert!(ep["failing_since"].is_string(), "counts as failing: {ep}");
+    }
+    // nothing reached the receiver, nothing even connected to the listener
+    assert!(receiver.requests().is_empty());
+    assert_eq!(listener.accepted(), 0);
+    let metrics = worker.metrics().await;
+    assert!(
+        metrics.contains("webhook_deliveries_total{outcome=\"failed\"} 6"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn webhook_failing_answer_leaves_a_short_sanitized_excerpt() {
+    let s = Setup::start().await;
+    let body: String = format!(
+        "<html>\r\n\x1b[2J\u{0}2026-12-01T00:00:00Z INFO admin=1 action=delete\n\u{202e}{}</html>",
+        "internal details ".repeat(300)
+    );
+    let receiver = Receiver::start(0, Vec::new(), Answer::Body(500, body.into())).await;
+    create_endpoint(&s.app, &s.admin, &receiver.url, &["order.paid"]).await;
+    let _worker = s.worker(&[("PILLIVERY__WEBHOOKS__RETRY_SCHEDULE_SECS", "[0]")]);
+
+    let event = record(&s.app, "order.paid", 701).await;
+    let dead = delivery_until(&s.app, &s.admin, event, "dead", Duration::from_secs(15)).await;
+    assert_eq!(dead["last_status_code"], 500, "{dead}");
+    let last_error = dead["last_error"].as_str().unwrap();
+    let attempt_error = dead["attempt_log"][0]["error"].as_str().unwrap();
+    assert_eq!(last_error, attempt_error);
+    assert!(
+        last_error.starts_with(
+            "HTTP 500: <html> [2J 2026-12-01T00:00:00Z INFO admin=1 action=delete internal details"
+        ),
+        "{last_error:?}"
+    );
+    assert_eq!(last_error.chars().count(), 200, "{last_error:?}");
+    assert!(last_error.ends_with('…'), "{last_error:?}");
+    assert!(
+        !last_error
+            .chars()
+            .any(|c| c.is_control() || c == '\u{202e}'),
+        "{last_error:?}"
+    );
+    assert_eq!(receiver.requests_for(event).len(), 1);
+}
+
+// ---- secret rotation -------------------------------------------------------------------
+
+/// The `v1=` signatures of a `Pillivery-Signature` header.
+fn signatures(header: &str) -> Vec<&str> {
+    header
+        .split(',')
+        .filter_map(|p| p.strip_prefix("v1="))
+        .collect()
+}
+
+#[tokio::test]
+async fn webhook_secret_rotation_signs_with_both_secrets_during_the_overlap() {
+    let overlap = Duration::from_secs(4);
+    let s = Setup::start_with(|s| s.webhooks.secret_rotation_overlap_secs = overlap).await;
+    // a receiver that accepts only what verifies under the secret it knows
+    let receiver = Receiver::start(0, Vec::new(), Answer::Verified).await;
+    let endpoint = create_endpoint(&s.app, &s.admin, &receiver.url, &["order.paid"]).await;
+    let id = endpoint["id"].as_i64().unwrap();
+    let old = endpoint["secret"].as_str().unwrap().to_owned();
+    assert!(
+        endpoint["previous_secret_expires_at"].is_null(),
+        "{endpoint}"
+    );
+    receiver.verify_with(&old);
+    let _worker = s.worker(&[("PILLIVERY__WEBHOOKS__RETRY_SCHEDULE_SECS", "[0, 60]")]);
+
+    // before any rotation: one signature
+    let before = record(&s.app, "order.paid", 801).await;
+    delivery_until(
+        &s.app,
+        &s.admin,
+        before,
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+    let got = receiver.requests_for(before);
+    assert_eq!(signatures(got[0].header("pillivery-signature")).len(), 1);
+
+    let resp = s
+        .app
+        .post_json(
+            &format!("/api/admin/webhooks/{id}/rotate-secret"),
+            &json!({}),
+        )
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let rotated: Value = resp.json().await.unwrap();
+    let rotated_at = chrono::Utc::now();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let until: chrono::DateTime<chrono::Utc> = rotated["previous_secret_expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let window = (until - rotated_at).num_milliseconds();
+    assert!((3_000..=4_000).contains(&window), "window {window} ms");
+
+    // during the window the receiver still on the old secret accepts, first try
+    let during = record(&s.app, "order.paid", 802).await;
+    let delivered = delivery_until(
+        &s.app,
+        &s.admin,
+        during,
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(delivered["attempts"], 1, "{delivered}");
+    assert!(
+        chrono::Utc::now() < until,
+        "the test was too slow to be in the window"
+    );
+    let r = &receiver.requests_for(during)[0];
+    let header = r.header("pillivery-signature");
+    assert_eq!(signatures(header).len(), 2, "{header}");
+    assert!(billing::webhooks::verify(&old, header, &r.body));
+    assert!(billing::webhooks::verify(&new, header, &r.body));
+    // the new secret's signature comes first, each one alone is what it signs
+    let t = header.split(',').next().unwrap();
+    assert!(billing::webhooks::verify(
+        &new,
+        &format!("{t},v1={}", signatures(header)[0]),
+        &r.body
+    ));
+    assert!(billing::webhooks::verify(
+        &old,
+        &format!("{t},v1={}", signatures(header)[1]),
+        &r.body
+    ));
+
+    // after the window only the new secret signs: the old-secret receiver refuses …
+    let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(300)).await;
+    let after = record(&s.app, "order.paid", 803).await;
+    let path = format!("/api/admin/deliveries?event_id={after}");
+    let page = poll(&s.app, &s.admin, &path, Duration::from_secs(10), |p| {
+        p["items"][0]["attempts"] == 1
+    })
+    .await;
+    assert_eq!(page["items"][0]["state"], "pending", "{page}");
+    assert_eq!(page["items"][0]["last_status_code"], 401, "{page}");
+    assert_eq!(page["items"][0]["last_error"], "HTTP 401: bad signature");
+    let r = &receiver.requests_for(after)[0];
+    let header = r.header("pillivery-signature");
+    assert_eq!(signatures(header).len(), 1, "{header}");
+    assert!(billing::webhooks::verify(&new, header, &r.body));
+    assert!(!billing::webhooks::verify(&old, header, &r.body));
+    // … and the old secret is no longer kept
+    let ep = s
+        .app
+        .get_json(&format!("/api/admin/webhooks/{id}"), &s.admin)
+        .await;
+    assert!(ep["previous_secret_expires_at"].is_null(), "{ep}");
+    let kept: Option<String> =
+        sqlx::query_scalar("SELECT previous_secret FROM webhook_endpoints WHERE id = $1")
+            .bind(id)
+            .fetch_one(&s.app.db)
+            .await
+            .unwrap();
+    assert_eq!(kept, None);
+
+    // the receiver switches to the new secret: the retry is delivered
+    receiver.verify_with(&new);
+    let resp = s
+        .app
+        .post_json(
+            &format!(
+                "/api/admin/deliveries/{}/redeliver",
+                page["items"][0]["id"].as_i64().unwrap()
+            ),
+            &json!({}),
+        )
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    delivery_until(
+        &s.app,
+        &s.admin,
+        after,
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_secret_rotation_without_overlap_switches_at_once() {
+    let s = Setup::start_with(|s| s.webhooks.secret_rotation_overlap_secs = Duration::ZERO).await;
+    let receiver = Receiver::start(0, Vec::new(), Answer::Status(200)).await;
+    let endpoint = create_endpoint(&s.app, &s.admin, &receiver.url, &["order.paid"]).await;
+    let id = endpoint["id"].as_i64().unwrap();
+    let old = endpoint["secret"].as_str().unwrap().to_owned();
+    let rotated: Value = s
+        .app
+        .post_json(
+            &format!("/api/admin/webhooks/{id}/rotate-secret"),
+            &json!({}),
+        )
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(rotated["previous_secret_expires_at"].is_null(), "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    let _worker = s.worker(&[]);
+
+    let event = record(&s.app, "order.paid", 901).await;
+    delivery_until(
+        &s.app,
+        &s.admin,
+        event,
+        "delivered",
+        Duration::from_secs(10),
+    )
+    .await;
+    let r = &receiver.requests_for(event)[0];
+    let header = r.header("pillivery-signature");
+    assert_eq!(signatures(header).len(), 1, "{header}");
+    assert!(billing::webhooks::verify(&new, header, &r.body));
+    assert!(!billing::webhooks::verify(&old, header, &r.body));
 }

@@ -72,7 +72,10 @@ pub struct EndpointDeliveryFilter {
 }
 
 /// Register an endpoint. The answer carries its signing secret, shown only here and on
-/// rotation.
+/// rotation. Unless `webhooks.allow_private_destinations`, a URL whose host is (or
+/// resolves to) a loopback, private, link-local, CGNAT, metadata, multicast,
+/// documentation or other non-public address is refused (`validation_failed` on `url`,
+/// reason `destination refused: …`).
 #[utoipa::path(post, path = "/api/admin/webhooks", tag = "admin", security(("bearer" = [])),
     request_body = NewEndpoint,
     responses(
@@ -80,7 +83,7 @@ pub struct EndpointDeliveryFilter {
         (status = 400, body = ErrorBody, description = "malformed_json"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
-        (status = 422, body = ErrorBody, description = "validation_failed (url, event_types, description, unknown fields)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (url: not an absolute http(s) URL, or a refused destination; event_types, description, unknown fields)"),
     ))]
 async fn create_endpoint(
     State(state): State<AppState>,
@@ -126,8 +129,8 @@ async fn get_endpoint(
     ))
 }
 
-/// Change the URL, event types, description, or enable/disable. Enabling clears the
-/// failure run.
+/// Change the URL (under the same destination policy as registration), event types,
+/// description, or enable/disable. Enabling clears the failure run.
 #[utoipa::path(patch, path = "/api/admin/webhooks/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)),
     request_body = EndpointPatch,
@@ -137,7 +140,7 @@ async fn get_endpoint(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "not_found"),
-        (status = 422, body = ErrorBody, description = "validation_failed (url, event_types, description, unknown fields)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (url: not an absolute http(s) URL, or a refused destination; event_types, description, unknown fields)"),
     ))]
 async fn update_endpoint(
     State(state): State<AppState>,
@@ -169,7 +172,9 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new signing secret (the old one stops working at once); the answer shows it.
+/// A new signing secret, shown in the answer. For `webhooks.secret_rotation_overlap_secs`
+/// (24 h) deliveries carry a signature with the old secret too (until
+/// `previous_secret_expires_at`), so the receiver can switch without a gap.
 #[utoipa::path(post, path = "/api/admin/webhooks/{id}/rotate-secret", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)),
     responses(

@@ -259,6 +259,12 @@ impl Settings {
                 "must be between 1 and 10000",
             ));
         }
+        if wh.secret_rotation_overlap_secs > Duration::from_secs(30 * 86_400) {
+            return Err(invalid(
+                "webhooks.secret_rotation_overlap_secs",
+                "at most 30 days",
+            ));
+        }
         if self.api.body_limit_bytes < 1024 {
             return Err(invalid("api.body_limit_bytes", "must be at least 1024"));
         }
@@ -549,6 +555,10 @@ mod tests {
                 Box::new(|s| s.webhooks.dispatch_interval_ms = ms(60_001)),
             ),
             (
+                "webhooks.secret_rotation_overlap_secs",
+                Box::new(|s| s.webhooks.secret_rotation_overlap_secs = secs(30 * 86_400 + 1)),
+            ),
+            (
                 "auth.access_ttl_secs",
                 Box::new(|s| s.auth.access_ttl_secs = secs(59)),
             ),
@@ -613,6 +623,14 @@ mod tests {
             (
                 "dispatch 60000",
                 Box::new(|s| s.webhooks.dispatch_interval_ms = ms(60_000)),
+            ),
+            (
+                "no rotation overlap",
+                Box::new(|s| s.webhooks.secret_rotation_overlap_secs = Duration::ZERO),
+            ),
+            (
+                "30 days of rotation overlap",
+                Box::new(|s| s.webhooks.secret_rotation_overlap_secs = secs(30 * 86_400)),
             ),
             (
                 "refresh = access",
@@ -829,6 +847,9 @@ mod durations {
             }),
             ("webhooks.dispatch_interval_ms", Ms, 500, |s| {
                 s.webhooks.dispatch_interval_ms
+            }),
+            ("webhooks.secret_rotation_overlap_secs", Secs, 86_400, |s| {
+                s.webhooks.secret_rotation_overlap_secs
             }),
             ("auth.access_ttl_secs", Secs, 1_800, |s| {
                 s.auth.access_ttl_secs

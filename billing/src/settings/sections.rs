@@ -415,6 +415,14 @@ pub struct WebhooksSettings {
     pub dispatch_interval_ms: Duration,
     /// Most events dispatched per transaction.
     pub dispatch_batch: i64,
+    /// Lets endpoints point at loopback, private, link-local, metadata and other
+    /// non-public addresses (refused otherwise, at registration and at delivery). Off by
+    /// default; dev and test setups, whose receivers listen on 127.0.0.1, turn it on.
+    pub allow_private_destinations: bool,
+    /// After a secret rotation the replaced secret keeps signing, beside the new one,
+    /// this long (0: it stops at once), so receivers can switch without a gap.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub secret_rotation_overlap_secs: Duration,
 }
 
 impl Default for WebhooksSettings {
@@ -428,6 +436,8 @@ impl Default for WebhooksSettings {
             disable_after_secs: Duration::from_secs(5 * 86_400),
             dispatch_interval_ms: Duration::from_millis(500),
             dispatch_batch: 500,
+            allow_private_destinations: false,
+            secret_rotation_overlap_secs: Duration::from_secs(86_400),
         }
     }
 }

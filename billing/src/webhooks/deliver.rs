@@ -1,6 +1,7 @@
 //! Moving outbox events to endpoints: the dispatcher (events → deliveries and their first
 //! jobs), one delivery attempt (signed POST, outcome, next job, endpoint health, all in
-//! one transaction), the signature, and the backlog gauges.
+//! one transaction), the signatures (two during a secret rotation's overlap), the
+//! excerpt of a failing answer that is kept, and the backlog gauges.
 
 use std::time::{Duration, Instant};
 
@@ -10,18 +11,23 @@ use serde::Serialize;
 use sha2::Sha256;
 use sqlx::PgConnection;
 
+use super::destination;
 use super::{delay_before, ALL_EVENTS, ENDPOINT_DISABLED_EVENT};
 use crate::error::{Error, Result};
 use crate::ids::{DeliveryId, WebhookEndpointId};
 use crate::{jobs, outbox, tasks, Ctx};
 
-/// `t=<unix secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+/// `t=<unix secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, with a second `,v1=…`
+/// (the replaced secret's) during a rotation's overlap window.
 pub const SIGNATURE_HEADER: &str = "Pillivery-Signature";
 const EVENT_ID_HEADER: &str = "Pillivery-Event-Id";
 const EVENT_TYPE_HEADER: &str = "Pillivery-Event-Type";
 
-/// Longest receiver error text kept per attempt (a receiver's 500 page can be large).
-const MAX_ERROR_CHARS: usize = 500;
+/// Longest error text kept per attempt: what operators see as `last_error`, never a copy
+/// of what a receiver (or whatever answers at its address) sent.
+const MAX_ERROR_CHARS: usize = 200;
+/// Most of a failing answer's body read for that excerpt; the rest is never downloaded.
+const EXCERPT_READ_BYTES: usize = 1_024;
 
 /// HMAC-SHA256 over `"<t>.<body>"` (HMAC takes keys of any length; `None` is unreachable
 /// in practice but not in the type).
@@ -35,30 +41,48 @@ fn mac(secret: &str, t: i64, body: &[u8]) -> Option<Hmac<Sha256>> {
 
 /// The `Pillivery-Signature` value of `body` sent at unix time `t`.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> Result<String> {
-    let mac = mac(secret, t, body)
-        .ok_or_else(|| Error::Internal("webhook secret unusable as an HMAC key".into()))?;
-    Ok(format!(
-        "t={t},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    ))
+    sign_all(&[secret], t, body)
 }
 
-/// What a receiver does: true if `header` is a valid signature of `body` under `secret`
-/// (constant-time comparison). Checking `t` against the receiver's clock is its choice.
+/// The `Pillivery-Signature` value with one `v1=` per secret, in order (the current
+/// secret first): `t=<t>,v1=<hex>,v1=<hex>`, as Stripe writes several signatures.
+pub fn sign_all(secrets: &[&str], t: i64, body: &[u8]) -> Result<String> {
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        let mac = mac(secret, t, body)
+            .ok_or_else(|| Error::Internal("webhook secret unusable as an HMAC key".into()))?;
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    }
+    Ok(header)
+}
+
+/// What a receiver does: true if any `v1=` signature of `header` is a valid signature of
+/// `body` under `secret` (constant-time comparisons). A header without exactly one `t` is
+/// refused. Checking `t` against the receiver's clock is its choice.
 pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut t = None;
-    let mut v1 = None;
+    let mut ts = 0;
+    let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            Some(("t", v)) => {
+                ts += 1;
+                t = v.parse::<i64>().ok();
+            }
+            Some(("v1", v)) => signatures.extend(hex::decode(v).ok()),
             _ => {}
         }
     }
-    match (t, v1) {
-        (Some(t), Some(sig)) => mac(secret, t, body).is_some_and(|m| m.verify_slice(&sig).is_ok()),
-        _ => false,
-    }
+    let (Some(t), 1) = (t, ts) else {
+        return false;
+    };
+    let Some(mac) = mac(secret, t, body) else {
+        return false;
+    };
+    signatures
+        .iter()
+        .any(|sig| mac.clone().verify_slice(sig).is_ok())
 }
 
 /// The JSON body receivers get.
@@ -157,6 +181,9 @@ struct Target {
     endpoint_id: WebhookEndpointId,
     url: String,
     secret: String,
+    /// The secret a rotation replaced, signing too until `previous_secret_expires_at`.
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
     enabled: bool,
     event_uuid: uuid::Uuid,
     event_type: String,
@@ -179,6 +206,16 @@ impl Outcome {
 }
 
 async fn post(ctx: &Ctx, t: &Target, body: Vec<u8>, signature: String) -> Outcome {
+    // reqwest resolves names through the guarded resolver but never asks it about an
+    // address literal: those are judged here, before anything is sent.
+    if !ctx.settings.webhooks.allow_private_destinations {
+        if let Some(refused) = destination::refused_literal(&t.url) {
+            return Outcome {
+                status: None,
+                error: Some(excerpt(&refused.to_string())),
+            };
+        }
+    }
     let sent = ctx
         .webhook_http
         .post(&t.url)
@@ -189,44 +226,117 @@ async fn post(ctx: &Ctx, t: &Target, body: Vec<u8>, signature: String) -> Outcom
         .body(body)
         .send()
         .await;
-    let resp = match sent {
+    let mut resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
             return Outcome {
                 status: None,
-                error: Some(truncate(format!("{kind}: {e}"))),
+                error: Some(excerpt(&describe_send_error(e))),
             };
         }
     };
     let status = resp.status();
-    // The body counts too: a 2xx whose body does not arrive within the timeout is not
-    // "2xx within the timeout".
-    let text = resp.text().await;
-    let error = match (status.is_success(), text) {
-        (true, Ok(_)) => None,
-        (true, Err(e)) if e.is_timeout() => Some(format!("timeout: reading the answer: {e}")),
-        (true, Err(e)) => Some(format!("request failed: reading the answer: {e}")),
-        (false, Ok(text)) => Some(format!("HTTP {}: {}", status.as_u16(), text.trim())),
-        (false, Err(_)) => Some(format!("HTTP {}", status.as_u16())),
+    let error = if status.is_success() {
+        // The body counts too: a 2xx whose body does not arrive within the timeout is not
+        // "2xx within the timeout". It is read and dropped, chunk by chunk.
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(e) if e.is_timeout() => {
+                    break Some(format!("timeout: reading the answer: {}", causes(&e)))
+                }
+                Err(e) => {
+                    break Some(format!(
+                        "request failed: reading the answer: {}",
+                        causes(&e)
+                    ))
+                }
+            }
+        }
+    } else {
+        // Only the start of a failing answer is read: an excerpt is all that is kept.
+        let mut head = Vec::new();
+        while head.len() < EXCERPT_READ_BYTES {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        head.truncate(EXCERPT_READ_BYTES);
+        let text = String::from_utf8_lossy(&head);
+        Some(if text.trim().is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            format!("HTTP {}: {text}", status.as_u16())
+        })
     };
     Outcome {
         status: Some(status.as_u16()),
-        error: error.map(truncate),
+        error: error.map(|e| excerpt(&e)),
     }
 }
 
-fn truncate(mut s: String) -> String {
-    if let Some((i, _)) = s.char_indices().nth(MAX_ERROR_CHARS) {
-        s.truncate(i);
+/// A request that got no answer: the destination policy's refusal if that is what
+/// stopped it, otherwise the kind of failure and its causes (without the URL, which the
+/// operator knows).
+fn describe_send_error(e: reqwest::Error) -> String {
+    if let Some(refused) = destination::refusal_in(&e) {
+        return refused.to_string();
     }
-    s
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", causes(&e.without_url()))
+}
+
+/// An error and its sources, `: `-separated, each said once.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Characters that reorder or hide text when displayed (bidirectional overrides and
+/// isolates, zero-width characters, the BOM): spaces in an excerpt.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{00ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `text` as it may be stored and shown to operators (and logged): control and invisible
+/// formatting characters become spaces, runs of whitespace one space, and at most
+/// `MAX_ERROR_CHARS` characters, the last one `…` when it was cut.
+fn excerpt(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_invisible_format(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let collapsed = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() <= MAX_ERROR_CHARS {
+        return collapsed;
+    }
+    let mut out: String = collapsed.chars().take(MAX_ERROR_CHARS - 1).collect();
+    out.truncate(out.trim_end().len());
+    out.push('…');
+    out
 }
 
 fn millis(d: Duration) -> i32 {
@@ -242,7 +352,8 @@ pub async fn deliver(ctx: &Ctx, id: DeliveryId, round: i32, attempt: i32) -> Res
     let target = sqlx::query_as!(
         Target,
         r#"SELECT d.state, d.round, d.attempts, e.id AS "endpoint_id: WebhookEndpointId", e.url,
-                  e.secret, e.enabled, ev.event_id AS event_uuid, ev.event_type,
+                  e.secret, e.previous_secret, e.previous_secret_expires_at, e.enabled,
+                  ev.event_id AS event_uuid, ev.event_type,
                   ev.created_at AS event_created_at, ev.aggregate_id, ev.aggregate_version,
                   ev.data
            FROM webhook_deliveries d
@@ -275,7 +386,13 @@ pub async fn deliver(ctx: &Ctx, id: DeliveryId, round: i32, attempt: i32) -> Res
     })
     .map_err(|e| Error::Internal(format!("webhook payload: {e}")))?;
     let started_at = ctx.clock.now();
-    let signature = sign(&t.secret, started_at.timestamp(), &body)?;
+    let mut secrets = vec![t.secret.as_str()];
+    match (&t.previous_secret, t.previous_secret_expires_at) {
+        (Some(previous), Some(until)) if started_at < until => secrets.push(previous),
+        (Some(_), Some(until)) => forget_previous_secret(ctx, t.endpoint_id, until).await?,
+        _ => {}
+    }
+    let signature = sign_all(&secrets, started_at.timestamp(), &body)?;
     let started = Instant::now();
     let outcome = post(ctx, &t, body, signature).await;
     let took = started.elapsed();
@@ -378,6 +495,25 @@ pub async fn deliver(ctx: &Ctx, id: DeliveryId, round: i32, attempt: i32) -> Res
     }
     record_failure(ctx, &mut tx, t.endpoint_id, started_at, now).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// A rotation's overlap is over: the replaced secret signs nothing more, so it is not
+/// kept (unless another rotation has put a newer one in its place meanwhile).
+async fn forget_previous_secret(
+    ctx: &Ctx,
+    endpoint: WebhookEndpointId,
+    expired_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE webhook_endpoints SET previous_secret = NULL, previous_secret_expires_at = NULL
+           WHERE id = $1 AND previous_secret_expires_at = $2"#,
+        endpoint.0,
+        expired_at
+    )
+    .execute(ctx.db.pool())
+    .await?;
+    tracing::info!(endpoint_id = %endpoint, "webhook secret rotation overlap over; old secret dropped");
     Ok(())
 }
 
@@ -570,6 +706,78 @@ mod tests {
             sign("key", 1, b"{}").unwrap(),
             "t=1,v1=1ba6b8171186efc613e8bcc0cbdab2748f24984d7c5a84faa2637afa0e40d224"
         );
+    }
+
+    #[test]
+    fn during_a_rotation_either_secret_verifies_the_two_signature_header() {
+        let body = br#"{"id":"x"}"#;
+        let header = sign_all(&["whsec_new", "whsec_old"], 1_700_000_000, body).unwrap();
+        let parts: Vec<&str> = header.split(',').collect();
+        assert_eq!(parts.len(), 3, "{header}");
+        assert_eq!(parts[0], "t=1700000000");
+        // the current secret's signature first, each the one `sign` would write alone
+        assert_eq!(
+            format!("{},{}", parts[0], parts[1]),
+            sign("whsec_new", 1_700_000_000, body).unwrap()
+        );
+        assert_eq!(
+            format!("{},{}", parts[0], parts[2]),
+            sign("whsec_old", 1_700_000_000, body).unwrap()
+        );
+        assert!(verify("whsec_new", &header, body));
+        assert!(verify("whsec_old", &header, body));
+        assert!(!verify("whsec_other", &header, body));
+        assert!(!verify("whsec_old", &header, br#"{"id":"y"}"#));
+        // spaces after the commas, unknown schemes and bad hex are tolerated, not trusted
+        let spaced = header.replace(',', ", ");
+        assert!(verify("whsec_old", &spaced, body));
+        let with_unknown = format!("t=1700000000,v0=zz,v1=nothex,{}", parts[2]);
+        assert!(verify("whsec_old", &with_unknown, body));
+        // one timestamp only: a second `t` could pair a signature with another time
+        let two_ts = format!("{header},t=1700000001");
+        assert!(!verify("whsec_new", &two_ts, body));
+        assert!(!verify("whsec_new", &parts[1..].join(","), body), "no t");
+    }
+
+    #[test]
+    fn a_failing_answer_is_kept_as_a_short_clean_excerpt() {
+        let long = "x".repeat(5_000);
+        let long_words = "word ".repeat(100);
+        let cases: Vec<(String, String)> = vec![
+            ("HTTP 500: oops".into(), "HTTP 500: oops".into()),
+            ("HTTP 500:   a\r\n\tb  ".into(), "HTTP 500: a b".into()),
+            (
+                "HTTP 502: line1\nINFO admin logged in\u{1b}[31m red\u{0}".into(),
+                "HTTP 502: line1 INFO admin logged in [31m red".into(),
+            ),
+            (
+                "HTTP 400: \u{202e}gnp.exe\u{200b}\u{feff}ok\u{7f}\u{85}".into(),
+                "HTTP 400: gnp.exe ok".into(),
+            ),
+            (
+                format!("HTTP 500: {long}"),
+                format!("HTTP 500: {}…", &long[..MAX_ERROR_CHARS - 11]),
+            ),
+            (
+                format!("HTTP 503: {long_words}"),
+                format!(
+                    "HTTP 503: {}…",
+                    long_words[..MAX_ERROR_CHARS - 11].trim_end()
+                ),
+            ),
+            ("한글 오류 메시지".into(), "한글 오류 메시지".into()),
+            ("".into(), "".into()),
+        ];
+        for (raw, want) in cases {
+            let got = excerpt(&raw);
+            assert_eq!(got, want, "{raw:?}");
+            assert!(got.chars().count() <= MAX_ERROR_CHARS, "{got:?}");
+            assert!(!got.chars().any(|c| c.is_control()), "{got:?}");
+        }
+        let multibyte = "가".repeat(1_000);
+        let got = excerpt(&multibyte);
+        assert_eq!(got.chars().count(), MAX_ERROR_CHARS);
+        assert!(got.ends_with('…'));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Webhooks (DESIGN §7): the operators' endpoints (what they receive, their secrets, their
-//! health), the known event types and the retry schedule. Moving outbox events to the
-//! endpoints lives in [`deliver`]; the operators' view of deliveries in [`deliveries`].
+//! Webhooks (DESIGN §7): the operators' endpoints (what they receive, their secrets and
+//! rotation, their health), the known event types and the retry schedule. Moving outbox
+//! events to the endpoints lives in [`deliver`]; where they may be sent in
+//! [`destination`]; the operators' view of deliveries in [`deliveries`].
 
 pub mod deliver;
 pub mod deliveries;
+pub mod destination;
 
 use std::time::Duration;
 
@@ -15,11 +17,12 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::WebhookEndpointId;
 use crate::Ctx;
 
-pub use deliver::{deliver, dispatch, refresh_gauges, sign, verify, SIGNATURE_HEADER};
+pub use deliver::{deliver, dispatch, refresh_gauges, sign, sign_all, verify, SIGNATURE_HEADER};
 pub use deliveries::{
     get_delivery, list_deliveries, redeliver, redeliver_dead, Attempt, Delivery, DeliveryFilter,
     DeliveryState, RedeliverDead,
 };
+pub use destination::{classify, http_client, NonPublic};
 
 /// Every event type the outbox records, the one list endpoints may subscribe to. `*` in
 /// an endpoint's `event_types` means all of them (and any added later).
@@ -73,6 +76,9 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     /// Start of the current run of failed attempts; none while it is healthy.
     pub failing_since: Option<DateTime<Utc>>,
+    /// After a rotation: until then the replaced secret still signs deliveries, beside
+    /// the new one (a second `v1=` in `Pillivery-Signature`).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -91,7 +97,8 @@ pub struct EndpointWithSecret {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
-    /// Absolute http(s) URL events are POSTed to.
+    /// Absolute http(s) URL events are POSTed to; its host must be a public address (or a
+    /// name resolving only to public addresses) unless `webhooks.allow_private_destinations`.
     pub url: String,
     /// Known event types, or `["*"]` for all.
     pub event_types: Vec<String>,
@@ -160,6 +167,9 @@ fn new_secret() -> String {
 pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
     let mut errors = Vec::new();
     check_url(&new.url, &mut errors);
+    if errors.is_empty() {
+        destination::check(&ctx.settings.webhooks, &new.url, &mut errors).await;
+    }
     check_event_types(&new.event_types, &mut errors);
     check_description(&new.description, &mut errors);
     finish(errors)?;
@@ -172,7 +182,8 @@ pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
                                           updated_at)
            VALUES ($1, $2, $3, $4, $5, $5)
            RETURNING id AS "id: WebhookEndpointId", url, description, event_types, enabled,
-                     disabled_at, disabled_reason, failing_since, created_at, updated_at"#,
+                     disabled_at, disabled_reason, failing_since, previous_secret_expires_at,
+                  created_at, updated_at"#,
         new.url,
         new.description,
         &new.event_types,
@@ -191,7 +202,8 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<Endpoint>> {
     Ok(sqlx::query_as!(
         Endpoint,
         r#"SELECT id AS "id: WebhookEndpointId", url, description, event_types, enabled,
-                  disabled_at, disabled_reason, failing_since, created_at, updated_at
+                  disabled_at, disabled_reason, failing_since, previous_secret_expires_at,
+                  created_at, updated_at
            FROM webhook_endpoints ORDER BY id"#
     )
     .fetch_all(ctx.db.pool())
@@ -202,7 +214,8 @@ pub async fn get(ctx: &Ctx, id: WebhookEndpointId) -> Result<Endpoint> {
     sqlx::query_as!(
         Endpoint,
         r#"SELECT id AS "id: WebhookEndpointId", url, description, event_types, enabled,
-                  disabled_at, disabled_reason, failing_since, created_at, updated_at
+                  disabled_at, disabled_reason, failing_since, previous_secret_expires_at,
+                  created_at, updated_at
            FROM webhook_endpoints WHERE id = $1"#,
         id.0
     )
@@ -215,6 +228,9 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
     let mut errors = Vec::new();
     if let Some(url) = &patch.url {
         check_url(url, &mut errors);
+        if errors.is_empty() {
+            destination::check(&ctx.settings.webhooks, url, &mut errors).await;
+        }
     }
     if let Some(types) = &patch.event_types {
         check_event_types(types, &mut errors);
@@ -243,7 +259,8 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
                updated_at = $6
            WHERE id = $1
            RETURNING id AS "id: WebhookEndpointId", url, description, event_types, enabled,
-                     disabled_at, disabled_reason, failing_since, created_at, updated_at"#,
+                     disabled_at, disabled_reason, failing_since, previous_secret_expires_at,
+                  created_at, updated_at"#,
         id.0,
         patch.url,
         patch.event_types.as_deref(),
@@ -275,25 +292,40 @@ pub async fn delete(ctx: &Ctx, id: WebhookEndpointId) -> Result<()> {
     Ok(())
 }
 
-/// A new secret; attempts from now on are signed with it (the old one stops working at
-/// once, so the receiver should accept both while it switches).
+/// A new secret; attempts from now on are signed with it and, for
+/// `webhooks.secret_rotation_overlap_secs`, also with the secret it replaces (two `v1=`),
+/// so a receiver that still checks the old secret accepts them while it switches. A
+/// rotation within the window replaces the older secret: only the last two sign.
 pub async fn rotate_secret(ctx: &Ctx, id: WebhookEndpointId) -> Result<EndpointWithSecret> {
     let secret = new_secret();
+    let now = ctx.clock.now();
+    let overlap = ctx.settings.webhooks.secret_rotation_overlap_secs;
+    // Validation bounds the overlap (30 days), so it always fits.
+    let until = chrono::Duration::from_std(overlap)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .map(|d| now + d);
     let mut tx = ctx.db.begin().await?;
     let endpoint = sqlx::query_as!(
         Endpoint,
-        r#"UPDATE webhook_endpoints SET secret = $2, updated_at = $3 WHERE id = $1
+        r#"UPDATE webhook_endpoints
+           SET previous_secret = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret END,
+               previous_secret_expires_at = $3, secret = $2, updated_at = $4
+           WHERE id = $1
            RETURNING id AS "id: WebhookEndpointId", url, description, event_types, enabled,
-                     disabled_at, disabled_reason, failing_since, created_at, updated_at"#,
+                     disabled_at, disabled_reason, failing_since, previous_secret_expires_at,
+                  created_at, updated_at"#,
         id.0,
         secret,
-        ctx.clock.now()
+        until,
+        now
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
     tx.commit().await?;
-    tracing::info!(endpoint_id = %id, "webhook endpoint secret rotated");
+    tracing::info!(endpoint_id = %id, old_secret_signs_until = ?until,
+        "webhook endpoint secret rotated");
     Ok(EndpointWithSecret { endpoint, secret })
 }
 

@@ -31,7 +31,8 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Settings for one test: its own database and Redis prefix, generous rate limits.
+/// Settings for one test: its own database and Redis prefix, generous rate limits,
+/// webhooks to private addresses allowed.
 pub fn test_settings(database_url: &str) -> Settings {
     let mut s = Settings {
         environment: Environment::Test,
@@ -46,6 +47,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     s.rate_limit.per_ip_burst = 10_000;
     s.rate_limit.login_per_min = 10_000;
     s.rate_limit.login_burst = 10_000;
+    // Test receivers listen on 127.0.0.1.
+    s.webhooks.allow_private_destinations = true;
     s
 }
 

@@ -34,6 +34,8 @@ impl WorkerProcess {
             .env("PILLIVERY__REDIS__URL", test_redis_url())
             .env("PILLIVERY__WORKER__LISTEN", format!("127.0.0.1:{port}"))
             .env("PILLIVERY__LOG__LEVEL", "info")
+            // test receivers listen on 127.0.0.1; `env` may turn it off again
+            .env("PILLIVERY__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS", "true")
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out));
         for (k, v) in env {
