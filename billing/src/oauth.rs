@@ -1,12 +1,24 @@
-//! Social login (OAuth2 authorization-code flow) for providers configured by URL.
+//! Social login (OAuth2 authorization-code flow with PKCE) for providers configured by URL.
 //!
-//! The `state` is a signed, short-lived token naming the provider, so a callback cannot be
-//! forged or replayed against another provider. A first-time social user gets a signup
-//! token and finishes with contact details; an e-mail that already belongs to an account
-//! is never silently attached to the social identity.
+//! Each `authorize` opens one login attempt in `oauth_states`: the hash of the opaque
+//! `state` sent to the provider, the PKCE code verifier (RFC 7636, S256) and the hash of a
+//! random *browser binding* that the API hands to the browser in an HttpOnly cookie. The
+//! callback redeems an attempt once, and only with that cookie: a state that is unknown,
+//! expired, already used, meant for another provider or presented by another browser (login
+//! CSRF: an attacker's own callback URL sent to a victim) is refused before the provider is
+//! called. The code exchange sends the verifier, so an intercepted code is useless alone.
+//! Attempts live in Postgres, not Redis, so a login in progress survives a Redis restart.
+//!
+//! A first-time social user gets a signup token and finishes with contact details; an
+//! e-mail that already belongs to an account is never silently attached to the social
+//! identity.
 
+use std::time::Duration;
+
+use base64::Engine;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Dependency, Error, Result};
 use crate::sessions::{self, TokenPair};
@@ -15,15 +27,15 @@ use crate::users::{self, NewUser, Role, UserStatus};
 use crate::validate::{self, Checks};
 use crate::Ctx;
 
-const STATE_TYP: &str = "oauth-state";
 const SIGNUP_TYP: &str = "oauth-signup";
 
-#[derive(Debug, Serialize, Deserialize)]
-struct StateClaims {
-    prv: String,
-    nonce: String,
-    exp: i64,
-}
+/// The cookie that binds a login attempt to the browser that started it.
+pub const BINDING_COOKIE: &str = "pv_oauth_binding";
+
+/// Expired attempts one `authorize` deletes at most: each call adds one row and removes up
+/// to this many, so the expired backlog only shrinks while logins are started, and the
+/// work per call stays small.
+const PRUNE_BATCH: i64 = 100;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SignupClaims {
@@ -31,6 +43,35 @@ struct SignupClaims {
     sub: String,
     email: Option<String>,
     exp: i64,
+}
+
+/// PKCE with the S256 method (RFC 7636).
+pub mod pkce {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    /// A fresh code verifier: 32 random octets in base64url, 43 characters of the
+    /// unreserved set (§4.1 asks for 43–128 with 256 bits of entropy).
+    pub fn verifier() -> String {
+        super::random_token()
+    }
+
+    /// `BASE64URL(SHA256(ASCII(code_verifier)))`, unpadded (§4.2).
+    pub fn challenge(verifier: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    }
+}
+
+/// 32 random octets, base64url: a state, a browser binding or a code verifier.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the database keeps instead of a state or a binding.
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Query parameters the provider sends back to the callback.
@@ -85,31 +126,155 @@ fn redirect_uri(ctx: &Ctx, provider: &str) -> String {
     )
 }
 
-/// The provider's authorization URL with a fresh signed `state`.
-pub fn authorize_url(ctx: &Ctx, name: &str) -> Result<String> {
+/// A login attempt just opened: where to send the browser, and the cookie it must bring
+/// back to the callback.
+#[derive(Debug)]
+pub struct Authorization {
+    /// The provider's authorization URL (with `state` and the S256 `code_challenge`).
+    pub url: String,
+    /// The browser binding, the value of [`BINDING_COOKIE`]; only its hash is stored.
+    pub binding: String,
+    /// The path of the provider's callback: the cookie goes there and nowhere else.
+    pub cookie_path: String,
+    /// How long the attempt, and so the cookie, lives.
+    pub max_age: Duration,
+}
+
+/// The path the browser will call back on, fit for a cookie's `Path` (`None` for an
+/// unknown provider, or a configured name a `Set-Cookie` line could not carry safely).
+/// It follows `api.public_url`, so a deployment under a path prefix scopes it right.
+pub fn cookie_path(ctx: &Ctx, name: &str) -> Option<String> {
+    let p = provider(ctx, name).ok()?;
+    let url = url::Url::parse(&redirect_uri(ctx, &p.name)).ok()?;
+    let path = url.path();
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b))
+        .then(|| path.to_owned())
+}
+
+/// Opens a login attempt at provider `name`: a fresh state, browser binding and PKCE
+/// verifier, stored (state and binding as hashes) until `auth.oauth_state_ttl_secs`.
+pub async fn authorize(ctx: &Ctx, name: &str) -> Result<Authorization> {
     let p = provider(ctx, name)?;
-    let state = sessions::sign(
-        ctx,
-        STATE_TYP,
-        &StateClaims {
-            prv: p.name.clone(),
-            nonce: Uuid::new_v4().to_string(),
-            exp: ctx.clock.now().timestamp()
-                + ctx.settings.auth.oauth_state_ttl_secs.as_secs() as i64,
-        },
-    )?;
+    let cookie_path = cookie_path(ctx, name)
+        .ok_or_else(|| Error::Internal(format!("oauth provider name {name:?} is not URL-safe")))?;
+    let state = random_token();
+    let binding = random_token();
+    let verifier = pkce::verifier();
+    let max_age = ctx.settings.auth.oauth_state_ttl_secs;
+    let now = ctx.clock.now();
+    let expires_at = chrono::TimeDelta::from_std(max_age)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .ok_or_else(|| Error::Internal("oauth_state_ttl_secs out of range".into()))?;
+
+    prune(ctx, now).await?;
+    sqlx::query!(
+        "INSERT INTO oauth_states
+             (state_hash, provider, code_verifier, binding_hash, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        digest(&state),
+        p.name,
+        verifier,
+        digest(&binding),
+        now,
+        expires_at,
+    )
+    .execute(ctx.db.pool())
+    .await?;
+
     let mut url = url::Url::parse(&p.authorize_url)
         .map_err(|e| Error::Internal(format!("authorize_url: {e}")))?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &p.client_id)
         .append_pair("redirect_uri", &redirect_uri(ctx, name))
-        .append_pair("state", &state);
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &pkce::challenge(&verifier))
+        .append_pair("code_challenge_method", "S256");
     if !p.scopes.is_empty() {
         url.query_pairs_mut()
             .append_pair("scope", &p.scopes.join(" "));
     }
-    Ok(url.into())
+    Ok(Authorization {
+        url: url.into(),
+        binding,
+        cookie_path,
+        max_age,
+    })
+}
+
+/// Deletes a batch of expired attempts, oldest first; a concurrent `authorize` skips the
+/// rows this one is deleting rather than waiting for them.
+async fn prune(ctx: &Ctx, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let pruned = sqlx::query!(
+        "DELETE FROM oauth_states WHERE state_hash IN (
+             SELECT state_hash FROM oauth_states WHERE expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        now,
+        PRUNE_BATCH,
+    )
+    .execute(ctx.db.pool())
+    .await?
+    .rows_affected();
+    if pruned > 0 {
+        tracing::debug!(pruned, "expired oauth states pruned");
+    }
+    Ok(())
+}
+
+/// Redeems the attempt `state` names for provider `name`, once, from the browser that
+/// started it; answers its code verifier. Every refusal is the same
+/// `InvalidOAuthState`; the log says which one it was.
+async fn redeem(
+    ctx: &Ctx,
+    provider: &str,
+    state: Option<&str>,
+    binding: Option<&str>,
+) -> Result<String> {
+    let refuse = |reason: &str| {
+        tracing::info!(provider, reason, "oauth state refused");
+        Err(Error::InvalidOAuthState)
+    };
+    let Some(state) = state.filter(|s| !s.is_empty()) else {
+        return refuse("no state");
+    };
+    let Some(binding) = binding.filter(|b| !b.is_empty()) else {
+        return refuse("no browser binding cookie");
+    };
+    let now = ctx.clock.now();
+    let state_hash = digest(state);
+    let redeemed = sqlx::query_scalar!(
+        "UPDATE oauth_states SET used_at = $4
+         WHERE state_hash = $1 AND provider = $2 AND binding_hash = $3
+           AND used_at IS NULL AND expires_at > $4
+         RETURNING code_verifier",
+        state_hash,
+        provider,
+        digest(binding),
+        now,
+    )
+    .fetch_optional(ctx.db.pool())
+    .await?;
+    if let Some(verifier) = redeemed {
+        return Ok(verifier);
+    }
+    // Only for the log: the answer is the same whatever the reason.
+    let row = sqlx::query!(
+        r#"SELECT provider, used_at IS NOT NULL AS "used!", expires_at <= $2 AS "expired!"
+           FROM oauth_states WHERE state_hash = $1"#,
+        state_hash,
+        now,
+    )
+    .fetch_optional(ctx.db.pool())
+    .await?;
+    refuse(match row {
+        None => "unknown state",
+        Some(r) if r.provider != provider => "state of another provider",
+        Some(r) if r.used => "state already used",
+        Some(r) if r.expired => "state expired",
+        Some(_) => "state started in another browser",
+    })
 }
 
 #[derive(Deserialize)]
@@ -154,6 +319,7 @@ async fn fetch_identity(
     ctx: &Ctx,
     p: &OAuthProvider,
     code: &str,
+    code_verifier: &str,
 ) -> Result<(String, Option<String>)> {
     use secrecy::ExposeSecret;
     let redirect = redirect_uri(ctx, &p.name);
@@ -162,6 +328,7 @@ async fn fetch_identity(
         ("code", code),
         ("redirect_uri", redirect.as_str()),
         ("client_id", p.client_id.as_str()),
+        ("code_verifier", code_verifier),
     ];
     let secret = p.client_secret.expose_secret();
     if !secret.is_empty() {
@@ -198,16 +365,16 @@ async fn fetch_identity(
     Ok((subject, email))
 }
 
-pub async fn callback(ctx: &Ctx, name: &str, params: CallbackParams) -> Result<CallbackOutcome> {
+/// The provider sent the browser back: redeems the attempt (state + the browser's
+/// `binding` cookie), exchanges the code with its PKCE verifier and reads the profile.
+pub async fn callback(
+    ctx: &Ctx,
+    name: &str,
+    binding: Option<&str>,
+    params: CallbackParams,
+) -> Result<CallbackOutcome> {
     let p = provider(ctx, name)?;
-    let state: StateClaims = params
-        .state
-        .as_deref()
-        .and_then(|s| sessions::verify(ctx, STATE_TYP, s))
-        .ok_or(Error::InvalidOAuthState)?;
-    if state.prv != p.name {
-        return Err(Error::InvalidOAuthState);
-    }
+    let verifier = redeem(ctx, &p.name, params.state.as_deref(), binding).await?;
     if let Some(error) = params.error {
         let detail = params.error_description.unwrap_or_default();
         return Err(Error::OAuthProvider(
@@ -218,7 +385,7 @@ pub async fn callback(ctx: &Ctx, name: &str, params: CallbackParams) -> Result<C
         .code
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::validation("code", "is required"))?;
-    let (subject, email) = fetch_identity(ctx, &p, &code).await?;
+    let (subject, email) = fetch_identity(ctx, &p, &code, &verifier).await?;
 
     let mut conn = ctx.db.acquire().await?;
     if let Some(user) = users::find_by_oauth(&mut conn, &p.name, &subject).await? {
@@ -315,4 +482,71 @@ pub async fn complete(ctx: &Ctx, input: CompleteInput) -> Result<TokenPair> {
     };
     tracing::info!(user_id = %user.id, provider = %claims.prv, "social signup");
     sessions::open(ctx, &user).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pkce;
+
+    /// 43–128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+    fn is_valid_verifier(v: &str) -> bool {
+        (43..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    }
+
+    #[test]
+    fn s256_challenges_match_known_vectors() {
+        let cases: &[(&str, String, &str)] = &[
+            (
+                "RFC 7636 appendix B",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            (
+                "shortest verifier (43)",
+                "a".repeat(43),
+                "ZtNPunH49FD35FWYhT5Tv8I7vRKQJ8uxMaL0_9eHjNA",
+            ),
+            (
+                "longest verifier (128)",
+                "~".repeat(128),
+                "zNhOm5Jyonenca7bQzzpjUpwFDVrfhrbbOGCqgWA6HU",
+            ),
+        ];
+        for (name, verifier, challenge) in cases {
+            assert!(is_valid_verifier(verifier), "{name}: test vector itself");
+            assert_eq!(pkce::challenge(verifier), *challenge, "{name}");
+        }
+    }
+
+    #[test]
+    fn generated_verifiers_are_valid_distinct_and_unpadded() {
+        let a = pkce::verifier();
+        let b = pkce::verifier();
+        for v in [&a, &b] {
+            assert_eq!(v.len(), 43, "{v}");
+            assert!(is_valid_verifier(v), "{v}");
+            let challenge = pkce::challenge(v);
+            assert_eq!(challenge.len(), 43);
+            assert!(!challenge.contains('='), "{challenge}");
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_verifier_rules_themselves() {
+        let cases = [
+            ("42 characters", "a".repeat(42), false),
+            ("43 characters", "a".repeat(43), true),
+            ("128 characters", "a".repeat(128), true),
+            ("129 characters", "a".repeat(129), false),
+            ("a plus sign", format!("{}+", "a".repeat(42)), false),
+            ("a slash", format!("{}/", "a".repeat(42)), false),
+            ("padding", format!("{}=", "a".repeat(42)), false),
+        ];
+        for (name, v, valid) in cases {
+            assert_eq!(is_valid_verifier(&v), valid, "{name}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Login, token refresh, logout and social login.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use billing::oauth::{CallbackOutcome, CallbackParams, CompleteInput};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Client};
 use crate::AppState;
 
@@ -89,17 +89,61 @@ async fn logout(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResu
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Start social login: redirects to the provider with a signed `state`.
+/// Start social login: redirects to the provider with a fresh `state` and PKCE challenge
+/// (S256), and sets the HttpOnly cookie the callback must see.
 #[utoipa::path(get, path = "/api/auth/oauth/{provider}/authorize", tag = "auth",
     params(("provider" = String, Path, description = "e.g. kakao, google")),
-    responses((status = 303, description = "redirect to the provider"),
-              (status = 404, body = ErrorBody, description = "unknown_oauth_provider")))]
+    responses((status = 303, description = "redirect to the provider",
+                headers(("location" = String, description = "the provider's authorization URL"),
+                        ("set-cookie" = String, description = "`pv_oauth_binding`: HttpOnly, SameSite=Lax, Secure outside dev, scoped to this provider's callback"))),
+              (status = 404, body = ErrorBody, description = "unknown_oauth_provider"),
+              (status = 503, body = ErrorBody, description = "dependency_unavailable")))]
 async fn oauth_authorize(
     State(state): State<AppState>,
     Path(provider): Path<String>,
 ) -> ApiResult<Response> {
-    let url = billing::oauth::authorize_url(&state.ctx, &provider)?;
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response())
+    let auth = billing::oauth::authorize(&state.ctx, &provider).await?;
+    let cookie = binding_cookie(
+        &state,
+        &auth.binding,
+        &auth.cookie_path,
+        auth.max_age.as_secs(),
+    );
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, auth.url),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response())
+}
+
+/// The `Set-Cookie` line of the browser binding (`max_age` 0 clears it). Secure outside
+/// dev, and in dev when the public URL is https; Lax so that the provider's top-level
+/// redirect back carries it.
+fn binding_cookie(state: &AppState, value: &str, path: &str, max_age: u64) -> String {
+    let settings = &state.ctx.settings;
+    let secure = settings.environment != billing::settings::Environment::Dev
+        || settings.api.public_url.starts_with("https:");
+    format!(
+        "{}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        billing::oauth::BINDING_COOKIE,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The browser binding the request carries, if any.
+fn binding_from(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == billing::oauth::BINDING_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -117,33 +161,54 @@ pub enum CallbackResponse {
     },
 }
 
-/// Where the provider sends the user back: checks `state`, exchanges the code.
+/// Where the provider sends the user back: redeems `state` once, only from the browser
+/// that started the login (its cookie), exchanges the code with the PKCE verifier. Every
+/// answer clears the cookie.
 #[utoipa::path(get, path = "/api/auth/oauth/{provider}/callback", tag = "auth",
     params(("provider" = String, Path), CallbackParams),
     responses(
         (status = 200, body = CallbackResponse),
-        (status = 400, body = ErrorBody, description = "invalid_oauth_state"),
+        (status = 400, body = ErrorBody, description = "invalid_oauth_state: no state, unknown, expired, already used, another provider's, or without the cookie `authorize` set in this browser"),
+        (status = 403, body = ErrorBody, description = "account_withdrawn"),
+        (status = 404, body = ErrorBody, description = "unknown_oauth_provider"),
         (status = 409, body = ErrorBody, description = "email_already_registered"),
+        (status = 422, body = ErrorBody, description = "validation_failed (no code)"),
         (status = 502, body = ErrorBody, description = "oauth_provider_error"),
-        (status = 503, body = ErrorBody, description = "oauth_provider_unavailable"),
+        (status = 503, body = ErrorBody, description = "oauth_provider_unavailable or dependency_unavailable"),
     ))]
 async fn oauth_callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<CallbackParams>,
-) -> ApiResult<Json<CallbackResponse>> {
-    Ok(Json(
-        match billing::oauth::callback(&state.ctx, &provider, params).await? {
-            CallbackOutcome::LoggedIn(tokens) => CallbackResponse::LoggedIn { tokens },
-            CallbackOutcome::SignupRequired {
-                signup_token,
-                email,
-            } => CallbackResponse::SignupRequired {
-                signup_token,
-                email,
-            },
-        },
-    ))
+) -> Response {
+    let binding = binding_from(&headers);
+    let outcome = billing::oauth::callback(&state.ctx, &provider, binding.as_deref(), params).await;
+    let mut response = match outcome {
+        Ok(CallbackOutcome::LoggedIn(tokens)) => {
+            Json(CallbackResponse::LoggedIn { tokens }).into_response()
+        }
+        Ok(CallbackOutcome::SignupRequired {
+            signup_token,
+            email,
+        }) => Json(CallbackResponse::SignupRequired {
+            signup_token,
+            email,
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    // The attempt is spent (or was never this browser's): forget it either way. Only for a
+    // configured provider, whose callback path is known to be safe in a header.
+    if let Some(path) = billing::oauth::cookie_path(&state.ctx, &provider) {
+        if let Ok(clear) = HeaderValue::from_str(&binding_cookie(&state, "", &path, 0)) {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Finish a first-time social signup with contact details.

@@ -361,6 +361,14 @@ impl Settings {
                 "access TTL must be ≥ 60 s and not above the refresh TTL",
             ));
         }
+        // Long enough to sign in at the provider; short, since each attempt is a row and a
+        // cookie that a replay could aim at.
+        if !(60..=3_600).contains(&self.auth.oauth_state_ttl_secs.as_secs()) {
+            return Err(invalid(
+                "auth.oauth_state_ttl_secs",
+                "must be between 60 and 3600",
+            ));
+        }
         for name in self.oauth.providers.keys() {
             let Some(p) = self.oauth.provider(name) else {
                 return Err(invalid(
@@ -566,6 +574,14 @@ mod tests {
                 "auth.access_ttl_secs",
                 Box::new(|s| s.auth.refresh_ttl_secs = secs(1_799)),
             ),
+            (
+                "auth.oauth_state_ttl_secs",
+                Box::new(|s| s.auth.oauth_state_ttl_secs = secs(59)),
+            ),
+            (
+                "auth.oauth_state_ttl_secs",
+                Box::new(|s| s.auth.oauth_state_ttl_secs = secs(3_601)),
+            ),
             ("redis.cached_pages", Box::new(|s| s.redis.cached_pages = 0)),
             (
                 "redis.cached_pages",
@@ -602,6 +618,14 @@ mod tests {
                 Box::new(|s| s.worker.poll_interval_ms = ms(1_000)),
             ),
             ("lease 300", Box::new(|s| s.worker.lease_ms = ms(300))),
+            (
+                "oauth state 60",
+                Box::new(|s| s.auth.oauth_state_ttl_secs = secs(60)),
+            ),
+            (
+                "oauth state 3600",
+                Box::new(|s| s.auth.oauth_state_ttl_secs = secs(3_600)),
+            ),
             (
                 "backoffs equal",
                 Box::new(|s| s.payments.reconcile_max_backoff_ms = ms(500)),

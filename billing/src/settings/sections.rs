@@ -462,7 +462,7 @@ pub struct AuthSettings {
     /// Lifetime of the token a first-time social user finishes signing up with.
     #[serde_as(as = "DurationSeconds<u64>")]
     pub signup_token_ttl_secs: Duration,
-    /// Lifetime of the signed OAuth `state`.
+    /// Lifetime of an OAuth login attempt: its `state`, PKCE verifier and browser cookie.
     #[serde_as(as = "DurationSeconds<u64>")]
     pub oauth_state_ttl_secs: Duration,
 }
