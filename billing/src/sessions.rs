@@ -83,9 +83,9 @@ fn decoding_key(ctx: &Ctx, kid: Option<&str>) -> Option<DecodingKey> {
         .map(|secret| DecodingKey::from_secret(secret.as_bytes()))
 }
 
-/// Signs any short-lived claim set with the current service key (access tokens, OAuth
-/// state, signup tokens), its id in `kid`; `typ` in the header keeps one kind from passing
-/// for another.
+/// Signs any short-lived claim set with the current service key (access tokens, social
+/// signup tokens), its id in `kid`; `typ` in the header keeps one kind from passing for
+/// another.
 pub(crate) fn sign<T: Serialize>(ctx: &Ctx, typ: &str, claims: &T) -> Result<String> {
     let secret = ctx.settings.auth.jwt_secret.expose_secret();
     let mut header = Header::new(Algorithm::HS256);
