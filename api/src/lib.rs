@@ -159,7 +159,7 @@ pub fn router(state: AppState) -> Router {
                                 "request",
                                 request_id = %request_id,
                                 method = %req.method(),
-                                path = %req.uri().path(),
+                                path = %middleware::loggable_path(req.uri().path()),
                                 client_ip = tracing::field::Empty,
                                 user_id = tracing::field::Empty,
                             )

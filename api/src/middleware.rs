@@ -16,10 +16,20 @@ use crate::error::ApiError;
 use crate::extract::{client_ip, ClientIp};
 use crate::AppState;
 
-/// Per-client-IP limiters: one for every route, a stricter one for credential routes.
+/// Per-client-IP limiters (one for every route, a stricter one for credential routes),
+/// and one per account (login attempts for an e-mail, a user's conflicting profile edits).
 pub struct Limiters {
     general: DefaultKeyedRateLimiter<IpAddr>,
     credentials: DefaultKeyedRateLimiter<IpAddr>,
+    accounts: DefaultKeyedRateLimiter<String>,
+}
+
+/// What an account limiter counts.
+pub enum AccountKey<'a> {
+    /// A login attempt for this (normalized) e-mail.
+    Login(&'a str),
+    /// A profile edit of this user answered 409.
+    ProfileConflict(i64),
 }
 
 impl Limiters {
@@ -29,21 +39,37 @@ impl Limiters {
             Quota::per_second(nz(settings.per_ip_per_sec)).allow_burst(nz(settings.per_ip_burst));
         let credentials =
             Quota::per_minute(nz(settings.login_per_min)).allow_burst(nz(settings.login_burst));
+        let accounts = Quota::per_minute(nz(settings.per_account_per_min))
+            .allow_burst(nz(settings.per_account_burst));
         Self {
             general: RateLimiter::keyed(general),
             credentials: RateLimiter::keyed(credentials),
+            accounts: RateLimiter::keyed(accounts),
         }
+    }
+
+    /// Takes one from `key`'s account allowance; `RateLimited` once it is spent.
+    pub fn check_account(&self, key: AccountKey<'_>) -> Result<(), ApiError> {
+        let key = match key {
+            AccountKey::Login(email) => format!("login:{email}"),
+            AccountKey::ProfileConflict(user) => format!("conflict:{user}"),
+        };
+        check(&self.accounts, &key)
     }
 
     /// Forgets clients idle long enough to be back at full burst (bounds memory).
     pub fn prune(&self) {
         self.general.retain_recent();
         self.credentials.retain_recent();
+        self.accounts.retain_recent();
     }
 }
 
-fn check(limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: &IpAddr) -> Result<(), ApiError> {
-    limiter.check_key(ip).map_err(|not_until| {
+fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), ApiError>
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         ApiError::RateLimited {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
@@ -137,6 +163,27 @@ pub async fn metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request path as logged: a token that is someone's key (a payment's or checkout's
+/// return URL, a checkout's status URL, a recovery link) is replaced by `{token}`, so logs
+/// never hold one — spent or not.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const KEYED: [&str; 3] = [
+        "/api/payments/kakaopay/",
+        "/api/checkouts/",
+        "/api/recovery/",
+    ];
+    match path.rsplit_once('/') {
+        Some((head, last))
+            if !last.is_empty()
+                && KEYED.iter().any(|p| path.starts_with(p))
+                && last != "kakaopay" =>
+        {
+            std::borrow::Cow::Owned(format!("{head}/{{token}}"))
+        }
+        _ => std::borrow::Cow::Borrowed(path),
+    }
 }
 
 fn method_label(method: &axum::http::Method) -> &'static str {
@@ -264,6 +311,27 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(id)
             );
+        }
+    }
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        let cases = [
+            (
+                "/api/payments/kakaopay/approve/AbC-123_x",
+                "/api/payments/kakaopay/approve/{token}",
+            ),
+            (
+                "/api/checkouts/kakaopay/fail/AbC",
+                "/api/checkouts/kakaopay/fail/{token}",
+            ),
+            ("/api/checkouts/AbC", "/api/checkouts/{token}"),
+            ("/api/recovery/AbC", "/api/recovery/{token}"),
+            ("/api/orders/12", "/api/orders/12"),
+            ("/health/live", "/health/live"),
+        ];
+        for (path, logged) in cases {
+            assert_eq!(loggable_path(path), logged);
         }
     }
 

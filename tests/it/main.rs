@@ -13,6 +13,7 @@ mod billing_sim;
 mod binaries;
 mod carts;
 mod durability;
+mod enumeration;
 mod gateway_policy;
 mod health;
 mod items;

@@ -55,6 +55,11 @@ async fn login(
     Client(client): Client,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
+    // Per account too: guessing one account's password from many addresses is limited.
+    let email = billing::validate::normalize_email(&req.email);
+    state
+        .limiters
+        .check_account(crate::middleware::AccountKey::Login(&email))?;
     Ok(Json(
         billing::sessions::login(&state.ctx, &req.email, &req.password, &client).await?,
     ))

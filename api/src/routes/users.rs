@@ -73,7 +73,8 @@ async fn signup(
     ApiJson(input): ApiJson<SignupInput>,
 ) -> ApiResult<impl IntoResponse> {
     let user = billing::users::signup(&state.ctx, input).await?;
-    let location = format!("/api/users/{}", user.id);
+    // The new account's own resource (its id is in the body).
+    let location = "/api/users/me";
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -97,15 +98,26 @@ async fn me(State(state): State<AppState>, AuthUser(p): AuthUser) -> ApiResult<J
         (status = 200, body = UserResponse),
         (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "already_exists"),
-        (status = 422, body = ErrorBody, description = "validation_failed"),
+        (status = 422, body = ErrorBody, description = "validation_failed, invalid_characters"),
+        (status = 429, body = ErrorBody, description = "rate_limited: too many conflicting edits"),
     ))]
 async fn update_me(
     State(state): State<AppState>,
     AuthUser(p): AuthUser,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> ApiResult<Json<UserResponse>> {
-    let user = billing::accounts::update_profile(&state.ctx, &p, patch).await?;
-    Ok(Json(user.into()))
+    match billing::accounts::update_profile(&state.ctx, &p, patch).await {
+        Ok(user) => Ok(Json(user.into())),
+        // A conflict says a phone number or display name is someone's: counted per user,
+        // and past the allowance answered 429 instead, so they cannot be enumerated.
+        Err(e @ billing::Error::AlreadyExists(_)) => {
+            state
+                .limiters
+                .check_account(crate::middleware::AccountKey::ProfileConflict(p.user_id.0))?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Withdraw the account: every session is revoked and later logins are refused.

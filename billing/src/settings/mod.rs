@@ -399,6 +399,12 @@ impl Settings {
                 "rate and burst must be positive",
             ));
         }
+        if rl.per_account_per_min == 0 || rl.per_account_burst == 0 {
+            return Err(invalid(
+                "rate_limit.per_account_per_min",
+                "the per-account limit and burst must be at least 1",
+            ));
+        }
         if tracing_level_is_empty(&self.log.level) {
             return Err(invalid("log.level", "must not be empty"));
         }
@@ -495,6 +501,10 @@ mod tests {
             (
                 "rate_limit.login_per_min",
                 Box::new(|s| s.rate_limit.login_per_min = 0),
+            ),
+            (
+                "rate_limit.per_account_per_min",
+                Box::new(|s| s.rate_limit.per_account_burst = 0),
             ),
             (
                 "webhooks.retry_schedule_secs",

@@ -597,6 +597,11 @@ pub struct RateLimitSettings {
     /// Login, signup, refresh and OAuth completion, per client IP.
     pub login_per_min: u32,
     pub login_burst: u32,
+    /// Per account, whatever the client's address: login attempts for one e-mail, and a
+    /// user's profile edits answered 409 (which would otherwise tell whether a phone
+    /// number or display name is someone's).
+    pub per_account_per_min: u32,
+    pub per_account_burst: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -606,6 +611,8 @@ impl Default for RateLimitSettings {
             per_ip_burst: 100,
             login_per_min: 20,
             login_burst: 10,
+            per_account_per_min: 10,
+            per_account_burst: 5,
         }
     }
 }

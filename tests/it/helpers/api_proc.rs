@@ -93,6 +93,8 @@ impl ApiProcess {
                 .env("PILLIVERY__RATE_LIMIT__PER_IP_BURST", "10000")
                 .env("PILLIVERY__RATE_LIMIT__LOGIN_PER_MIN", "10000")
                 .env("PILLIVERY__RATE_LIMIT__LOGIN_BURST", "10000")
+                .env("PILLIVERY__RATE_LIMIT__PER_ACCOUNT_PER_MIN", "10000")
+                .env("PILLIVERY__RATE_LIMIT__PER_ACCOUNT_BURST", "10000")
                 .env("PILLIVERY__LOG__LEVEL", "info")
                 // test receivers listen on 127.0.0.1; `env` may turn it off again
                 .env("PILLIVERY__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS", "true");

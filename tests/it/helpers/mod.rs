@@ -47,6 +47,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     s.rate_limit.per_ip_burst = 10_000;
     s.rate_limit.login_per_min = 10_000;
     s.rate_limit.login_burst = 10_000;
+    s.rate_limit.per_account_per_min = 10_000;
+    s.rate_limit.per_account_burst = 10_000;
     // Test receivers listen on 127.0.0.1.
     s.webhooks.allow_private_destinations = true;
     s
