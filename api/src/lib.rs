@@ -101,13 +101,88 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route (served at `/api-docs/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut doc = api_router().split_for_parts().1;
+    document_common_answers(&mut doc);
+    doc
+}
+
+/// Adds to every operation the answers the shared layers give before (or around) its
+/// handler, where the operation does not describe them itself: so the document lists
+/// every status a route really answers (the API fuzz, `ops/fuzz-api`, checks it).
+fn document_common_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let answer = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let params = op.parameters.clone().unwrap_or_default();
+            let has = |place: ParameterIn| params.iter().any(|p| p.parameter_in == place);
+            let mut common = vec![
+                (
+                    "422",
+                    "invalid_characters: a control character in the path or a query parameter",
+                ),
+                ("429", "rate_limited"),
+                ("503", "dependency_unavailable, request_timeout"),
+            ];
+            if op.request_body.is_some() {
+                common.extend([
+                    ("400", "malformed_json"),
+                    ("413", "payload_too_large"),
+                    ("415", "unsupported_media_type"),
+                ]);
+            }
+            if has(ParameterIn::Query) {
+                common.push((
+                    "400",
+                    "malformed_request: a query parameter that does not parse",
+                ));
+            }
+            if has(ParameterIn::Path) {
+                common.push((
+                    "404",
+                    "not_found (also a path parameter that does not parse)",
+                ));
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                common.push(("401", "no, invalid, expired or revoked access token"));
+            }
+            for (status, description) in common {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| answer(description));
+            }
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api_router().split_for_parts();
+    let (router, mut doc) = api_router().split_for_parts();
+    document_common_answers(&mut doc);
     let doc_json = Arc::new(doc.clone());
     let settings = &state.ctx.settings.api;
 
