@@ -1,5 +1,7 @@
 //! The page cache in Redis: jittered TTLs, one loader per key, generation-based
-//! invalidation on item writes; Redis down means no cache, never an error.
+//! invalidation on item writes; Redis down means no cache, never an error: a read that
+//! finds Redis unavailable (the breaker in `kv` answers at once while it is down) loads
+//! from Postgres straight away, without the per-key loader lock or a store attempt.
 
 use super::*;
 
@@ -33,14 +35,13 @@ pub(super) fn loader_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
 /// store what it read.
 pub(super) const GEN_KEY: &str = "cache:items:gen";
 
-pub(super) async fn cache_get(ctx: &Ctx, key: &str) -> Option<String> {
+/// The cached text under `key`: `Ok(None)` is a miss, `Err` means Redis is unavailable.
+pub(super) async fn cache_get(ctx: &Ctx, key: &str) -> Result<Option<String>> {
     let full = ctx.kv.key(key);
     ctx.kv
         .run(|mut c| async move { c.get(&full).await })
         .await
         .inspect_err(|e| tracing::debug!(error = %e, "cache read skipped"))
-        .ok()
-        .flatten()
 }
 
 /// The JSON text under `key`, or `load`'s, stored for next time (Redis errors only skip
@@ -57,13 +58,24 @@ where
     } else {
         "page"
     };
-    if let Some(hit) = cache_get(ctx, key).await {
-        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
-        return Ok(hit);
+    match cache_get(ctx, key).await {
+        Ok(Some(hit)) => {
+            metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit")
+                .increment(1);
+            return Ok(hit);
+        }
+        Ok(None) => {}
+        // Redis down: straight to Postgres, concurrently. Queuing behind the loader lock
+        // would only serialize loads nobody can store.
+        Err(_) => {
+            metrics::counter!("cache_requests_total", "cache" => kind, "result" => "bypass")
+                .increment(1);
+            return load().await;
+        }
     }
     let lock = loader_lock(&ctx.kv.key(key));
     let _guard = lock.lock().await;
-    if let Some(hit) = cache_get(ctx, key).await {
+    if let Ok(Some(hit)) = cache_get(ctx, key).await {
         metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
         return Ok(hit);
     }
