@@ -201,6 +201,22 @@ async fn with_redis_stopped_cached_reads_answer_like_uncached_ones_and_the_cache
         assert!(Instant::now() < deadline, "the Redis breaker did not open");
         let _ = app.get("/health/ready").send().await.unwrap();
     }
+    // Pages come from Postgres; the totals are right.
+    let page: Value = app
+        .get("/api/items?category=EYE&page=3")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            page["total"].as_i64(),
+            page["items"].as_array().map(Vec::len)
+        ),
+        (Some(240), Some(20))
+    );
     let bypassed = metric(&app, "cache_requests_total", &[r#"result="bypass""#]).await;
     let dropped = metric(&app, "item_views_dropped_total", &[]).await;
     let half_open = [r#"to="half_open""#];
