@@ -222,8 +222,8 @@ async fn with_redis_stopped_cached_reads_answer_like_uncached_ones_and_the_cache
     let half_open = [r#"to="half_open""#];
     let probes = metric(&app, "redis_breaker_transitions_total", &half_open).await;
 
-    // Several rounds, so the breaker's cool-down (1 s) passes and a probe starts during
-    // the reads: no read may wait for it.
+    // Rounds over about two seconds, so the breaker's cool-down (1 s) passes and a probe
+    // starts during the reads: no read may wait for it.
     let (mut cached_ms, mut uncached_ms) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         for path in &cached {
@@ -233,7 +233,7 @@ async fn with_redis_stopped_cached_reads_answer_like_uncached_ones_and_the_cache
         for path in &uncached {
             uncached_ms.push(timed_get(&app, path).await);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert!(
         metric(&app, "redis_breaker_transitions_total", &half_open).await > probes,
