@@ -41,6 +41,9 @@ async fn live() -> Json<Health> {
 }
 
 /// Postgres and Redis both answer; 503 names whichever does not.
+///
+/// While the Redis breaker is open the Redis check fails at once (`not tried: breaker
+/// open …`); once its cool-down is over this check runs the probe that closes it.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {

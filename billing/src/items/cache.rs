@@ -1,5 +1,9 @@
 //! The page cache in Redis: jittered TTLs, one loader per key, generation-based
-//! invalidation on item writes; Redis down means no cache, never an error.
+//! invalidation on item writes; Redis down means no cache, never an error: a read that
+//! finds Redis unavailable (the breaker in `kv` answers at once while it is down) loads
+//! its page from Postgres straight away, without the per-key loader lock or a store
+//! attempt. Only a listing's total is kept in this process meanwhile (see
+//! [`local_total`]), since counting a category costs many times its page.
 
 use super::*;
 
@@ -29,18 +33,73 @@ pub(super) fn loader_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
     lock
 }
 
+/// Listing totals (`…:count` keys) this process loaded while Redis was unavailable, and
+/// when. A page read is one short index range; its total counts the whole category (a
+/// scan of thousands of rows), so without Redis every cached page would cost many times
+/// an uncached one. A total serves this process's reads while Redis is down for at most
+/// `redis.page_cache_ttl_secs` (what a page in Redis may be stale by when its
+/// invalidation is lost, as it is while Redis is down); this process's item writes drop
+/// them at once. There are at most ten keys per prefix.
+fn local_totals() -> &'static Mutex<HashMap<String, (std::time::Instant, String)>> {
+    static TOTALS: OnceLock<Mutex<HashMap<String, (std::time::Instant, String)>>> = OnceLock::new();
+    TOTALS.get_or_init(Default::default)
+}
+
+/// Bumped with every clear of the local totals: a load that raced an item write does not
+/// keep what it read (the same rule as the Redis generation).
+static LOCAL_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn fresh_local_total(key: &str, ttl: std::time::Duration) -> Option<String> {
+    let map = local_totals().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(key)
+        .filter(|(at, _)| at.elapsed() < ttl)
+        .map(|(_, total)| total.clone())
+}
+
+/// The total under `key` while Redis is unavailable: this process's copy while it is
+/// fresh, else `load`'s (one loader per key), remembered.
+pub(super) async fn local_total<F, Fut>(ctx: &Ctx, key: &str, load: F) -> Result<String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String>>,
+{
+    let ttl = ctx.settings.redis.page_cache_ttl_secs;
+    // Under the full key: processes of tests share the map with their own prefixes.
+    let key = &ctx.kv.key(key);
+    if let Some(total) = fresh_local_total(key, ttl) {
+        metrics::counter!("cache_requests_total", "cache" => "count", "result" => "local")
+            .increment(1);
+        return Ok(total);
+    }
+    let lock = loader_lock(key);
+    let _guard = lock.lock().await;
+    if let Some(total) = fresh_local_total(key, ttl) {
+        metrics::counter!("cache_requests_total", "cache" => "count", "result" => "local")
+            .increment(1);
+        return Ok(total);
+    }
+    metrics::counter!("cache_requests_total", "cache" => "count", "result" => "bypass")
+        .increment(1);
+    let generation = LOCAL_GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+    let total = load().await?;
+    let mut map = local_totals().lock().unwrap_or_else(|p| p.into_inner());
+    if LOCAL_GENERATION.load(std::sync::atomic::Ordering::SeqCst) == generation {
+        map.insert(key.to_owned(), (std::time::Instant::now(), total.clone()));
+    }
+    Ok(total)
+}
+
 /// The generation counter every invalidation bumps: a load that raced a write does not
 /// store what it read.
 pub(super) const GEN_KEY: &str = "cache:items:gen";
 
-pub(super) async fn cache_get(ctx: &Ctx, key: &str) -> Option<String> {
+/// The cached text under `key`: `Ok(None)` is a miss, `Err` means Redis is unavailable.
+pub(super) async fn cache_get(ctx: &Ctx, key: &str) -> Result<Option<String>> {
     let full = ctx.kv.key(key);
     ctx.kv
         .run(|mut c| async move { c.get(&full).await })
         .await
         .inspect_err(|e| tracing::debug!(error = %e, "cache read skipped"))
-        .ok()
-        .flatten()
 }
 
 /// The JSON text under `key`, or `load`'s, stored for next time (Redis errors only skip
@@ -57,13 +116,25 @@ where
     } else {
         "page"
     };
-    if let Some(hit) = cache_get(ctx, key).await {
-        metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
-        return Ok(hit);
+    match cache_get(ctx, key).await {
+        Ok(Some(hit)) => {
+            metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit")
+                .increment(1);
+            return Ok(hit);
+        }
+        Ok(None) => {}
+        Err(_) if kind == "count" => return local_total(ctx, key, load).await,
+        // Redis down: straight to Postgres, concurrently. Queuing behind the loader lock
+        // would only serialize loads nobody can store.
+        Err(_) => {
+            metrics::counter!("cache_requests_total", "cache" => kind, "result" => "bypass")
+                .increment(1);
+            return load().await;
+        }
     }
     let lock = loader_lock(&ctx.kv.key(key));
     let _guard = lock.lock().await;
-    if let Some(hit) = cache_get(ctx, key).await {
+    if let Ok(Some(hit)) = cache_get(ctx, key).await {
         metrics::counter!("cache_requests_total", "cache" => kind, "result" => "hit").increment(1);
         return Ok(hit);
     }
@@ -109,6 +180,11 @@ where
 
 /// Drops every cached listing page and the main page, and bumps the generation.
 pub(super) async fn invalidate_pages(ctx: &Ctx) {
+    {
+        let mut map = local_totals().lock().unwrap_or_else(|p| p.into_inner());
+        LOCAL_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        map.clear();
+    }
     let keys: Vec<String> = all_page_keys(ctx.settings.redis.cached_pages)
         .iter()
         .map(|k| ctx.kv.key(k))

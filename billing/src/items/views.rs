@@ -32,7 +32,9 @@ pub async fn detail(ctx: &Ctx, id: i64, client: IpAddr) -> Result<ItemDetail> {
         .ok_or(Error::NotFound)?;
     drop(conn);
     if let Err(e) = record_view(ctx, id, client).await {
-        // Redis down: the page still shows; the view is dropped.
+        // Redis down: the page still shows; the view is dropped (at once while the Redis
+        // breaker is open, so the page does not wait for it).
+        metrics::counter!("item_views_dropped_total").increment(1);
         tracing::debug!(error = %e, "view not counted");
     }
     Ok(item)

@@ -126,6 +126,22 @@ impl Settings {
         if self.redis.timeout_ms.is_zero() {
             return Err(invalid("redis.timeout_ms", "must be positive"));
         }
+        if !(1..=100).contains(&self.redis.breaker_failures) {
+            return Err(invalid(
+                "redis.breaker_failures",
+                "must be between 1 and 100",
+            ));
+        }
+        // Shorter would probe a dead Redis many times a second; longer keeps the cache
+        // and the sessions off for a minute after Redis is back.
+        if !(Duration::from_millis(100)..=Duration::from_millis(60_000))
+            .contains(&self.redis.breaker_open_ms)
+        {
+            return Err(invalid(
+                "redis.breaker_open_ms",
+                "must be between 100 and 60000",
+            ));
+        }
         if self.redis.page_cache_ttl_secs.is_zero() {
             return Err(invalid("redis.page_cache_ttl_secs", "must be positive"));
         }
@@ -597,6 +613,22 @@ mod tests {
                 "redis.cached_pages",
                 Box::new(|s| s.redis.cached_pages = 101),
             ),
+            (
+                "redis.breaker_failures",
+                Box::new(|s| s.redis.breaker_failures = 0),
+            ),
+            (
+                "redis.breaker_failures",
+                Box::new(|s| s.redis.breaker_failures = 101),
+            ),
+            (
+                "redis.breaker_open_ms",
+                Box::new(|s| s.redis.breaker_open_ms = ms(99)),
+            ),
+            (
+                "redis.breaker_open_ms",
+                Box::new(|s| s.redis.breaker_open_ms = ms(60_001)),
+            ),
         ];
         for (key, mutate) in cases {
             let mut s = Settings::default();
@@ -672,6 +704,22 @@ mod tests {
             ),
             ("one cached page", Box::new(|s| s.redis.cached_pages = 1)),
             ("100 cached pages", Box::new(|s| s.redis.cached_pages = 100)),
+            (
+                "redis breaker after 1 failure",
+                Box::new(|s| s.redis.breaker_failures = 1),
+            ),
+            (
+                "redis breaker after 100 failures",
+                Box::new(|s| s.redis.breaker_failures = 100),
+            ),
+            (
+                "redis breaker open 100 ms",
+                Box::new(|s| s.redis.breaker_open_ms = ms(100)),
+            ),
+            (
+                "redis breaker open 60 s",
+                Box::new(|s| s.redis.breaker_open_ms = ms(60_000)),
+            ),
         ];
         for (what, mutate) in cases {
             let mut s = Settings::default();
@@ -808,6 +856,9 @@ mod durations {
                 s.database.idle_in_transaction_timeout_ms
             }),
             ("redis.timeout_ms", Ms, 500, |s| s.redis.timeout_ms),
+            ("redis.breaker_open_ms", Ms, 1_000, |s| {
+                s.redis.breaker_open_ms
+            }),
             ("redis.page_cache_ttl_secs", Secs, 60, |s| {
                 s.redis.page_cache_ttl_secs
             }),
@@ -988,6 +1039,7 @@ mod durations {
         );
         assert!(d.worker.task_timeouts_ms.is_empty());
         assert_eq!(d.redis.cached_pages, 5);
+        assert_eq!(d.redis.breaker_failures, 2);
         // A duration key added later must join the table (the two lists and the map are
         // the three more).
         let debug = format!("{d:?}");
@@ -1015,7 +1067,9 @@ mod durations {
             "webhooks.retry_schedule_secs = {}\n",
             list(&d.webhooks.retry_schedule_secs)
         ));
-        file.push_str("worker.task_timeouts_ms = {}\nredis.cached_pages = 5\n");
+        file.push_str(
+            "worker.task_timeouts_ms = {}\nredis.cached_pages = 5\nredis.breaker_failures = 2\n",
+        );
         let loaded = load(&file, &[]).unwrap();
         assert_eq!(all(&loaded), all(&d), "{file}");
         assert_eq!(format!("{loaded:?}"), format!("{d:?}"));
@@ -1112,6 +1166,11 @@ mod durations {
                 ],
             },
             Case {
+                file: "[redis]\nbreaker_open_ms = 1500\n",
+                env: &[],
+                want: vec![("redis.breaker_open_ms", vec![ms(1_500)])],
+            },
+            Case {
                 file: "",
                 env: &[("WORKER__TASK_TIMEOUTS_MS__PROBE", "250")],
                 want: vec![("worker.task_timeouts_ms.probe", vec![ms(250)])],
@@ -1180,6 +1239,16 @@ mod durations {
                 "worker.poll_interval_ms",
             ),
             ("", &[("REDIS__CACHED_PAGES", "0")], "redis.cached_pages"),
+            (
+                "",
+                &[("REDIS__BREAKER_OPEN_MS", "50")],
+                "redis.breaker_open_ms",
+            ),
+            (
+                "[redis]\nbreaker_failures = 0\n",
+                &[],
+                "redis.breaker_failures",
+            ),
         ];
         for (file, env, key) in cases {
             match load(file, env) {

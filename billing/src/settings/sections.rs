@@ -50,6 +50,13 @@ pub struct RedisSettings {
     /// Bound on connecting and on each command, so a dead Redis degrades quickly.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub timeout_ms: Duration,
+    /// Consecutive failed commands (refused, dropped or timed out connections) that open
+    /// the Redis breaker: while open, every Redis call fails at once instead of waiting.
+    pub breaker_failures: u32,
+    /// How long an open Redis breaker refuses calls before one background `PING` probes
+    /// Redis; the breaker closes when it answers and stays open another period otherwise.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub breaker_open_ms: Duration,
     /// Lifetime of a cached catalog page (main page, category pages), ±20 % jitter so
     /// pages cached together do not expire together. Item writes invalidate at once.
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -66,6 +73,8 @@ impl Default for RedisSettings {
             url: SecretString::from("redis://127.0.0.1:6379"),
             prefix: "pillivery:".into(),
             timeout_ms: Duration::from_millis(500),
+            breaker_failures: 2,
+            breaker_open_ms: Duration::from_millis(1_000),
             page_cache_ttl_secs: Duration::from_secs(60),
             cached_pages: 5,
         }
