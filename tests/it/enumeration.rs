@@ -105,8 +105,16 @@ async fn payment_and_checkout_tokens_never_reach_the_log() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    // The log is written as requests end; give the last line a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The log is written as requests end: wait for the last one's line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !api.logs().contains("/api/recovery/{token}") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request line:\n{}",
+            api.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let logs = api.logs();
     assert!(logs.contains("/api/checkouts/{token}"), "{logs}");
     assert!(!logs.contains(token), "a token in the log:\n{logs}");

@@ -1001,6 +1001,19 @@ async fn the_routes_show_subscriptions_and_refuse_bad_edits() {
     assert_eq!(after["status"], "canceled");
 }
 
+/// A preview's timeline as (event, its outcome or reason) pairs.
+fn timeline_steps(body: &Value) -> Vec<(&str, &str)> {
+    body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let detail = e["outcome"].as_str().or(e["reason"].as_str());
+            (e["event"].as_str().unwrap(), detail.unwrap_or(""))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn the_what_if_preview_follows_the_dunning_policy() {
     let b = Billing::start(|_| {}).await;
@@ -1062,17 +1075,8 @@ async fn the_what_if_preview_follows_the_dunning_policy() {
     let outcomes = json!({"outcomes": ["soft_decline", "hard_decline", "approved"]});
     let resp = preview(outcomes).send().await.unwrap();
     let body: Value = resp.json().await.unwrap();
-    let events: Vec<(&str, &str)> = body["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let detail = e["outcome"].as_str().or(e["reason"].as_str());
-            (e["event"].as_str().unwrap(), detail.unwrap_or(""))
-        })
-        .collect();
     assert_eq!(
-        events,
+        timeline_steps(&body),
         vec![
             ("attempt", "soft_decline"),
             ("past_due", ""),
@@ -1094,15 +1098,8 @@ async fn the_what_if_preview_follows_the_dunning_policy() {
         .await
         .unwrap();
     let t = body["timeline"].as_array().unwrap();
-    let events: Vec<(&str, &str)> = t
-        .iter()
-        .map(|e| {
-            let detail = e["outcome"].as_str().or(e["reason"].as_str());
-            (e["event"].as_str().unwrap(), detail.unwrap_or(""))
-        })
-        .collect();
     assert_eq!(
-        events,
+        timeline_steps(&body),
         vec![
             ("attempt", "soft_decline"),
             ("past_due", ""),
