@@ -24,15 +24,15 @@ pub async fn withdraw(ctx: &Ctx, id: UserId) -> Result<()> {
     Ok(())
 }
 
-/// `PATCH /api/users/me`. A new password ends every other session of the account (the
-/// one that changed it stays signed in).
+/// `PATCH /api/users/me`. A new password ends every other session of the account in the
+/// same transaction (the one that changed it stays signed in).
 pub async fn update_profile(ctx: &Ctx, principal: &Principal, patch: ProfilePatch) -> Result<User> {
     let changes_password = patch.password.is_some();
-    let user = crate::users::update_profile(ctx, principal.user_id, patch).await?;
+    let mut tx = ctx.db.begin().await?;
+    let user = crate::users::update_profile(&mut tx, principal.user_id, patch).await?;
     if changes_password {
-        let mut conn = ctx.db.acquire().await?;
         let ended = sessions::revoke_all(
-            &mut conn,
+            &mut tx,
             principal.user_id,
             Some(principal.session),
             RevokeReason::PasswordChanged,
@@ -41,5 +41,6 @@ pub async fn update_profile(ctx: &Ctx, principal: &Principal, patch: ProfilePatc
         .await?;
         tracing::info!(user_id = %principal.user_id, sessions = ended, "password changed; other sessions ended");
     }
+    tx.commit().await?;
     Ok(user)
 }

@@ -169,7 +169,13 @@ pub async fn get(ctx: &Ctx, id: UserId) -> Result<User> {
     }
 }
 
-pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Result<User> {
+/// Checks and applies a profile patch on the caller's transaction (which holds the user's
+/// row from here on): the caller commits it, with whatever else the change implies.
+pub(crate) async fn update_profile(
+    conn: &mut PgConnection,
+    id: UserId,
+    patch: ProfilePatch,
+) -> Result<User> {
     let mut checks = Checks::default();
     if let Some(v) = &patch.display_name {
         checks.check("display_name", validate::display_name(v));
@@ -202,12 +208,11 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
     }
     checks.finish()?;
 
-    let mut tx = ctx.db.begin().await?;
     let current = sqlx::query!(
         r#"SELECT password_hash FROM users WHERE id = $1 AND status = 'active' FOR UPDATE"#,
         id.0
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or(Error::NotFound)?;
     let new_hash = match (&patch.password, &patch.current_password) {
@@ -243,13 +248,12 @@ pub async fn update_profile(ctx: &Ctx, id: UserId, patch: ProfilePatch) -> Resul
         patch.detail_address.as_deref().map(str::trim),
         new_hash,
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await;
     if let Err(err) = result {
         return Err(map_unique(err));
     }
-    let user = find_by_id(&mut tx, id).await?.ok_or(Error::NotFound)?;
-    tx.commit().await?;
+    let user = find_by_id(conn, id).await?.ok_or(Error::NotFound)?;
     Ok(user)
 }
 
