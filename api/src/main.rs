@@ -92,7 +92,7 @@ async fn import_items(
     };
     let body =
         std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-    match billing::items::import(&ctx, &body, format).await {
+    match billing::items::import(&ctx, &billing::audit::Actor::cli(), &body, format).await {
         Ok(report) => {
             println!("imported {} item(s)", report.inserted);
             Ok(())
@@ -132,7 +132,7 @@ async fn create_admin(
         display_name,
         phone,
     };
-    match billing::users::create_admin(&ctx, input).await {
+    match billing::users::create_admin(&ctx, &billing::audit::Actor::cli(), input).await {
         Ok((user, true)) => {
             println!("created admin {} (id {})", user.email, user.id);
             Ok(())

@@ -5,6 +5,7 @@
 //! so one service call owns its transaction.
 
 pub mod accounts;
+pub mod audit;
 pub mod carts;
 pub mod clock;
 pub mod db;

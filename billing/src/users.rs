@@ -131,6 +131,17 @@ pub async fn signup(ctx: &Ctx, input: SignupInput) -> Result<User> {
 }
 
 pub async fn signup_with_role(ctx: &Ctx, input: SignupInput, role: Role) -> Result<User> {
+    create(ctx, input, role, None).await
+}
+
+/// A checked signup written with `role`; an operator's (`actor`) is audited in its
+/// transaction.
+async fn create(
+    ctx: &Ctx,
+    input: SignupInput,
+    role: Role,
+    actor: Option<&crate::audit::Actor>,
+) -> Result<User> {
     let mut checks = Checks::default();
     checks.check("email", validate::email(input.email.trim()));
     checks.check("password", validate::password(&input.password));
@@ -157,8 +168,29 @@ pub async fn signup_with_role(ctx: &Ctx, input: SignupInput, role: Role) -> Resu
     };
     let mut tx = ctx.db.begin().await?;
     let user = insert(&mut tx, &new).await?;
+    if let Some(actor) = actor {
+        audit_admin_granted(&mut tx, actor, user.id, true, ctx.clock.now()).await?;
+    }
     tx.commit().await?;
     Ok(user)
+}
+
+async fn audit_admin_granted(
+    conn: &mut PgConnection,
+    actor: &crate::audit::Actor,
+    user: UserId,
+    created: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    crate::audit::record(
+        conn,
+        actor,
+        crate::audit::Action::AdminGranted,
+        crate::audit::Target::row("user", &user),
+        serde_json::json!({ "created": created }),
+        now,
+    )
+    .await
 }
 
 pub async fn get(ctx: &Ctx, id: UserId) -> Result<User> {
@@ -451,7 +483,11 @@ pub(crate) async fn email_in_use(conn: &mut PgConnection, email: &str) -> Result
 }
 
 /// For `create-admin`: promotes an existing active account or reports none.
-async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<Option<UserId>> {
+async fn promote_to_admin(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    email: &str,
+) -> Result<Option<UserId>> {
     let mut tx = ctx.db.begin().await?;
     let promoted = sqlx::query_scalar!(
         r#"UPDATE users SET role = 'admin' WHERE email = $1 AND status = 'active'
@@ -460,6 +496,9 @@ async fn promote_to_admin(ctx: &Ctx, email: &str) -> Result<Option<UserId>> {
     )
     .fetch_optional(&mut *tx)
     .await?;
+    if let Some(id) = promoted {
+        audit_admin_granted(&mut tx, actor, id, false, ctx.clock.now()).await?;
+    }
     tx.commit().await?;
     Ok(promoted)
 }
@@ -489,8 +528,12 @@ fn default_admin_phone() -> String {
 
 /// `create-admin`: the active account with this e-mail becomes an admin (`false`), or a new
 /// admin account is created (`true`).
-pub async fn create_admin(ctx: &Ctx, input: AdminInput) -> Result<(User, bool)> {
-    if let Some(id) = promote_to_admin(ctx, &input.email).await? {
+pub async fn create_admin(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    input: AdminInput,
+) -> Result<(User, bool)> {
+    if let Some(id) = promote_to_admin(ctx, actor, &input.email).await? {
         return Ok((get(ctx, id).await?, false));
     }
     let Some(password) = input.password else {
@@ -508,7 +551,7 @@ pub async fn create_admin(ctx: &Ctx, input: AdminInput) -> Result<(User, bool)> 
         city: "-".into(),
         detail_address: "-".into(),
     };
-    Ok((signup_with_role(ctx, signup, Role::Admin).await?, true))
+    Ok((create(ctx, signup, Role::Admin, Some(actor)).await?, true))
 }
 
 /// Admin search over accounts, newest first.

@@ -141,7 +141,9 @@ async fn a_rejected_charge_request_is_sent_once_fails_its_job_and_flags_the_subs
     .fetch_one(&b.db)
     .await
     .unwrap();
-    billing::jobs::retry_failed(&b.ctx, job).await.unwrap();
+    billing::jobs::retry_failed(&b.ctx, &billing::audit::Actor::cli(), job)
+        .await
+        .unwrap();
     b.run_until_idle().await;
     let s = b.sub(id).await;
     assert_eq!(s.cycle, 2);

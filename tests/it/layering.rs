@@ -26,7 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pg_error",
         ],
     ),
-    ("adapters", &["db", "kv", "pg", "jobs", "tasks", "outbox"]),
+    (
+        "adapters",
+        &["db", "kv", "pg", "jobs", "tasks", "outbox", "audit"],
+    ),
     ("row stores", &["store", "users"]),
     (
         "use cases",

@@ -8,6 +8,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod audit;
 mod auth;
 mod billing_sim;
 mod binaries;

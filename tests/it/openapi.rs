@@ -57,6 +57,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/recovery/{token}"),
     ("post", "/api/recovery/{token}"),
     ("get", "/api/users/me/sessions"),
+    ("get", "/api/admin/audit"),
     ("delete", "/api/users/me/sessions"),
     ("delete", "/api/users/me/sessions/{id}"),
     ("post", "/api/admin/subscriptions/{id}/preview"),

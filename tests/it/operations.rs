@@ -57,15 +57,7 @@ async fn queue_stats_show_each_task_types_depth_and_how_late_its_oldest_due_job_
     assert_eq!(cols[2], "7", "{line}");
     assert!(cols[3].parse::<f64>().unwrap() >= 119.0, "{line}");
 
-    let user = app.signup().await;
-    let tokens = app.login(&user).await;
-    let resp = app
-        .get("/api/admin/jobs/stats")
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    app.refuses_customers("/api/admin/jobs/stats").await;
 }
 
 #[tokio::test]

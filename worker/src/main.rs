@@ -151,7 +151,7 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Retry { id } => {
-            let job = billing::jobs::retry_failed(&ctx, id).await?;
+            let job = billing::jobs::retry_failed(&ctx, &billing::audit::Actor::cli(), id).await?;
             println!("re-queued {} ({})", job.id, job.name.unwrap_or_default());
         }
         JobsCommand::Probe { count, key } => {
@@ -205,12 +205,18 @@ async fn deliveries(ctx: billing::Ctx, cmd: DeliveriesCommand) -> anyhow::Result
             }
         }
         DeliveriesCommand::Redeliver { id } => {
-            let d = billing::webhooks::redeliver(&ctx, billing::ids::DeliveryId(id)).await?;
+            let d = billing::webhooks::redeliver(
+                &ctx,
+                &billing::audit::Actor::cli(),
+                billing::ids::DeliveryId(id),
+            )
+            .await?;
             println!("redelivering {}", line(&d));
         }
         DeliveriesCommand::RedeliverDead { since, endpoint } => {
             let n = billing::webhooks::redeliver_dead(
                 &ctx,
+                &billing::audit::Actor::cli(),
                 RedeliverDead {
                     since,
                     endpoint_id: endpoint.map(billing::ids::WebhookEndpointId),
@@ -251,7 +257,12 @@ async fn charges(ctx: billing::Ctx, cmd: ChargesCommand) -> anyhow::Result<()> {
             }
         }
         ChargesCommand::Reconcile { attempt_id } => {
-            let action = billing::subscriptions::charge::reconcile_now(&ctx, attempt_id).await?;
+            let action = billing::subscriptions::charge::reconcile_now(
+                &ctx,
+                &billing::audit::Actor::cli(),
+                attempt_id,
+            )
+            .await?;
             println!("attempt {attempt_id}: {}", action.as_str());
         }
     }

@@ -14,6 +14,7 @@ use crate::extract::{AdminUser, ApiPath, ApiQuery};
 use crate::routes::users::UserResponse;
 use crate::AppState;
 use axum::http::StatusCode;
+use billing::audit::Actor;
 use billing::db::MigrationReport;
 use billing::jobs::{JobView, QueueStat};
 use billing::users::AdminInput;
@@ -29,6 +30,58 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(job_stats))
         .routes(routes!(migration_status, apply_migrations))
         .routes(routes!(create_admin))
+        .routes(routes!(audit_log))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilter {
+    /// Only actions on this kind of row (`job`, `item`, `webhook_endpoint`,
+    /// `webhook_delivery`, `charge_attempt`, `user`).
+    pub target_type: Option<String>,
+    /// With `target_type`: only this row's.
+    pub target_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<billing::audit::Entry>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+/// The audit log, newest first: every operator action (JSON admin routes, the console,
+/// the operators' CLI) with who, when, on which row and what — written in the action's
+/// own transaction.
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditFilter, PageRequest),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+        (status = 422, body = ErrorBody, description = "validation_failed (page, size)"),
+    ))]
+async fn audit_log(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> ApiResult<Json<AuditPage>> {
+    let p = billing::audit::list(
+        &state.ctx,
+        filter.target_type.as_deref(),
+        filter.target_id.as_deref(),
+        page,
+    )
+    .await?;
+    Ok(Json(AuditPage {
+        items: p.items,
+        page: p.page,
+        size: p.size,
+        total: p.total,
+    }))
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -87,7 +140,7 @@ async fn retry_job(
     admin: AdminUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<JobView>> {
-    let job = billing::jobs::retry_failed(&state.ctx, id).await?;
+    let job = billing::jobs::retry_failed(&state.ctx, &Actor::api(admin.0.user_id), id).await?;
     tracing::info!(admin = %admin.0.user_id, job_id = %id, "job retried by admin");
     Ok(Json(job))
 }
@@ -205,7 +258,8 @@ async fn create_admin(
     admin: AdminUser,
     ApiJson(input): ApiJson<AdminInput>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
-    let (user, created) = billing::users::create_admin(&state.ctx, input).await?;
+    let (user, created) =
+        billing::users::create_admin(&state.ctx, &Actor::api(admin.0.user_id), input).await?;
     tracing::info!(admin = %admin.0.user_id, user_id = %user.id, created, "admin granted");
     let status = if created {
         StatusCode::CREATED

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::AppState;
+use billing::audit::Actor;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,10 +89,10 @@ async fn detail(
     ))]
 async fn create(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     ApiJson(input): ApiJson<ItemInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let item = billing::items::create(&state.ctx, input).await?;
+    let item = billing::items::create(&state.ctx, &Actor::api(admin.0.user_id), input).await?;
     let location = format!("/api/items/{}", item.id);
     Ok((
         StatusCode::CREATED,
@@ -110,11 +111,13 @@ async fn create(
     ))]
 async fn update(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<ItemPatch>,
 ) -> ApiResult<Json<ItemDetail>> {
-    Ok(Json(billing::items::update(&state.ctx, id, patch).await?))
+    Ok(Json(
+        billing::items::update(&state.ctx, &Actor::api(admin.0.user_id), id, patch).await?,
+    ))
 }
 
 /// Delete an item (soft: carts and orders show it as unavailable).
@@ -124,10 +127,10 @@ async fn update(
               (status = 404, body = ErrorBody)))]
 async fn delete(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
-    billing::items::delete(&state.ctx, id).await?;
+    billing::items::delete(&state.ctx, &Actor::api(admin.0.user_id), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,7 +147,7 @@ async fn delete(
     ))]
 async fn import(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     headers: HeaderMap,
     body: String,
 ) -> ApiResult<(StatusCode, Json<ImportReport>)> {
@@ -161,6 +164,7 @@ async fn import(
         "text/csv" => ImportFormat::Csv,
         _ => return Err(ApiError::UnsupportedMediaType),
     };
-    let report = billing::items::import(&state.ctx, &body, format).await?;
+    let report =
+        billing::items::import(&state.ctx, &Actor::api(admin.0.user_id), &body, format).await?;
     Ok((StatusCode::CREATED, Json(report)))
 }

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::AppState;
+use billing::audit::Actor;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -277,7 +278,12 @@ async fn reconcile_charge(
     admin: AdminUser,
     ApiPath(attempt_id): ApiPath<i64>,
 ) -> ApiResult<(StatusCode, Json<ReconcileResponse>)> {
-    let action = billing::subscriptions::charge::reconcile_now(&state.ctx, attempt_id).await?;
+    let action = billing::subscriptions::charge::reconcile_now(
+        &state.ctx,
+        &Actor::api(admin.0.user_id),
+        attempt_id,
+    )
+    .await?;
     tracing::info!(admin = %admin.0.user_id, attempt_id, action = action.as_str(),
         "charge reconciliation requested");
     Ok((

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
+use billing::audit::Actor;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -90,7 +91,7 @@ async fn create_endpoint(
     admin: AdminUser,
     ApiJson(new): ApiJson<NewEndpoint>,
 ) -> ApiResult<(StatusCode, Json<EndpointWithSecret>)> {
-    let created = billing::webhooks::create(&state.ctx, new).await?;
+    let created = billing::webhooks::create(&state.ctx, &Actor::api(admin.0.user_id), new).await?;
     tracing::info!(admin = %admin.0.user_id, endpoint_id = %created.endpoint.id, "webhook endpoint created by admin");
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -148,7 +149,13 @@ async fn update_endpoint(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<EndpointPatch>,
 ) -> ApiResult<Json<Endpoint>> {
-    let endpoint = billing::webhooks::update(&state.ctx, WebhookEndpointId(id), patch).await?;
+    let endpoint = billing::webhooks::update(
+        &state.ctx,
+        &Actor::api(admin.0.user_id),
+        WebhookEndpointId(id),
+        patch,
+    )
+    .await?;
     tracing::info!(admin = %admin.0.user_id, endpoint_id = id, "webhook endpoint updated by admin");
     Ok(Json(endpoint))
 }
@@ -167,7 +174,12 @@ async fn delete_endpoint(
     admin: AdminUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
-    billing::webhooks::delete(&state.ctx, WebhookEndpointId(id)).await?;
+    billing::webhooks::delete(
+        &state.ctx,
+        &Actor::api(admin.0.user_id),
+        WebhookEndpointId(id),
+    )
+    .await?;
     tracing::info!(admin = %admin.0.user_id, endpoint_id = id, "webhook endpoint deleted by admin");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -188,7 +200,12 @@ async fn rotate_secret(
     admin: AdminUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<EndpointWithSecret>> {
-    let rotated = billing::webhooks::rotate_secret(&state.ctx, WebhookEndpointId(id)).await?;
+    let rotated = billing::webhooks::rotate_secret(
+        &state.ctx,
+        &Actor::api(admin.0.user_id),
+        WebhookEndpointId(id),
+    )
+    .await?;
     tracing::info!(admin = %admin.0.user_id, endpoint_id = id, "webhook secret rotated by admin");
     Ok(Json(rotated))
 }
@@ -277,7 +294,8 @@ async fn redeliver(
     admin: AdminUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Delivery>> {
-    let d = billing::webhooks::redeliver(&state.ctx, DeliveryId(id)).await?;
+    let d = billing::webhooks::redeliver(&state.ctx, &Actor::api(admin.0.user_id), DeliveryId(id))
+        .await?;
     tracing::info!(admin = %admin.0.user_id, delivery_id = id, "delivery redelivered by admin");
     Ok(Json(d))
 }
@@ -298,7 +316,8 @@ async fn redeliver_dead(
     admin: AdminUser,
     ApiJson(req): ApiJson<RedeliverDead>,
 ) -> ApiResult<Json<Redelivered>> {
-    let redelivered = billing::webhooks::redeliver_dead(&state.ctx, req).await?;
+    let redelivered =
+        billing::webhooks::redeliver_dead(&state.ctx, &Actor::api(admin.0.user_id), req).await?;
     tracing::info!(admin = %admin.0.user_id, redelivered, "dead deliveries redelivered by admin");
     Ok(Json(Redelivered { redelivered }))
 }

@@ -1,6 +1,7 @@
 //! Admins' writes: create, update, delete and bulk import (CSV or JSON) of items.
 
 use super::*;
+use crate::audit::{self, Actor};
 
 pub(super) async fn fetch_detail(
     conn: &mut PgConnection,
@@ -69,7 +70,7 @@ pub(super) async fn insert_items(conn: &mut PgConnection, items: &[ItemInput]) -
     Ok(ids)
 }
 
-pub async fn create(ctx: &Ctx, input: ItemInput) -> Result<ItemDetail> {
+pub async fn create(ctx: &Ctx, actor: &Actor, input: ItemInput) -> Result<ItemDetail> {
     let mut checks = Checks::default();
     input.check(&mut checks);
     checks.finish()?;
@@ -81,12 +82,26 @@ pub async fn create(ctx: &Ctx, input: ItemInput) -> Result<ItemDetail> {
     let item = fetch_detail(&mut tx, id, false)
         .await?
         .ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Action::ItemCreated,
+        audit::Target::row("item", &id),
+        serde_json::json!({ "title": input.title.trim() }),
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     invalidate_pages(ctx).await;
     Ok(item)
 }
 
-pub async fn update(ctx: &Ctx, id: i64, patch: ItemPatch) -> Result<ItemDetail> {
+pub async fn update(ctx: &Ctx, actor: &Actor, id: i64, patch: ItemPatch) -> Result<ItemDetail> {
+    // What the patch set, for the audit log (the fields it left out are not changes).
+    let mut changed = serde_json::to_value(&patch).unwrap_or_default();
+    if let Some(fields) = changed.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
     let mut tx = ctx.db.begin().await?;
     let current = fetch_detail(&mut tx, id, true)
         .await?
@@ -127,25 +142,42 @@ pub async fn update(ctx: &Ctx, id: i64, patch: ItemPatch) -> Result<ItemDetail> 
     let item = fetch_detail(&mut tx, id, false)
         .await?
         .ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Action::ItemUpdated,
+        audit::Target::row("item", &id),
+        changed,
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     invalidate_pages(ctx).await;
     Ok(item)
 }
 
 /// Soft delete: carts and orders keep pointing at the row and show it as unavailable.
-pub async fn delete(ctx: &Ctx, id: i64) -> Result<()> {
+pub async fn delete(ctx: &Ctx, actor: &Actor, id: i64) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
-    let done = sqlx::query!(
-        "UPDATE items SET deleted_at = $2, selling = false WHERE id = $1 AND deleted_at IS NULL",
+    let title = sqlx::query_scalar!(
+        "UPDATE items SET deleted_at = $2, selling = false WHERE id = $1 AND deleted_at IS NULL
+         RETURNING title",
         id,
         ctx.clock.now()
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Action::ItemDeleted,
+        audit::Target::row("item", &id),
+        serde_json::json!({ "title": title }),
+        ctx.clock.now(),
+    )
     .await?;
     tx.commit().await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound);
-    }
     invalidate_pages(ctx).await;
     Ok(())
 }
@@ -165,13 +197,29 @@ pub struct ImportReport {
 
 /// Parses and validates every line first; any bad line rejects the whole import (422 with
 /// `line N: field` names) and nothing is written. Then one transaction inserts them all.
-pub async fn import(ctx: &Ctx, body: &str, format: ImportFormat) -> Result<ImportReport> {
+pub async fn import(
+    ctx: &Ctx,
+    actor: &Actor,
+    body: &str,
+    format: ImportFormat,
+) -> Result<ImportReport> {
     let items = parse_import(body, format)?;
     let mut tx = ctx.db.begin().await?;
     let mut ids = Vec::with_capacity(items.len());
     for chunk in items.chunks(5_000) {
         ids.extend(insert_items(&mut tx, chunk).await?);
     }
+    audit::record(
+        &mut tx,
+        actor,
+        audit::Action::ItemsImported,
+        audit::Target::many("item"),
+        serde_json::json!({
+            "inserted": ids.len(), "first_id": ids.first(), "last_id": ids.last(),
+        }),
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     invalidate_pages(ctx).await;
     tracing::info!(inserted = ids.len(), "items imported");

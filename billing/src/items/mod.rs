@@ -226,7 +226,7 @@ pub struct ItemInput {
 }
 
 /// `PATCH /api/admin/items/{id}`: only the fields present change.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ItemPatch {
     pub brand: Option<String>,

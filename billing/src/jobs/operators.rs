@@ -102,7 +102,7 @@ pub async fn run_now(
 }
 
 /// Re-queues a failed task to run now, with a fresh retry budget.
-pub async fn retry_failed(ctx: &Ctx, id: Uuid) -> Result<JobView> {
+pub async fn retry_failed(ctx: &Ctx, actor: &crate::audit::Actor, id: Uuid) -> Result<JobView> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let row = sqlx::query_as!(
@@ -139,6 +139,15 @@ pub async fn retry_failed(ctx: &Ctx, id: Uuid) -> Result<JobView> {
     sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, row.task_type)
         .execute(&mut *tx)
         .await?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::JobRetried,
+        crate::audit::Target::row("job", &id),
+        serde_json::json!({ "task": row.name, "error": row.error_message }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(task_id = %id, "failed task re-queued by an operator");
     Ok(row)

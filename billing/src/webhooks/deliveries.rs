@@ -225,7 +225,7 @@ fn first_due(ctx: &Ctx, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
 /// Starts a new round of a delivery in any state: pending again, with the whole schedule
 /// ahead and its first job queued (jobs of the old round become stale). The attempts made
 /// so far stay in its log.
-pub async fn redeliver(ctx: &Ctx, id: DeliveryId) -> Result<Delivery> {
+pub async fn redeliver(ctx: &Ctx, actor: &crate::audit::Actor, id: DeliveryId) -> Result<Delivery> {
     let now = ctx.clock.now();
     let due = first_due(ctx, now)?;
     let mut tx = ctx.db.begin().await?;
@@ -260,6 +260,15 @@ pub async fn redeliver(ctx: &Ctx, id: DeliveryId) -> Result<Delivery> {
         attempt: 1,
     };
     enqueue_all(&mut tx, &[task], due, now).await?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::DeliveryRedelivered,
+        crate::audit::Target::row("webhook_delivery", &id),
+        serde_json::json!({ "round": round }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(delivery_id = %id, round, "delivery redelivered by an operator");
     get_delivery(ctx, id).await
@@ -278,7 +287,11 @@ pub struct RedeliverDead {
 
 /// Redelivers every dead delivery that died since `since` (of one endpoint, or of all
 /// enabled ones; a disabled endpoint's stay dead until it is enabled). Returns how many.
-pub async fn redeliver_dead(ctx: &Ctx, req: RedeliverDead) -> Result<u64> {
+pub async fn redeliver_dead(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    req: RedeliverDead,
+) -> Result<u64> {
     let now = ctx.clock.now();
     let due = first_due(ctx, now)?;
     let mut tx = ctx.db.begin().await?;
@@ -306,6 +319,17 @@ pub async fn redeliver_dead(ctx: &Ctx, req: RedeliverDead) -> Result<u64> {
         })
         .collect();
     enqueue_all(&mut tx, &tasks, due, now).await?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::DeadDeliveriesRedelivered,
+        crate::audit::Target::many("webhook_delivery"),
+        serde_json::json!({
+            "since": req.since, "endpoint_id": req.endpoint_id, "count": rows.len(),
+        }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(count = rows.len(), since = %req.since, endpoint_id = ?req.endpoint_id,
         "dead deliveries redelivered by an operator");

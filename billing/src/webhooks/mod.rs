@@ -164,7 +164,11 @@ fn new_secret() -> String {
     format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
-pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
+pub async fn create(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    new: NewEndpoint,
+) -> Result<EndpointWithSecret> {
     let mut errors = Vec::new();
     check_url(&new.url, &mut errors);
     if errors.is_empty() {
@@ -191,6 +195,15 @@ pub async fn create(ctx: &Ctx, new: NewEndpoint) -> Result<EndpointWithSecret> {
         now
     )
     .fetch_one(&mut *tx)
+    .await?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::WebhookEndpointCreated,
+        crate::audit::Target::row("webhook_endpoint", &endpoint.id),
+        serde_json::json!({ "url": endpoint.url, "event_types": endpoint.event_types }),
+        now,
+    )
     .await?;
     tx.commit().await?;
     tracing::info!(endpoint_id = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
@@ -224,7 +237,12 @@ pub async fn get(ctx: &Ctx, id: WebhookEndpointId) -> Result<Endpoint> {
     .ok_or(Error::NotFound)
 }
 
-pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> Result<Endpoint> {
+pub async fn update(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    id: WebhookEndpointId,
+    patch: EndpointPatch,
+) -> Result<Endpoint> {
     let mut errors = Vec::new();
     if let Some(url) = &patch.url {
         check_url(url, &mut errors);
@@ -271,6 +289,18 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::WebhookEndpointUpdated,
+        crate::audit::Target::row("webhook_endpoint", &id),
+        serde_json::json!({
+            "url": patch.url, "event_types": patch.event_types,
+            "description": patch.description, "enabled": patch.enabled,
+        }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(endpoint_id = %id, enabled = endpoint.enabled, "webhook endpoint updated");
     Ok(endpoint)
@@ -278,16 +308,25 @@ pub async fn update(ctx: &Ctx, id: WebhookEndpointId, patch: EndpointPatch) -> R
 
 /// Removes the endpoint with its deliveries and their attempts; jobs still queued for
 /// them find nothing and do nothing.
-pub async fn delete(ctx: &Ctx, id: WebhookEndpointId) -> Result<()> {
+pub async fn delete(ctx: &Ctx, actor: &crate::audit::Actor, id: WebhookEndpointId) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
-    let n = sqlx::query!("DELETE FROM webhook_endpoints WHERE id = $1", id.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let url = sqlx::query_scalar!(
+        "DELETE FROM webhook_endpoints WHERE id = $1 RETURNING url",
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::WebhookEndpointDeleted,
+        crate::audit::Target::row("webhook_endpoint", &id),
+        serde_json::json!({ "url": url }),
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
-    if n == 0 {
-        return Err(Error::NotFound);
-    }
     tracing::info!(endpoint_id = %id, "webhook endpoint deleted");
     Ok(())
 }
@@ -296,7 +335,11 @@ pub async fn delete(ctx: &Ctx, id: WebhookEndpointId) -> Result<()> {
 /// `webhooks.secret_rotation_overlap_secs`, also with the secret it replaces (two `v1=`),
 /// so a receiver that still checks the old secret accepts them while it switches. A
 /// rotation within the window replaces the older secret: only the last two sign.
-pub async fn rotate_secret(ctx: &Ctx, id: WebhookEndpointId) -> Result<EndpointWithSecret> {
+pub async fn rotate_secret(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    id: WebhookEndpointId,
+) -> Result<EndpointWithSecret> {
     let secret = new_secret();
     let now = ctx.clock.now();
     let overlap = ctx.settings.webhooks.secret_rotation_overlap_secs;
@@ -323,6 +366,16 @@ pub async fn rotate_secret(ctx: &Ctx, id: WebhookEndpointId) -> Result<EndpointW
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
+    // The secret itself never goes into the log.
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::WebhookSecretRotated,
+        crate::audit::Target::row("webhook_endpoint", &id),
+        serde_json::json!({ "previous_secret_signs_until": until }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(endpoint_id = %id, old_secret_signs_until = ?until,
         "webhook endpoint secret rotated");

@@ -295,6 +295,19 @@ impl TestApp {
         (user, tokens)
     }
 
+    /// A customer (not an admin) GETting `path` is refused with 403 `forbidden`.
+    pub async fn refuses_customers(&self, path: &str) {
+        let user = self.signup().await;
+        let tokens = self.login(&user).await;
+        let resp = self
+            .get(path)
+            .bearer_auth(&tokens.access)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+
     pub async fn user_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM users")
             .fetch_one(&self.db)

@@ -156,7 +156,11 @@ impl ReconcileAction {
 /// Operators' "reconcile now" for a charge whose outcome is unknown: the next inquiry at
 /// KakaoPay (task `subscription.reconcile`) runs at once instead of after its backoff. The
 /// verdict is the task's, as for any inquiry; the API never calls the PG itself.
-pub async fn reconcile_now(ctx: &Ctx, attempt_id: i64) -> Result<ReconcileAction> {
+pub async fn reconcile_now(
+    ctx: &Ctx,
+    actor: &crate::audit::Actor,
+    attempt_id: i64,
+) -> Result<ReconcileAction> {
     let mut tx = ctx.db.begin().await?;
     // The row lock orders this against an inquiry bumping `reconcile_rounds` meanwhile.
     let row = sqlx::query!(
@@ -197,6 +201,15 @@ pub async fn reconcile_now(ctx: &Ctx, attempt_id: i64) -> Result<ReconcileAction
         .await?;
         ReconcileAction::Queued
     };
+    crate::audit::record(
+        &mut tx,
+        actor,
+        crate::audit::Action::ChargeReconcileRequested,
+        crate::audit::Target::row("charge_attempt", &attempt_id),
+        serde_json::json!({ "action": action.as_str() }),
+        ctx.clock.now(),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(
         attempt_id,
