@@ -42,13 +42,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 [[ $TARGET == /* ]] || TARGET="$ROOT/$TARGET"
 export SQLX_OFFLINE=true
 BINS=(--bin pillivery-api --bin pillivery-worker --bin pillivery-pgsim --bin pillivery-loadgen)
-if [[ $PROFILE == release ]]; then
-    cargo build -q --release "${BINS[@]}"
-    BIN="$TARGET/release"
-else
-    cargo build -q "${BINS[@]}"
-    BIN="$TARGET/debug"
-fi
+bench_build "${BINS[@]}"
 
 PIDS=()
 cleanup() {

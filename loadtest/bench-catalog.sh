@@ -23,13 +23,7 @@ PORT=${PORT:-18080}
 TARGET=${CARGO_TARGET_DIR:-target}
 [[ $TARGET == /* ]] || TARGET="$ROOT/$TARGET"
 export SQLX_OFFLINE=true
-if [[ $PROFILE == release ]]; then
-    cargo build -q --release --bin pillivery-api --bin pillivery-loadgen
-    BIN="$TARGET/release"
-else
-    cargo build -q --bin pillivery-api --bin pillivery-loadgen
-    BIN="$TARGET/debug"
-fi
+bench_build --bin pillivery-api --bin pillivery-loadgen
 
 API_PID=""
 cleanup() {

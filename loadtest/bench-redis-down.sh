@@ -28,13 +28,7 @@ REDIS_PORT=${REDIS_PORT:-56483}
 TARGET=${CARGO_TARGET_DIR:-target}
 [[ $TARGET == /* ]] || TARGET="$ROOT/$TARGET"
 export SQLX_OFFLINE=true
-if [[ $PROFILE == release ]]; then
-    cargo build -q --release --bin pillivery-api --bin pillivery-loadgen
-    BIN="$TARGET/release"
-else
-    cargo build -q --bin pillivery-api --bin pillivery-loadgen
-    BIN="$TARGET/debug"
-fi
+bench_build --bin pillivery-api --bin pillivery-loadgen
 API=${API_BIN:-$BIN/pillivery-api}
 command -v redis-server >/dev/null || pv_die "redis-server is not installed"
 pv_tcp_open 127.0.0.1 "$REDIS_PORT" && pv_die "port $REDIS_PORT is taken (set REDIS_PORT)"

@@ -1,5 +1,17 @@
-# loadtest/lib.sh — what the benchmark scripts share (sourced after ops/lib.sh; expects
-# $BIN, the directory of the built binaries).
+# loadtest/lib.sh — what the benchmark scripts share (sourced after ops/lib.sh; the
+# helpers below bench_build expect $BIN, the directory of the built binaries).
+
+# bench_build CARGO_ARGS...: builds the given binaries (e.g. `--bin pillivery-api`) in
+# $PROFILE (`release`, else the dev profile) under $TARGET, and sets BIN to their directory.
+bench_build() {
+    if [[ ${PROFILE:-dev} == release ]]; then
+        cargo build -q --release "$@"
+        BIN="$TARGET/release"
+    else
+        cargo build -q "$@"
+        BIN="$TARGET/debug"
+    fi
+}
 
 # bench_reference_db NAME: sets URL to database NAME holding the reference data set
 # (loadtest/generate --seed 42), generated afresh unless REUSE_DB=1 and it exists.
