@@ -79,6 +79,8 @@ impl ApiError {
                 B::Gateway(_) => (StatusCode::BAD_GATEWAY, "payment_gateway_error"),
                 B::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),
+                B::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
+                B::CannotChangeOwnAccess => (StatusCode::CONFLICT, "cannot_change_own_access"),
                 B::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
                 B::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
                 B::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused"),

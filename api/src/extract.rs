@@ -217,6 +217,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
+/// The authenticated caller if their role (the account's, now) is one of `allowed`;
+/// otherwise 403.
+async fn with_role<S>(parts: &mut Parts, state: &S, allowed: &[Role]) -> Result<Principal, ApiError>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let AuthUser(principal) = AuthUser::from_request_parts(parts, state).await?;
+    if !allowed.contains(&principal.role) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(principal)
+}
+
 /// An authenticated caller with the `admin` role; anyone else gets 403.
 pub struct AdminUser(pub Principal);
 
@@ -228,11 +242,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let AuthUser(principal) = AuthUser::from_request_parts(parts, state).await?;
-        if principal.role != Role::Admin {
-            return Err(ApiError::Forbidden);
-        }
-        Ok(AdminUser(principal))
+        with_role(parts, state, &[Role::Admin]).await.map(AdminUser)
+    }
+}
+
+/// An authenticated caller who may see what admins see: an `admin`, or a read-only
+/// `operator`; anyone else gets 403. Routes that act take [`AdminUser`].
+pub struct OperatorUser(pub Principal);
+
+impl<S> FromRequestParts<S> for OperatorUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        with_role(parts, state, &[Role::Admin, Role::Operator])
+            .await
+            .map(OperatorUser)
     }
 }
 

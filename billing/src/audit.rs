@@ -72,6 +72,9 @@ pub enum Action {
     ItemDeleted,
     ItemsImported,
     AdminGranted,
+    UserRoleChanged,
+    UserDisabled,
+    UserEnabled,
 }
 
 impl Action {
@@ -90,6 +93,9 @@ impl Action {
             Self::ItemDeleted => "item_deleted",
             Self::ItemsImported => "items_imported",
             Self::AdminGranted => "admin_granted",
+            Self::UserRoleChanged => "user_role_changed",
+            Self::UserDisabled => "user_disabled",
+            Self::UserEnabled => "user_enabled",
         }
     }
 }

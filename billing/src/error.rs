@@ -85,6 +85,10 @@ pub enum Error {
     InvalidCredentials,
     #[error("this account has been withdrawn")]
     AccountWithdrawn,
+    #[error("this account has been disabled by the store")]
+    AccountDisabled,
+    #[error("an operator cannot change their own role or disable their own account")]
+    CannotChangeOwnAccess,
     #[error("access token missing, invalid, expired or revoked")]
     InvalidToken,
     #[error("refresh token invalid, expired or revoked")]

@@ -211,6 +211,9 @@ pub async fn login(
     if user.status == UserStatus::Withdrawn {
         return Err(Error::AccountWithdrawn);
     }
+    if user.disabled_at.is_some() {
+        return Err(Error::AccountDisabled);
+    }
     let pair = open_with(ctx, &user, client).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok(pair)

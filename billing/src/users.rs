@@ -15,6 +15,8 @@ use crate::{passwords, Ctx};
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Role {
     User,
+    /// Sees what admins see (lists, jobs, audit log, previews) and acts on nothing.
+    Operator,
     Admin,
 }
 
@@ -22,6 +24,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
+            Role::Operator => "operator",
             Role::Admin => "admin",
         }
     }
@@ -48,6 +51,8 @@ pub struct User {
     pub oauth_provider: Option<String>,
     pub role: Role,
     pub status: UserStatus,
+    /// Set while an admin has disabled the account (it cannot log in).
+    pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -307,6 +312,43 @@ pub(crate) async fn mark_withdrawn(
     Ok(done.rows_affected() == 1)
 }
 
+/// An active account, its row locked for the rest of the transaction.
+pub(crate) async fn lock_active(conn: &mut PgConnection, id: UserId) -> Result<Option<User>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM users WHERE id = $1 AND status = 'active' FOR UPDATE",
+        id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    find_by_id(conn, id)
+        .await
+        .map(|u| u.filter(|u| u.status == UserStatus::Active))
+}
+
+/// Sets an account's role and/or disabled state (disabling keeps the first time).
+pub(crate) async fn set_access(
+    conn: &mut PgConnection,
+    id: UserId,
+    role: Option<Role>,
+    disabled: Option<bool>,
+    now: DateTime<Utc>,
+) -> Result<User> {
+    sqlx::query!(
+        "UPDATE users SET role = COALESCE($2, role),
+                disabled_at = CASE WHEN $3::boolean IS NULL THEN disabled_at
+                                   WHEN $3 THEN COALESCE(disabled_at, $4)
+                                   ELSE NULL END
+         WHERE id = $1",
+        id.0,
+        role.map(Role::as_str),
+        disabled,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    find_by_id(conn, id).await?.ok_or(Error::NotFound)
+}
+
 // ---- repository -------------------------------------------------------------------------
 
 struct UserRow {
@@ -320,6 +362,7 @@ struct UserRow {
     oauth_provider: Option<String>,
     role: Role,
     status: UserStatus,
+    disabled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     /// Selected everywhere for one row shape; only login reads it, `User` never holds it.
@@ -339,6 +382,7 @@ impl From<UserRow> for User {
             oauth_provider: r.oauth_provider,
             role: r.role,
             status: r.status,
+            disabled_at: r.disabled_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -397,7 +441,7 @@ pub(crate) async fn insert(conn: &mut PgConnection, new: &NewUser) -> Result<Use
                               detail_address, oauth_provider, oauth_subject, role)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            RETURNING id, email, display_name, real_name, phone, city, detail_address,
-                     oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                     oauth_provider, role AS "role: Role", status AS "status: UserStatus", disabled_at,
                      created_at, updated_at, password_hash"#,
         new.email,
         new.password_hash,
@@ -420,7 +464,7 @@ pub(crate) async fn find_by_id(conn: &mut PgConnection, id: UserId) -> Result<Op
     Ok(sqlx::query_as!(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
-                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus", disabled_at,
                   created_at, updated_at, password_hash
            FROM users WHERE id = $1"#,
         id.0
@@ -439,7 +483,7 @@ pub(crate) async fn find_for_login(
     let row = sqlx::query_as!(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
-                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus", disabled_at,
                   created_at, updated_at, password_hash
            FROM users WHERE email = $1
            ORDER BY (status = 'active') DESC, id DESC LIMIT 1"#,
@@ -461,7 +505,7 @@ pub(crate) async fn find_by_oauth(
     Ok(sqlx::query_as!(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
-                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus", disabled_at,
                   created_at, updated_at, password_hash
            FROM users WHERE oauth_provider = $1 AND oauth_subject = $2
            ORDER BY (status = 'active') DESC, id DESC LIMIT 1"#,
@@ -595,7 +639,7 @@ pub async fn list(
     let items = sqlx::query_as!(
         UserRow,
         r#"SELECT id, email, display_name, real_name, phone, city, detail_address,
-                  oauth_provider, role AS "role: Role", status AS "status: UserStatus",
+                  oauth_provider, role AS "role: Role", status AS "status: UserStatus", disabled_at,
                   created_at, updated_at, password_hash
            FROM users
            WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)

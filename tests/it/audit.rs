@@ -58,13 +58,7 @@ async fn every_admin_action_is_in_the_audit_log_with_its_author_and_row() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 
     // A failed job retried.
-    let job: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO fang_tasks (metadata, state, error_message, retries)
-         VALUES ('{\"type\": \"diag.probe\", \"key\": \"k\"}', 'failed', 'boom', 5) RETURNING id",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let job = crate::helpers::fixtures::failed_job(&app.db).await;
     let retried = send(
         Method::POST,
         &format!("/api/admin/jobs/{job}/retry"),

@@ -24,6 +24,7 @@ mod layering;
 mod oauth;
 mod openapi;
 mod operations;
+mod operator_access;
 mod orders;
 mod payments;
 mod pg_resilience;

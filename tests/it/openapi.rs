@@ -58,6 +58,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/recovery/{token}"),
     ("get", "/api/users/me/sessions"),
     ("get", "/api/admin/audit"),
+    ("patch", "/api/admin/users/{id}"),
     ("delete", "/api/users/me/sessions"),
     ("delete", "/api/users/me/sessions/{id}"),
     ("post", "/api/admin/subscriptions/{id}/preview"),

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{AdminUser, ApiPath, ApiQuery};
+use crate::extract::{AdminUser, ApiPath, ApiQuery, OperatorUser};
 use crate::routes::users::UserResponse;
 use crate::AppState;
 use axum::http::StatusCode;
@@ -31,6 +31,37 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(migration_status, apply_migrations))
         .routes(routes!(create_admin))
         .routes(routes!(audit_log))
+        .routes(routes!(set_user_access))
+}
+
+/// Change an account's role (`user`, `operator`: read-only, `admin`) and/or disable it
+/// (it cannot log in; its sessions end at once) or enable it again. Audited; an admin
+/// cannot change their own access.
+#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body = billing::accounts::AccessPatch,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
+        (status = 404, body = ErrorBody, description = "not_found: no such active account"),
+        (status = 409, body = ErrorBody, description = "cannot_change_own_access"),
+        (status = 422, body = ErrorBody, description = "validation_failed (nothing to change, unknown role or field)"),
+    ))]
+async fn set_user_access(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(patch): ApiJson<billing::accounts::AccessPatch>,
+) -> ApiResult<Json<UserResponse>> {
+    let user = billing::accounts::set_access(
+        &state.ctx,
+        &Actor::api(admin.0.user_id),
+        billing::ids::UserId(id),
+        patch,
+    )
+    .await?;
+    Ok(Json(user.into()))
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -65,7 +96,7 @@ pub struct AuditPage {
     ))]
 async fn audit_log(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiQuery(filter): ApiQuery<AuditFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<AuditPage>> {
@@ -111,7 +142,7 @@ pub struct JobPage {
     ))]
 async fn list_jobs(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiQuery(filter): ApiQuery<JobFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<JobPage>> {
@@ -176,7 +207,7 @@ impl From<Page<billing::users::User>> for UserPage {
     ))]
 async fn list_users(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiQuery(filter): ApiQuery<UserFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<UserPage>> {
@@ -199,7 +230,7 @@ pub struct QueueStats {
     ))]
 async fn job_stats(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
 ) -> ApiResult<Json<QueueStats>> {
     let items = billing::jobs::stats(&state.ctx).await?;
     Ok(Json(QueueStats { items }))
@@ -215,7 +246,7 @@ async fn job_stats(
     ))]
 async fn migration_status(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
 ) -> ApiResult<Json<MigrationReport>> {
     Ok(Json(
         billing::db::migration_status(state.ctx.db.pool()).await?,

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser};
+use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser, OperatorUser};
 use crate::AppState;
 use billing::audit::Actor;
 
@@ -203,7 +203,7 @@ pub struct PreviewResponse {
     ))]
 async fn preview_subscription(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<PreviewRequest>,
 ) -> ApiResult<Json<PreviewResponse>> {
@@ -240,7 +240,7 @@ pub struct UnknownChargePage {
     ))]
 async fn list_unknown_charges(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiQuery(filter): ApiQuery<UnknownFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<UnknownChargePage>> {

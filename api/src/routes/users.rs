@@ -36,6 +36,8 @@ pub struct UserResponse {
     pub oauth_provider: Option<String>,
     pub role: Role,
     pub status: UserStatus,
+    /// Set while an admin has disabled the account.
+    pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,6 +55,7 @@ impl From<User> for UserResponse {
             oauth_provider: u.oauth_provider,
             role: u.role,
             status: u.status,
+            disabled_at: u.disabled_at,
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

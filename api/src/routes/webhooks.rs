@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, OperatorUser};
 use crate::AppState;
 use billing::audit::Actor;
 
@@ -105,7 +105,7 @@ async fn create_endpoint(
     ))]
 async fn list_endpoints(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
 ) -> ApiResult<Json<EndpointList>> {
     let items = billing::webhooks::list(&state.ctx).await?;
     Ok(Json(EndpointList { items }))
@@ -122,7 +122,7 @@ async fn list_endpoints(
     ))]
 async fn get_endpoint(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Endpoint>> {
     Ok(Json(
@@ -223,7 +223,7 @@ async fn rotate_secret(
     ))]
 async fn list_endpoint_deliveries(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(filter): ApiQuery<EndpointDeliveryFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
@@ -251,7 +251,7 @@ async fn list_endpoint_deliveries(
     ))]
 async fn list_deliveries(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiQuery(filter): ApiQuery<DeliveryFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<DeliveryPage>> {
@@ -270,7 +270,7 @@ async fn list_deliveries(
     ))]
 async fn get_delivery(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    _operator: OperatorUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Delivery>> {
     Ok(Json(

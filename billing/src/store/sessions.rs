@@ -19,6 +19,7 @@ pub enum RevokeReason {
     PasswordChanged,
     Withdrawn,
     RefreshTokenReused,
+    /// The account was disabled, or found withdrawn or disabled at a refresh.
     AccountInactive,
 }
 
@@ -72,7 +73,8 @@ pub(crate) async fn open(
     expires_at: DateTime<Utc>,
 ) -> Result<bool> {
     let opened = sqlx::query_scalar!(
-        r#"WITH u AS (SELECT id FROM users WHERE id = $2 AND status = 'active' FOR SHARE)
+        r#"WITH u AS (SELECT id FROM users
+                      WHERE id = $2 AND status = 'active' AND disabled_at IS NULL FOR SHARE)
            INSERT INTO sessions (id, user_id, expires_at, last_used_at, ip, user_agent)
            SELECT $1, u.id, $3, $4, $5, $6 FROM u
            RETURNING id"#,
@@ -129,7 +131,7 @@ pub(crate) async fn presented(
     let r = sqlx::query!(
         r#"SELECT t.session_id, t.used_at IS NOT NULL AS "used!", s.user_id,
                   (s.revoked_at IS NULL AND s.expires_at > $2) AS "live!",
-                  (u.status = 'active') AS "account_active!"
+                  (u.status = 'active' AND u.disabled_at IS NULL) AS "account_active!"
            FROM session_refresh_tokens t
            JOIN sessions s ON s.id = t.session_id
            JOIN users u ON u.id = s.user_id
@@ -240,7 +242,8 @@ pub(crate) async fn standing(
 ) -> Result<Option<Standing>> {
     let r = sqlx::query!(
         r#"SELECT u.role AS "role: crate::users::Role",
-                  (s.revoked_at IS NULL AND s.expires_at > $3 AND u.status = 'active') AS "valid!"
+                  (s.revoked_at IS NULL AND s.expires_at > $3 AND u.status = 'active'
+                   AND u.disabled_at IS NULL) AS "valid!"
            FROM sessions s JOIN users u ON u.id = s.user_id
            WHERE s.id = $1 AND s.user_id = $2"#,
         session,

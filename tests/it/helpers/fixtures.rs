@@ -134,3 +134,14 @@ pub async fn register_sids(client: &reqwest::Client, pg_url: &str, sids: &[(Stri
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 }
+
+/// A task that has failed for good (`diag.probe`, error `boom`), as operators find it.
+pub async fn failed_job(db: &PgPool) -> uuid::Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO fang_tasks (metadata, state, error_message, retries)
+         VALUES ('{\"type\": \"diag.probe\", \"key\": \"k\"}', 'failed', 'boom', 5) RETURNING id",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
