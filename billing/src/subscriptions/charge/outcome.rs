@@ -62,13 +62,18 @@ pub(crate) async fn apply_success(
         .and_then(|v| v.checkout.period_days)
         .filter(|_| restart)
         .unwrap_or(s.period_days);
+    let grid = s
+        .next(policy)
+        .filter(|_| s.status.is_billable())
+        .map(|n| policy.after_success(n.due_on, s.period_days, charged_at));
     let next = if restart {
         Some(policy.first_due(charged_at, period))
-    } else if s.status.is_billable() {
-        s.next(policy)
-            .map(|n| policy.after_success(n.due_on, s.period_days, charged_at))
+    } else if via.is_some() {
+        // A checkout always leaves the subscription active with its next cycle scheduled:
+        // on its calendar, or — should it have had no pending charge — from this payment.
+        grid.or_else(|| Some(policy.first_due(charged_at, period)))
     } else {
-        None
+        grid
     };
     if via.is_some() {
         // The dunning retry this payment makes unnecessary (a run already started finds
