@@ -81,6 +81,7 @@ impl ApiError {
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),
                 B::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
                 B::CannotChangeOwnAccess => (StatusCode::CONFLICT, "cannot_change_own_access"),
+                B::ConsoleNotAllowed => (StatusCode::FORBIDDEN, "console_not_allowed"),
                 B::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
                 B::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
                 B::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused"),
@@ -119,7 +120,8 @@ impl ApiError {
         }
     }
 
-    fn public_message(&self, status: StatusCode) -> String {
+    /// What a client may be told (a 5xx says nothing of its cause).
+    pub(crate) fn public_message(&self, status: StatusCode) -> String {
         match self {
             _ if status.is_server_error()
                 && !matches!(
@@ -141,14 +143,21 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+impl ApiError {
+    /// The one log line of a failure, where it becomes an answer.
+    pub(crate) fn log(&self, status: StatusCode, code: &str) {
         if status.is_server_error() || status == StatusCode::BAD_GATEWAY {
             tracing::error!(error = %self, error.debug = ?self, code, "request failed");
         } else {
             tracing::debug!(error = %self, code, "request rejected");
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        self.log(status, code);
         let fields = match &self {
             ApiError::Billing(billing::Error::Validation(f))
             | ApiError::Billing(billing::Error::InvalidCharacters(f))

@@ -1,5 +1,6 @@
 //! Pillivery's REST API: routers, extractors, middleware and DTOs over `billing`.
 
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -195,6 +196,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(Scalar::with_url("/api-docs", doc))
+        .merge(console::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Innermost first: these run per route, where the matched path is known.

@@ -82,7 +82,11 @@ fn is_credential_route(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::POST
         && matches!(
             path,
-            "/api/users" | "/api/auth/login" | "/api/auth/refresh" | "/api/auth/oauth/complete"
+            "/api/users"
+                | "/api/auth/login"
+                | "/api/auth/refresh"
+                | "/api/auth/oauth/complete"
+                | "/admin/sign-in"
         )
 }
 

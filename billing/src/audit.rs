@@ -75,6 +75,15 @@ pub enum Action {
     UserRoleChanged,
     UserDisabled,
     UserEnabled,
+    SubscriptionSkipped,
+    SubscriptionPaused,
+    SubscriptionResumed,
+    SubscriptionCanceled,
+    SubscriptionPeriodChanged,
+    OrderRefundRequested,
+    FailedJobsRetried,
+    JobCanceled,
+    MigrationsApplied,
 }
 
 impl Action {
@@ -96,6 +105,15 @@ impl Action {
             Self::UserRoleChanged => "user_role_changed",
             Self::UserDisabled => "user_disabled",
             Self::UserEnabled => "user_enabled",
+            Self::SubscriptionSkipped => "subscription_skipped",
+            Self::SubscriptionPaused => "subscription_paused",
+            Self::SubscriptionResumed => "subscription_resumed",
+            Self::SubscriptionCanceled => "subscription_canceled",
+            Self::SubscriptionPeriodChanged => "subscription_period_changed",
+            Self::OrderRefundRequested => "order_refund_requested",
+            Self::FailedJobsRetried => "failed_jobs_retried",
+            Self::JobCanceled => "job_canceled",
+            Self::MigrationsApplied => "migrations_applied",
         }
     }
 }

@@ -398,3 +398,32 @@ pub async fn apply_migrations(pool: &PgPool) -> Result<MigrationReport> {
     })?;
     migration_status(pool).await
 }
+
+/// `POST /api/admin/migrations`: [`apply_migrations`], then the audit row naming what was
+/// applied. The migrator commits each migration in a transaction of its own, so this row
+/// follows them (it cannot share theirs); a refused run applies nothing and logs nothing.
+pub async fn apply_migrations_as(
+    ctx: &crate::Ctx,
+    actor: &crate::audit::Actor,
+) -> Result<MigrationReport> {
+    let pool = ctx.db.pool();
+    let before = migration_status(pool).await?;
+    let report = apply_migrations(pool).await?;
+    let applied: Vec<i64> = before
+        .migrations
+        .iter()
+        .filter(|m| m.state == "pending")
+        .map(|m| m.version)
+        .collect();
+    let mut conn = ctx.db.acquire().await?;
+    crate::audit::record(
+        &mut conn,
+        actor,
+        crate::audit::Action::MigrationsApplied,
+        crate::audit::Target::many("migration"),
+        serde_json::json!({ "applied": applied }),
+        ctx.clock.now(),
+    )
+    .await?;
+    Ok(report)
+}

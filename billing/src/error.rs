@@ -89,6 +89,8 @@ pub enum Error {
     AccountDisabled,
     #[error("an operator cannot change their own role or disable their own account")]
     CannotChangeOwnAccess,
+    #[error("only admins and operators can use the operator console")]
+    ConsoleNotAllowed,
     #[error("access token missing, invalid, expired or revoked")]
     InvalidToken,
     #[error("refresh token invalid, expired or revoked")]

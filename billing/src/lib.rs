@@ -18,6 +18,7 @@ pub mod money;
 pub mod oauth;
 pub mod orders;
 pub mod outbox;
+pub mod overview;
 pub mod page;
 pub mod passwords;
 pub mod payments;

@@ -121,7 +121,7 @@ pub(crate) fn verify<T: for<'de> Deserialize<'de>>(ctx: &Ctx, typ: &str, token: 
 
 const ACCESS_TYP: &str = "at+jwt";
 
-fn random_token() -> String {
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -194,6 +194,15 @@ pub async fn login(
     password: &str,
     client: &ClientInfo,
 ) -> Result<TokenPair> {
+    let user = check_credentials(ctx, email, password).await?;
+    let pair = open_with(ctx, &user, client).await?;
+    tracing::info!(user_id = %user.id, "logged in");
+    Ok(pair)
+}
+
+/// The account an e-mail and password sign in to, if it may sign in: the same answer, in
+/// about the same time, whether the e-mail is unknown or the password wrong.
+async fn check_credentials(ctx: &Ctx, email: &str, password: &str) -> Result<User> {
     let email = validate::normalize_email(email);
     if email.is_empty() || password.is_empty() {
         return Err(Error::InvalidCredentials);
@@ -214,9 +223,7 @@ pub async fn login(
     if user.disabled_at.is_some() {
         return Err(Error::AccountDisabled);
     }
-    let pair = open_with(ctx, &user, client).await?;
-    tracing::info!(user_id = %user.id, "logged in");
-    Ok(pair)
+    Ok(user)
 }
 
 /// Exchanges a refresh token for the next pair of its family. A consumed token presented
@@ -380,6 +387,141 @@ pub async fn authenticate(ctx: &Ctx, bearer: &str) -> Result<Principal> {
         session,
         claims,
     })
+}
+
+/// A signed-in operator console: who (their role now) and the CSRF token every form of
+/// the session must send back.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub csrf_token: String,
+}
+
+impl ConsoleSession {
+    /// Admins act; operators only look.
+    pub fn can_act(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether a form's token is this session's. Compared as digests, so the time taken
+    /// says nothing about how much of the token was right.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        Sha256::digest(presented.as_bytes()) == Sha256::digest(self.csrf_token.as_bytes())
+    }
+}
+
+/// A console sign-in: the session, and the value of the cookie that holds it (only its
+/// SHA-256 is stored).
+#[derive(Debug)]
+pub struct ConsoleSignIn {
+    pub cookie: String,
+    pub session: ConsoleSession,
+}
+
+/// Signs an admin or operator in to the console; any other account is
+/// `ConsoleNotAllowed` once its password is proven.
+pub async fn console_sign_in(
+    ctx: &Ctx,
+    email: &str,
+    password: &str,
+    client: &ClientInfo,
+) -> Result<ConsoleSignIn> {
+    let user = check_credentials(ctx, email, password).await?;
+    if !matches!(user.role, Role::Admin | Role::Operator) {
+        return Err(Error::ConsoleNotAllowed);
+    }
+    let now = ctx.clock.now();
+    let ttl = chrono::Duration::from_std(ctx.settings.console.session_ttl_secs)
+        .unwrap_or(chrono::Duration::hours(12));
+    let id = Uuid::new_v4();
+    let cookie = random_token();
+    let csrf_token = random_token();
+    let mut tx = ctx.db.begin().await?;
+    rows::prune(&mut tx, user.id, now - ttl).await?;
+    if !rows::open_console(
+        &mut tx,
+        id,
+        user.id,
+        &digest(&cookie),
+        &csrf_token,
+        client,
+        now,
+        now + ttl,
+    )
+    .await?
+    {
+        // Withdrawn, disabled or demoted between the password check and now.
+        return Err(Error::ConsoleNotAllowed);
+    }
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "signed in to the console");
+    Ok(ConsoleSignIn {
+        cookie,
+        session: ConsoleSession {
+            id,
+            user_id: user.id,
+            email: user.email,
+            role: user.role,
+            csrf_token,
+        },
+    })
+}
+
+/// The console session a cookie holds, if it stands: not signed out, revoked or expired,
+/// used within the idle timeout, its account active and still an admin or operator. An
+/// idle session found here is ended for good.
+pub async fn console_session(ctx: &Ctx, cookie: &str) -> Result<Option<ConsoleSession>> {
+    if !validate::plausible_token(cookie) {
+        return Ok(None);
+    }
+    let now = ctx.clock.now();
+    let idle = chrono::Duration::from_std(ctx.settings.console.idle_timeout_secs)
+        .unwrap_or(chrono::Duration::minutes(30));
+    let mut conn = ctx.db.acquire().await?;
+    let Some(row) = rows::console_by_cookie(&mut conn, &digest(cookie), now).await? else {
+        return Ok(None);
+    };
+    if !row.standing {
+        return Ok(None);
+    }
+    if row.last_used_at + idle <= now {
+        rows::revoke(
+            &mut conn,
+            row.user_id,
+            row.id,
+            RevokeReason::IdleTimeout,
+            now,
+        )
+        .await?;
+        return Ok(None);
+    }
+    // A minute's precision is plenty against a timeout of many.
+    rows::touch(&mut conn, row.id, now, chrono::Duration::seconds(60)).await?;
+    Ok(Some(ConsoleSession {
+        id: row.id,
+        user_id: row.user_id,
+        email: row.email,
+        role: row.role,
+        csrf_token: row.csrf_token,
+    }))
+}
+
+/// Signs the console session out.
+pub async fn console_sign_out(ctx: &Ctx, session: &ConsoleSession) -> Result<()> {
+    let mut conn = ctx.db.acquire().await?;
+    rows::revoke(
+        &mut conn,
+        session.user_id,
+        session.id,
+        RevokeReason::Logout,
+        ctx.clock.now(),
+    )
+    .await?;
+    tracing::info!(user_id = %session.user_id, "signed out of the console");
+    Ok(())
 }
 
 #[cfg(test)]

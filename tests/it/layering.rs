@@ -28,7 +28,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "adapters",
-        &["db", "kv", "pg", "jobs", "tasks", "outbox", "audit"],
+        &[
+            "db", "kv", "pg", "jobs", "tasks", "outbox", "audit", "workers",
+        ],
     ),
     ("row stores", &["store", "users"]),
     (
@@ -45,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "subscriptions",
             "webhooks",
             "probes",
+            "overview",
         ],
     ),
 ];

@@ -13,6 +13,7 @@ mod auth;
 mod billing_sim;
 mod binaries;
 mod carts;
+mod console;
 mod durability;
 mod enumeration;
 mod gateway_policy;

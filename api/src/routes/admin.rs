@@ -267,7 +267,7 @@ async fn apply_migrations(
     State(state): State<AppState>,
     admin: AdminUser,
 ) -> ApiResult<Json<MigrationReport>> {
-    let report = billing::db::apply_migrations(state.ctx.db.pool()).await?;
+    let report = billing::db::apply_migrations_as(&state.ctx, &Actor::api(admin.0.user_id)).await?;
     tracing::info!(admin = %admin.0.user_id, "migrations applied by admin");
     Ok(Json(report))
 }

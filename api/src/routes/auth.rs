@@ -141,14 +141,8 @@ fn binding_cookie(state: &AppState, value: &str, path: &str, max_age: u64) -> St
 
 /// The browser binding the request carries, if any.
 fn binding_from(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == billing::oauth::BINDING_COOKIE)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
+    crate::extract::cookie(headers, billing::oauth::BINDING_COOKIE)
+        .map(|value| value.trim_matches('"').to_owned())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

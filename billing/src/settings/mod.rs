@@ -70,10 +70,19 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
+    pub console: ConsoleSettings,
     pub log: LogSettings,
 }
 
 impl Settings {
+    /// Whether the console's cookie is sent over HTTPS only (`console.secure_cookie`, by
+    /// default everywhere but dev and test).
+    pub fn console_cookie_secure(&self) -> bool {
+        self.console
+            .secure_cookie
+            .unwrap_or(self.environment == Environment::Production)
+    }
+
     /// Defaults → `PILLIVERY_CONFIG` file (if set) → `PILLIVERY__…` env, then validated.
     pub fn load() -> Result<Self, SettingsError> {
         let file = std::env::var_os("PILLIVERY_CONFIG");
@@ -117,6 +126,21 @@ impl Settings {
             return Err(invalid(
                 "database.idle_in_transaction_timeout_ms",
                 "must be 0 (off) or at least 1000",
+            ));
+        }
+        let console = &self.console;
+        if console.idle_timeout_secs < Duration::from_secs(60)
+            || console.idle_timeout_secs > console.session_ttl_secs
+        {
+            return Err(invalid(
+                "console.idle_timeout_secs",
+                "must be at least 60 and at most console.session_ttl_secs",
+            ));
+        }
+        if !(1..=300).contains(&console.overview_refresh_secs) {
+            return Err(invalid(
+                "console.overview_refresh_secs",
+                "must be between 1 and 300",
             ));
         }
         let redis = self.redis.url.expose_secret();

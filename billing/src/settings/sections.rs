@@ -626,6 +626,35 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// The operator console at `/admin` (server-rendered pages on the API).
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// A console sign-in ends this long after it began, however busy.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub session_ttl_secs: Duration,
+    /// …and this long after its last request.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub idle_timeout_secs: Duration,
+    /// Whether the session cookie is `Secure` (sent over HTTPS only). Unset: yes, except
+    /// with `environment = "dev"` or `"test"`, which serve plain HTTP on 127.0.0.1.
+    pub secure_cookie: Option<bool>,
+    /// How often the overview refreshes its figures in the browser.
+    pub overview_refresh_secs: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: Duration::from_secs(12 * 3600),
+            idle_timeout_secs: Duration::from_secs(30 * 60),
+            secure_cookie: None,
+            overview_refresh_secs: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {

@@ -21,6 +21,8 @@ pub enum RevokeReason {
     RefreshTokenReused,
     /// The account was disabled, or found withdrawn or disabled at a refresh.
     AccountInactive,
+    /// A console session left without a request for `console.idle_timeout_secs`.
+    IdleTimeout,
 }
 
 impl RevokeReason {
@@ -33,6 +35,7 @@ impl RevokeReason {
             Self::Withdrawn => "withdrawn",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::AccountInactive => "account_inactive",
+            Self::IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -301,6 +304,97 @@ pub(crate) async fn prune(
            AND (expires_at < $2 OR revoked_at < $2)",
         user.0,
         before
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Opens console session `id` for `user`, held by the cookie whose SHA-256 is
+/// `cookie_hash` — only while the account is active and may use the console (the user
+/// row share-locked, as [`open`] does). False otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn open_console(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user: UserId,
+    cookie_hash: &str,
+    csrf_token: &str,
+    client: &ClientInfo,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<bool> {
+    let opened = sqlx::query_scalar!(
+        r#"WITH u AS (SELECT id FROM users
+                      WHERE id = $2 AND status = 'active' AND disabled_at IS NULL
+                        AND role IN ('admin', 'operator') FOR SHARE)
+           INSERT INTO sessions (id, user_id, expires_at, last_used_at, ip, user_agent,
+                                 kind, cookie_hash, csrf_token)
+           SELECT $1, u.id, $3, $4, $5, $6, 'console', $7, $8 FROM u
+           RETURNING id"#,
+        id,
+        user.0,
+        expires_at,
+        now,
+        client.ip,
+        client.user_agent,
+        cookie_hash,
+        csrf_token,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(opened.is_some())
+}
+
+/// A console session found by its cookie, with its account as it is now.
+#[derive(Debug)]
+pub(crate) struct ConsoleRow {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub email: String,
+    pub role: crate::users::Role,
+    pub csrf_token: String,
+    pub last_used_at: DateTime<Utc>,
+    /// Not revoked, not expired, and the account active, enabled and still an admin or
+    /// operator (idleness is judged by the caller, which knows the timeout).
+    pub standing: bool,
+}
+
+pub(crate) async fn console_by_cookie(
+    conn: &mut PgConnection,
+    cookie_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ConsoleRow>> {
+    let row = sqlx::query_as!(
+        ConsoleRow,
+        r#"SELECT s.id, s.user_id AS "user_id: UserId", u.email,
+                  u.role AS "role: crate::users::Role", s.csrf_token AS "csrf_token!",
+                  s.last_used_at,
+                  (s.revoked_at IS NULL AND s.expires_at > $2 AND u.status = 'active'
+                   AND u.disabled_at IS NULL AND u.role IN ('admin', 'operator')) AS "standing!"
+           FROM sessions s JOIN users u ON u.id = s.user_id
+           WHERE s.cookie_hash = $1 AND s.kind = 'console'"#,
+        cookie_hash,
+        now
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// Notes a request of session `id`, at most once per `every` (a page view must not cost
+/// a write each time; the idle timeout is far coarser).
+pub(crate) async fn touch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+    every: chrono::Duration,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE sessions SET last_used_at = $2 WHERE id = $1 AND last_used_at < $3",
+        id,
+        now,
+        now - every
     )
     .execute(&mut *conn)
     .await?;

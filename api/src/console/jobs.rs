@@ -1,0 +1,9 @@
+//! The console's jobs pages.
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}
