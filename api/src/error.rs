@@ -81,6 +81,7 @@ impl ApiError {
                 B::AccountWithdrawn => (StatusCode::FORBIDDEN, "account_withdrawn"),
                 B::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
                 B::CannotChangeOwnAccess => (StatusCode::CONFLICT, "cannot_change_own_access"),
+                B::JobNotCancelable { .. } => (StatusCode::CONFLICT, "job_not_cancelable"),
                 B::ConsoleNotAllowed => (StatusCode::FORBIDDEN, "console_not_allowed"),
                 B::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
                 B::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),

@@ -189,6 +189,13 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<Entry>> {
     let page = page.validate()?;
+    // The target index leads with the type; an id alone would read the whole log.
+    if target_id.is_some() && target_type.is_none() {
+        return Err(crate::Error::validation(
+            "target_type",
+            "required with target_id",
+        ));
+    }
     let mut conn = ctx.db.acquire().await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM audit_log

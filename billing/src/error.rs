@@ -89,6 +89,9 @@ pub enum Error {
     AccountDisabled,
     #[error("an operator cannot change their own role or disable their own account")]
     CannotChangeOwnAccess,
+    /// A waiting job of a kind other work waits on (`tasks::cancel_policy`).
+    #[error("`{name}` jobs cannot be canceled: {reason}")]
+    JobNotCancelable { name: String, reason: &'static str },
     #[error("only admins and operators can use the operator console")]
     ConsoleNotAllowed,
     #[error("access token missing, invalid, expired or revoked")]

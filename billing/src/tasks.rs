@@ -1,7 +1,8 @@
 //! The task catalogue: every job's payload, a small struct of ids with a pinned name (the
-//! `type` stored in `fang_tasks.metadata`), its pool, priority and retry budget. Plain
-//! data: the use cases enqueue these; which `billing` call runs for each is the worker's
-//! dispatch table, above the domain.
+//! `type` stored in `fang_tasks.metadata`), its pool, priority, retry budget and whether
+//! operators may cancel it. Plain data (and the cancel that obeys it): the use cases
+//! enqueue these; which `billing` call runs for each is the worker's dispatch table,
+//! above the domain.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CheckoutId, DeliveryId, OrderId, PaymentId, SubscriptionId};
-use crate::jobs::{Priority, Task};
+use crate::jobs::{Cancel, Priority, Task};
 
 /// The task type (worker pool key) of every task that calls the payment gateway, so
 /// operators can give PG calls their own pool and concurrency.
@@ -94,6 +95,8 @@ impl Task for Probe {
     fn backoff(&self, _retries: u32) -> Duration {
         Duration::from_secs(1)
     }
+
+    const CANCEL: Cancel = Cancel::Allowed;
 }
 
 /// Does nothing: the unit of the runtime's throughput benchmark.
@@ -105,6 +108,7 @@ pub struct Noop {
 
 impl Task for Noop {
     const NAME: &'static str = "diag.noop";
+    const CANCEL: Cancel = Cancel::Allowed;
 }
 
 /// Implements [`Task`] for a periodic task: unique (one occurrence at a time across the
@@ -129,9 +133,15 @@ macro_rules! periodic {
             fn priority(&self) -> Priority {
                 Priority::Bulk
             }
+
+            const CANCEL: Cancel = Cancel::Refused(PERIODIC_REFUSAL);
         }
     };
 }
+
+/// Why a periodic task may not be canceled.
+const PERIODIC_REFUSAL: &str =
+    "a periodic task: its next occurrence is queued when this one ends, so its schedule would stop";
 
 /// Adds the unique views counted in Redis into `items.view_count`, every minute.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -171,6 +181,10 @@ macro_rules! pg_step {
             fn priority(&self) -> Priority {
                 $priority
             }
+
+            const CANCEL: Cancel = Cancel::Refused(
+                "a payment step: the order, charge or checkout it belongs to would wait for it forever",
+            );
         }
     };
 }
@@ -261,6 +275,8 @@ impl Task for OrderCountSales {
     fn priority(&self) -> Priority {
         Priority::Bulk
     }
+
+    const CANCEL: Cancel = Cancel::Refused("the paid order's sales would never be counted");
 }
 
 /// `orders.clear_cart`: removes a paid cart checkout's lines from the cart (once).
@@ -281,6 +297,9 @@ impl Task for OrderClearCart {
     fn unique(&self) -> bool {
         true
     }
+
+    const CANCEL: Cancel =
+        Cancel::Refused("the paid checkout's lines would stay in the buyer's cart");
 }
 
 /// `subscription.charge`: charges a subscription's cycle if it is still due. `seq` is
@@ -441,6 +460,8 @@ impl Task for SubscriptionsSweep {
     fn priority(&self) -> Priority {
         Priority::Bulk
     }
+
+    const CANCEL: Cancel = Cancel::Refused(PERIODIC_REFUSAL);
 }
 
 /// `subscriptions.remind_renewals`: writes `subscription.renewal_upcoming` for the cycles
@@ -497,6 +518,85 @@ impl Task for WebhookDeliver {
     fn backoff(&self, retries: u32) -> Duration {
         Duration::from_secs(2u64.saturating_pow(retries).min(60))
     }
+
+    const CANCEL: Cancel = Cancel::Refused(
+        "a webhook delivery attempt: the delivery would stay pending forever (disable its endpoint instead)",
+    );
+}
+
+/// A kind of task as operators' tools see it: its name and whether a waiting one may be
+/// canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub name: &'static str,
+    pub cancel: Cancel,
+}
+
+macro_rules! catalogue {
+    ($($task:ty),* $(,)?) => {
+        &[$(Kind { name: <$task>::NAME, cancel: <$task>::CANCEL }),*]
+    };
+}
+
+/// Every task the engine queues (the worker's dispatch table runs the same names).
+pub const CATALOGUE: &[Kind] = catalogue![
+    PaymentReady,
+    PaymentApprove,
+    PaymentCancel,
+    PaymentReconcile,
+    SubscriptionCharge,
+    SubscriptionReconcile,
+    SubscriptionInactivateSid,
+    CheckoutReady,
+    CheckoutApprove,
+    CheckoutReconcile,
+    CheckoutRetireSid,
+    OrderCountSales,
+    OrderClearCart,
+    FlushViews,
+    FoldSales,
+    RemindRenewals,
+    SubscriptionsSweep,
+    WebhookDeliver,
+    Probe,
+    Noop,
+];
+
+/// An operator's cancel of a waiting job (`new` or `retried`), where the catalogue allows
+/// its kind ([`cancel_policy`]); refused kinds are `Error::JobNotCancelable`, nothing
+/// changed. The row is removed; the audit row (in the same transaction) keeps its payload.
+pub async fn cancel(
+    ctx: &crate::Ctx,
+    actor: &crate::audit::Actor,
+    id: uuid::Uuid,
+) -> crate::Result<crate::jobs::JobView> {
+    crate::jobs::cancel(ctx, actor, id, cancel_policy).await
+}
+
+/// The pools (`task_type`s) jobs go to: the engine's own, then those the worker's
+/// settings add, each once.
+pub fn pools(worker: &crate::settings::WorkerSettings) -> Vec<String> {
+    let mut out: Vec<String> = ["common", PG_TASK_TYPE, WEBHOOK_TASK_TYPE]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for t in worker.pools.values().flat_map(|p| &p.task_types) {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
+/// Whether a waiting task named `name` may be canceled. A name this release does not
+/// know is refused: it may be a newer release's payment step.
+pub fn cancel_policy(name: &str) -> Cancel {
+    CATALOGUE
+        .iter()
+        .find(|k| k.name == name)
+        .map_or(Cancel::Refused("a task this release does not know"), |k| {
+            k.cancel
+        })
 }
 
 #[cfg(test)]
@@ -533,6 +633,27 @@ mod tests {
             serde_json::json!({"type": "subscription.charge", "subscription_id": 3, "cycle": 4});
         let t: SubscriptionCharge = serde_json::from_value(row).unwrap();
         assert_eq!((t.subscription_id, t.cycle, t.seq), (3, 4, 0));
+    }
+
+    #[test]
+    fn only_tasks_nothing_waits_on_may_be_canceled() {
+        let allowed: Vec<&str> = CATALOGUE
+            .iter()
+            .filter(|k| k.cancel == Cancel::Allowed)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(allowed, ["diag.probe", "diag.noop"]);
+        for name in ["subscription.charge", "payment.approve", "webhooks.deliver"] {
+            assert!(matches!(cancel_policy(name), Cancel::Refused(_)), "{name}");
+        }
+        assert!(matches!(
+            cancel_policy("payment.someday"),
+            Cancel::Refused(_)
+        ));
+        let mut names: Vec<&str> = CATALOGUE.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len(), "a name twice");
     }
 
     #[test]

@@ -606,6 +606,10 @@ pub struct UserFilter {
     /// Part of the e-mail (case-insensitive).
     pub email: Option<String>,
     pub status: Option<UserStatus>,
+    /// `user`, `operator` or `admin`.
+    pub role: Option<Role>,
+    /// One account by id.
+    pub id: Option<i64>,
 }
 
 pub async fn list(
@@ -627,12 +631,16 @@ pub async fn list(
         UserStatus::Active => "active",
         UserStatus::Withdrawn => "withdrawn",
     });
+    let role = filter.role.map(Role::as_str);
     let mut conn = ctx.db.acquire().await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM users
-           WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)"#,
+           WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR role = $3) AND ($4::bigint IS NULL OR id = $4)"#,
         pattern,
-        status
+        status,
+        role,
+        filter.id
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -643,9 +651,12 @@ pub async fn list(
                   created_at, updated_at, password_hash
            FROM users
            WHERE ($1::text IS NULL OR email LIKE $1) AND ($2::text IS NULL OR status = $2)
-           ORDER BY id DESC LIMIT $3 OFFSET $4"#,
+             AND ($3::text IS NULL OR role = $3) AND ($4::bigint IS NULL OR id = $4)
+           ORDER BY id DESC LIMIT $5 OFFSET $6"#,
         pattern,
         status,
+        role,
+        filter.id,
         page.size,
         page.offset()
     )

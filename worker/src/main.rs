@@ -119,7 +119,11 @@ async fn jobs(ctx: billing::Ctx, cmd: JobsCommand) -> anyhow::Result<()> {
                 page: 1,
                 size: limit.clamp(1, 100),
             };
-            let jobs = billing::jobs::list(&ctx, Some(&state), page).await?;
+            let filter = billing::jobs::JobFilter {
+                state: Some(state.clone()),
+                ..Default::default()
+            };
+            let jobs = billing::jobs::list(&ctx, &filter, page).await?;
             println!("{} {state} job(s)", jobs.total);
             for j in jobs.items {
                 println!(

@@ -324,6 +324,10 @@ mod tests {
                 "webhooks.deliver",
             ]
         );
+        // Operators' tools (the cancel policy) know the same tasks this table runs.
+        let mut catalogue: Vec<_> = billing::tasks::CATALOGUE.iter().map(|k| k.name).collect();
+        catalogue.sort_unstable();
+        assert_eq!(names, catalogue);
         let row = serde_json::json!({"type": "payment.approve", "payment_id": 9});
         assert!(r.decode(&row).is_ok());
         // A checkout approval queued before `round` existed decodes as round 0.

@@ -16,7 +16,7 @@ use crate::AppState;
 use axum::http::StatusCode;
 use billing::audit::Actor;
 use billing::db::MigrationReport;
-use billing::jobs::{JobView, QueueStat};
+use billing::jobs::{JobFilter, JobView, QueueStat};
 use billing::users::AdminInput;
 
 use crate::extract::ApiJson;
@@ -115,14 +115,6 @@ async fn audit_log(
     }))
 }
 
-#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
-#[serde(default)]
-#[into_params(parameter_in = Query)]
-pub struct JobFilter {
-    /// `new`, `in_progress`, `retried`, `failed` or `finished`; all when absent.
-    pub state: Option<String>,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct JobPage {
     pub items: Vec<JobView>,
@@ -131,14 +123,15 @@ pub struct JobPage {
     pub total: i64,
 }
 
-/// Jobs by state (e.g. `?state=failed`), most recently updated first, with their errors.
+/// Jobs by state (e.g. `?state=failed`), pool (`task_type`) and task name, most recently
+/// updated first, with their errors.
 #[utoipa::path(get, path = "/api/admin/jobs", tag = "admin", security(("bearer" = [])),
     params(JobFilter, PageRequest),
     responses(
         (status = 200, body = JobPage),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "forbidden: not an admin"),
-        (status = 422, body = ErrorBody, description = "validation_failed (state, page, size)"),
+        (status = 422, body = ErrorBody, description = "validation_failed (state, task_type, name, page, size)"),
     ))]
 async fn list_jobs(
     State(state): State<AppState>,
@@ -146,7 +139,7 @@ async fn list_jobs(
     ApiQuery(filter): ApiQuery<JobFilter>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> ApiResult<Json<JobPage>> {
-    let p = billing::jobs::list(&state.ctx, filter.state.as_deref(), page).await?;
+    let p = billing::jobs::list(&state.ctx, &filter, page).await?;
     Ok(Json(JobPage {
         items: p.items,
         page: p.page,

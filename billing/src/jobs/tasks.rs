@@ -64,6 +64,21 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn cron(&self) -> Option<&'static str> {
         None
     }
+
+    /// Whether an operator may cancel a waiting task of this kind. Refused unless a task
+    /// says otherwise, so a new payment step can never be canceled by an oversight.
+    const CANCEL: Cancel = Cancel::Refused("other work waits on it");
+}
+
+/// An operator's "cancel this waiting job", decided per kind of task: a canceled task
+/// never runs and nothing queues it again, so only kinds nothing else waits on may be
+/// canceled. A payment step, a charge, a delivery attempt or a periodic task canceled
+/// would leave an order, a subscription, a delivery or a schedule without its next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    Allowed,
+    /// Why not, in operators' words.
+    Refused(&'static str),
 }
 
 /// What a run of a task came to; the runtime acts on this and nothing else.
