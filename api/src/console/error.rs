@@ -34,6 +34,8 @@ struct ErrorPage<'a> {
     status: u16,
     code: &'a str,
     message: &'a str,
+    /// Which input was refused and why (validation, characters, conflicts).
+    fields: &'a [billing::error::FieldError],
 }
 
 impl IntoResponse for ConsoleError {
@@ -70,10 +72,19 @@ impl IntoResponse for ConsoleError {
                 (status, code, e.public_message(status))
             }
         };
+        let fields: &[billing::error::FieldError] = match &self {
+            ConsoleError::Api(ApiError::Billing(
+                billing::Error::Validation(f)
+                | billing::Error::InvalidCharacters(f)
+                | billing::Error::AlreadyExists(f),
+            )) => f,
+            _ => &[],
+        };
         let page = ErrorPage {
             status: status.as_u16(),
             code,
             message: &message,
+            fields,
         };
         let body = page
             .render()

@@ -9,6 +9,7 @@
 mod audit;
 mod error;
 mod jobs;
+mod listing;
 mod orders;
 mod overview;
 mod session;
@@ -92,12 +93,22 @@ fn notice(code: &str) -> Option<&'static str> {
         "refund_requested" => "The refund was requested; KakaoPay is being asked.",
         "job_retried" => "The job was queued to run again.",
         "jobs_retried" => "The failed jobs were queued to run again.",
+        "jobs_retried_some_skipped" => {
+            "The failed jobs were queued to run again, except those an identical queued job \
+             already covers (they stay failed)."
+        }
+        "no_failed_jobs" => {
+            "No failed job of that type could be retried (an identical job is already queued)."
+        }
         "job_canceled" => "The job was canceled.",
         "endpoint_created" => "The endpoint was created.",
         "endpoint_updated" => "The endpoint was updated.",
         "secret_rotated" => "The secret was rotated.",
         "redelivered" => "The delivery was queued again.",
         "redelivered_dead" => "The dead deliveries were queued again.",
+        "no_dead_deliveries" => {
+            "No dead delivery to redeliver (a disabled endpoint's stay dead until it is enabled)."
+        }
         "access_changed" => "The account's access was changed.",
         _ => return None,
     })

@@ -2,7 +2,11 @@
 //! forms, read-only operators; one module per area. (Browser tests drive the same pages in
 //! headless Chromium: `crate::browser`.)
 
+mod audit;
+mod jobs;
 mod session;
+mod users;
+mod webhooks;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Response, StatusCode};
@@ -148,4 +152,59 @@ pub async fn assert_error_page(resp: Response, status: StatusCode, code: &str) {
         html.contains(&format!("<code id=\"error-code\">{code}</code>")),
         "{html}"
     );
+}
+
+/// One `audit_log` row, as the console's tests check it.
+#[allow(dead_code)] // the area modules read the fields they check
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    pub actor_user_id: Option<i64>,
+    pub channel: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// The audit rows of `action`, oldest first.
+pub async fn audit_rows(app: &TestApp, action: &str) -> Vec<AuditRow> {
+    sqlx::query_as(
+        "SELECT actor_user_id, channel, target_type, target_id, details FROM audit_log
+         WHERE action = $1 ORDER BY id",
+    )
+    .bind(action)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+/// The one audit row of `action`, written by `actor` through the console.
+pub async fn console_audit_row(app: &TestApp, action: &str, actor: &TestUser) -> AuditRow {
+    let mut rows = audit_rows(app, action).await;
+    assert_eq!(rows.len(), 1, "{action}: {rows:?}");
+    let row = rows.remove(0);
+    assert_eq!(row.actor_user_id, Some(actor.id), "{row:?}");
+    assert_eq!(row.channel, "console", "{row:?}");
+    row
+}
+
+/// A console form is only an admin's, with the session's token: an operator posting it
+/// gets 403 `forbidden`, an admin posting it without the token 403 `csrf_failed`.
+pub async fn assert_form_guarded(
+    admin: &ConsoleClient<'_>,
+    operator: &ConsoleClient<'_>,
+    path: &str,
+    fields: &[(&str, &str)],
+) {
+    assert_error_page(
+        operator.post(path, fields).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_error_page(
+        admin.post_raw(path, fields).await,
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+    )
+    .await;
 }
