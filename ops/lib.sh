@@ -583,8 +583,9 @@ ensure_browser() {
     driver=$(command -v chromedriver || true)
     if [[ -z $browser || -z $driver ]]; then
         # Debian's packages come in step (chromedriver drives its own chromium version);
-        # fonts-liberation so screenshots have the usual metric-compatible fonts.
-        (_pv_apt_install --no-install-recommends chromium chromium-driver fonts-liberation) || {
+        # fonts-liberation so screenshots have the usual metric-compatible fonts, and
+        # fonts-nanum for the Korean of customers' and products' names.
+        (_pv_apt_install --no-install-recommends chromium chromium-driver fonts-liberation fonts-nanum) || {
             pv_warn "could not install chromium + chromium-driver: the browser tests will fail"
             return 1
         }
@@ -594,6 +595,11 @@ ensure_browser() {
             pv_warn "chromium-driver installed, but chromium or chromedriver is not on PATH"
             return 1
         fi
+    fi
+    if [[ ! -d /usr/share/fonts/truetype/nanum ]]; then
+        # Only the screenshots need it: a failure here fails no test.
+        (_pv_apt_install --no-install-recommends fonts-nanum) ||
+            pv_warn "could not install fonts-nanum: Korean shows as boxes in screenshots"
     fi
     bv=$(_pv_major_version "$browser")
     dv=$(_pv_major_version "$driver")
