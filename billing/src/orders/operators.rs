@@ -53,10 +53,11 @@ pub async fn search(
     let mut conn = ctx.db.acquire().await?;
     let (status, kind) = (filter.status, filter.kind);
     let (limit, offset) = (page.limit(), page.offset());
-    // Each case its own statement, so each keeps its index under a generic plan.
-    let (ids, total): (Vec<i64>, i64) = match lookup(&mut conn, &filter.q).await? {
+    // Each case its own statement, so each keeps its index under a generic plan; a broad
+    // one counts its matches up to the cap in the same round trip.
+    let hits = match lookup(&mut conn, &filter.q).await? {
         Some(l) => {
-            let hits = sqlx::query_as!(
+            sqlx::query_as!(
                 Hit,
                 r#"SELECT id, count(*) OVER () AS "total!" FROM orders
                    WHERE (id = $1 OR user_id = ANY($2))
@@ -70,54 +71,53 @@ pub async fn search(
                 offset
             )
             .fetch_all(&mut *conn)
-            .await?;
-            ids_and_total(hits)
+            .await?
         }
         None => match status {
             Some(status) => {
-                let ids = sqlx::query_scalar!(
-                    r#"SELECT id FROM orders WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
-                       ORDER BY id DESC LIMIT $3 OFFSET $4"#,
+                sqlx::query_as!(
+                    Hit,
+                    r#"WITH page AS (
+                         SELECT id FROM orders WHERE status = $1 AND ($2::text IS NULL OR kind = $2)
+                         ORDER BY id DESC LIMIT $3 OFFSET $4
+                       ), n AS (
+                         SELECT count(*) AS total FROM (SELECT 1 FROM orders
+                           WHERE status = $1 AND ($2::text IS NULL OR kind = $2) LIMIT $5) capped
+                       )
+                       SELECT page.id AS "id!", n.total AS "total!" FROM page CROSS JOIN n
+                       ORDER BY page.id DESC"#,
                     status as OrderStatus,
                     kind as Option<OrderKind>,
                     limit,
-                    offset
-                )
-                .fetch_all(&mut *conn)
-                .await?;
-                let total = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM orders
-                       WHERE status = $1 AND ($2::text IS NULL OR kind = $2) LIMIT $3) capped"#,
-                    status as OrderStatus,
-                    kind as Option<OrderKind>,
+                    offset,
                     COUNT_CAP + 1
                 )
-                .fetch_one(&mut *conn)
-                .await?;
-                (ids, total)
+                .fetch_all(&mut *conn)
+                .await?
             }
             None => {
-                let ids = sqlx::query_scalar!(
-                    r#"SELECT id FROM orders WHERE ($1::text IS NULL OR kind = $1)
-                       ORDER BY id DESC LIMIT $2 OFFSET $3"#,
+                sqlx::query_as!(
+                    Hit,
+                    r#"WITH page AS (
+                         SELECT id FROM orders WHERE ($1::text IS NULL OR kind = $1)
+                         ORDER BY id DESC LIMIT $2 OFFSET $3
+                       ), n AS (
+                         SELECT count(*) AS total FROM (SELECT 1 FROM orders
+                           WHERE ($1::text IS NULL OR kind = $1) LIMIT $4) capped
+                       )
+                       SELECT page.id AS "id!", n.total AS "total!" FROM page CROSS JOIN n
+                       ORDER BY page.id DESC"#,
                     kind as Option<OrderKind>,
                     limit,
-                    offset
-                )
-                .fetch_all(&mut *conn)
-                .await?;
-                let total = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM orders
-                       WHERE ($1::text IS NULL OR kind = $1) LIMIT $2) capped"#,
-                    kind as Option<OrderKind>,
+                    offset,
                     COUNT_CAP + 1
                 )
-                .fetch_one(&mut *conn)
-                .await?;
-                (ids, total)
+                .fetch_all(&mut *conn)
+                .await?
             }
         },
     };
+    let (ids, total) = ids_and_total(hits);
     let items = sqlx::query!(
         r#"SELECT o.id, o.kind AS "kind: OrderKind", o.status AS "status: OrderStatus",
                   o.total_amount, o.item_count, o.user_id, u.email, o.subscription_id, o.cycle,

@@ -37,10 +37,11 @@ pub async fn search(ctx: &Ctx, filter: &SearchFilter, page: PageRequest) -> Resu
     let mut conn = ctx.db.acquire().await?;
     let status = filter.status;
     let (limit, offset) = (page.limit(), page.offset());
-    // Each case its own statement, so each keeps its index under a generic plan.
-    let (ids, total): (Vec<i64>, i64) = match lookup(&mut conn, &filter.q).await? {
+    // Each case its own statement, so each keeps its index under a generic plan; a broad
+    // one counts its matches up to the cap in the same round trip.
+    let hits = match lookup(&mut conn, &filter.q).await? {
         Some(l) => {
-            let hits = sqlx::query_as!(
+            sqlx::query_as!(
                 Hit,
                 r#"SELECT s.id, count(*) OVER () AS "total!" FROM subscriptions s
                    WHERE (s.id = $1 OR s.user_id = ANY($2))
@@ -57,12 +58,11 @@ pub async fn search(ctx: &Ctx, filter: &SearchFilter, page: PageRequest) -> Resu
                 offset
             )
             .fetch_all(&mut *conn)
-            .await?;
-            ids_and_total(hits)
+            .await?
         }
         None if filter.unknown_charge => {
             // Few: the review list's index finds them.
-            let hits = sqlx::query_as!(
+            sqlx::query_as!(
                 Hit,
                 r#"SELECT s.id, count(*) OVER () AS "total!" FROM subscriptions s
                    WHERE s.id IN (SELECT subscription_id FROM charge_attempts
@@ -74,48 +74,49 @@ pub async fn search(ctx: &Ctx, filter: &SearchFilter, page: PageRequest) -> Resu
                 offset
             )
             .fetch_all(&mut *conn)
-            .await?;
-            ids_and_total(hits)
+            .await?
         }
         None => match status {
             Some(status) => {
-                let ids = sqlx::query_scalar!(
-                    "SELECT id FROM subscriptions WHERE status = $1
-                     ORDER BY id DESC LIMIT $2 OFFSET $3",
+                sqlx::query_as!(
+                    Hit,
+                    r#"WITH page AS (
+                         SELECT id FROM subscriptions WHERE status = $1
+                         ORDER BY id DESC LIMIT $2 OFFSET $3
+                       ), n AS (
+                         SELECT count(*) AS total FROM (SELECT 1 FROM subscriptions
+                           WHERE status = $1 LIMIT $4) capped
+                       )
+                       SELECT page.id AS "id!", n.total AS "total!" FROM page CROSS JOIN n
+                       ORDER BY page.id DESC"#,
                     status as SubscriptionStatus,
                     limit,
-                    offset
-                )
-                .fetch_all(&mut *conn)
-                .await?;
-                let total = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM subscriptions
-                       WHERE status = $1 LIMIT $2) capped"#,
-                    status as SubscriptionStatus,
+                    offset,
                     COUNT_CAP + 1
                 )
-                .fetch_one(&mut *conn)
-                .await?;
-                (ids, total)
+                .fetch_all(&mut *conn)
+                .await?
             }
             None => {
-                let ids = sqlx::query_scalar!(
-                    "SELECT id FROM subscriptions ORDER BY id DESC LIMIT $1 OFFSET $2",
+                sqlx::query_as!(
+                    Hit,
+                    r#"WITH page AS (
+                         SELECT id FROM subscriptions ORDER BY id DESC LIMIT $1 OFFSET $2
+                       ), n AS (
+                         SELECT count(*) AS total FROM (SELECT 1 FROM subscriptions LIMIT $3) capped
+                       )
+                       SELECT page.id AS "id!", n.total AS "total!" FROM page CROSS JOIN n
+                       ORDER BY page.id DESC"#,
                     limit,
-                    offset
-                )
-                .fetch_all(&mut *conn)
-                .await?;
-                let total = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM (SELECT 1 FROM subscriptions LIMIT $1) capped"#,
+                    offset,
                     COUNT_CAP + 1
                 )
-                .fetch_one(&mut *conn)
-                .await?;
-                (ids, total)
+                .fetch_all(&mut *conn)
+                .await?
             }
         },
     };
+    let (ids, total) = ids_and_total(hits);
     let views = load(ctx, &mut conn, None, &ids).await?;
     let owners = sqlx::query!(
         r#"SELECT s.id, s.user_id, u.email, u.phone,
