@@ -2,7 +2,9 @@
 //! forms, read-only operators; one module per area. (Browser tests drive the same pages in
 //! headless Chromium: `crate::browser`.)
 
+mod orders;
 mod session;
+mod subscriptions;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Response, StatusCode};
