@@ -2,6 +2,7 @@
 //! forms, read-only operators; one module per area. (Browser tests drive the same pages in
 //! headless Chromium: `crate::browser`.)
 
+mod overview;
 mod session;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
