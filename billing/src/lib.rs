@@ -38,6 +38,7 @@ pub mod telemetry;
 pub mod users;
 pub mod validate;
 pub mod webhooks;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

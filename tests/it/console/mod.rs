@@ -3,6 +3,7 @@
 //! headless Chromium: `crate::browser`.)
 
 mod orders;
+mod overview;
 mod session;
 mod subscriptions;
 
