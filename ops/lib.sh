@@ -11,6 +11,8 @@
 #   ensure_redis            find or start a Redis;    exports PV_REDIS_URL
 #   stop_private_services   stop only what ensure_* started in this shell
 #   ensure_nextest          make `cargo nextest` available
+#   ensure_browser          make chromium + chromedriver available (browser tests);
+#                           returns 1 (with a warning) when they can't be installed
 #   db_url_for NAME         PV_PG_ADMIN_URL with the database replaced by NAME
 #   pv_psql URL ARGS...     psql (from PATH or the Postgres bin dir), no psqlrc
 #   pv_http METHOD URL [JSON_BODY [OUT_FILE]]
@@ -565,4 +567,44 @@ ensure_nextest() {
     fi
     pv_log "installing cargo-nextest (cargo install --locked)"
     cargo install cargo-nextest --locked
+}
+
+# ---------------------------------------------------------------------------
+# headless browser (tests/it/browser: the operator console in Chromium)
+
+# the major version a `--version` line names ("Chromium 156.0…", "ChromeDriver 156.0…")
+_pv_major_version() {
+    "$@" --version 2>/dev/null | sed -nE 's/^[^0-9]*([0-9]+)\..*/\1/p' | head -n1
+}
+
+ensure_browser() {
+    local browser="" driver="" bv dv
+    browser=$(command -v chromium || command -v chromium-browser || true)
+    driver=$(command -v chromedriver || true)
+    if [[ -z $browser || -z $driver ]]; then
+        # Debian's packages come in step (chromedriver drives its own chromium version);
+        # fonts-liberation so screenshots have the usual metric-compatible fonts, and
+        # fonts-nanum for the Korean of customers' and products' names.
+        (_pv_apt_install --no-install-recommends chromium chromium-driver fonts-liberation fonts-nanum) || {
+            pv_warn "could not install chromium + chromium-driver: the browser tests will fail"
+            return 1
+        }
+        browser=$(command -v chromium || command -v chromium-browser || true)
+        driver=$(command -v chromedriver || true)
+        if [[ -z $browser || -z $driver ]]; then
+            pv_warn "chromium-driver installed, but chromium or chromedriver is not on PATH"
+            return 1
+        fi
+    fi
+    if [[ ! -d /usr/share/fonts/truetype/nanum ]]; then
+        # Only the screenshots need it: a failure here fails no test.
+        (_pv_apt_install --no-install-recommends fonts-nanum) ||
+            pv_warn "could not install fonts-nanum: Korean shows as boxes in screenshots"
+    fi
+    bv=$(_pv_major_version "$browser")
+    dv=$(_pv_major_version "$driver")
+    if [[ -n $bv && -n $dv && $bv != "$dv" ]]; then
+        pv_warn "chromium $bv and chromedriver $dv differ: chromedriver refuses other majors"
+        return 1
+    fi
 }

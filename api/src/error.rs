@@ -69,6 +69,7 @@ impl ApiError {
                 B::AlreadyCanceled => (StatusCode::CONFLICT, "already_canceled"),
                 B::AlreadyRefunded => (StatusCode::CONFLICT, "already_refunded"),
                 B::OrderNotCancelable => (StatusCode::CONFLICT, "order_not_cancelable"),
+                B::OrderNotPaid => (StatusCode::CONFLICT, "order_not_paid"),
                 B::SubscriptionCanceled => (StatusCode::CONFLICT, "subscription_canceled"),
                 B::SubscriptionNotActive => (StatusCode::CONFLICT, "subscription_not_active"),
                 B::SubscriptionNotPaused => (StatusCode::CONFLICT, "subscription_not_paused"),

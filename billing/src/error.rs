@@ -64,6 +64,8 @@ pub enum Error {
     AlreadyRefunded,
     #[error("the order's payment failed; there is nothing to cancel")]
     OrderNotCancelable,
+    #[error("the order is not paid; there is nothing to refund")]
+    OrderNotPaid,
     #[error("the subscription is canceled")]
     SubscriptionCanceled,
     #[error("only an active subscription can do that (this one is paused or in payment retries)")]

@@ -1,6 +1,7 @@
 //! Orders: placing them (explicit lines or a cart checkout, idempotent by key), reading
 //! them with their payment (optionally waiting for a state change), canceling and
-//! refunding, and the order status compare-and-set every flow goes through.
+//! refunding (by the customer, or by an operator on their behalf), and the order status
+//! compare-and-set every flow goes through. Operators' search and order page: `operators`.
 //!
 //! An order is written together with its payment row and its `payment.ready` job in one
 //! transaction; everything that talks to KakaoPay happens later, in workers
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use crate::carts::{CartKind, MAX_QUANTITY, PERIOD_DAYS};
+use crate::editor::Editor;
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{OrderId, PaymentId, UserId};
 use crate::money::Money;
@@ -32,6 +34,8 @@ pub use crate::store::orders::{
 };
 use crate::validate::{self, Checks};
 use crate::{jobs, tasks, Ctx};
+
+pub mod operators;
 
 /// Lines per order; a real basket is far smaller, and KakaoPay's item name summarises them.
 pub const MAX_LINES: usize = 50;
@@ -659,22 +663,31 @@ pub async fn list(
 
 /// `POST /api/orders/{id}/cancel`: before payment the order is canceled (a readied
 /// payment is abandoned); after payment a refund is requested and a worker refunds it.
-pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
+/// An operator (the console's refund, on the customer's behalf) refunds a paid order only:
+/// an unpaid one is `OrderNotPaid`, and the request is audited in its transaction.
+pub async fn cancel<'a>(ctx: &Ctx, by: impl Into<Editor<'a>>, id: OrderId) -> Result<Order> {
+    let by = by.into();
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     let row = sqlx::query!(
-        r#"SELECT o.status AS "status: OrderStatus", p.id AS "payment_id?"
+        r#"SELECT o.status AS "status: OrderStatus", p.id AS "payment_id?",
+                  o.total_amount
            FROM orders o LEFT JOIN payments p ON p.order_id = o.id
-           WHERE o.id = $1 AND o.user_id = $2
+           WHERE o.id = $1 AND ($2::bigint IS NULL OR o.user_id = $2)
            FOR UPDATE OF o"#,
         id.0,
-        user.0
+        by.owner().map(|u| u.0)
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
     let payment = row.payment_id.map(PaymentId);
     match row.status {
+        OrderStatus::PendingPayment | OrderStatus::PaymentReady
+            if matches!(by, Editor::Operator(_)) =>
+        {
+            return Err(Error::OrderNotPaid);
+        }
         OrderStatus::PendingPayment | OrderStatus::PaymentReady => {
             let version = transition(
                 &mut tx,
@@ -704,6 +717,15 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
             .await?
             .ok_or(Error::Internal("locked order changed state".into()))?;
             store::orders::request_refund(&mut tx, id, p, ctx.clock.now()).await?;
+            let details = serde_json::json!({ "amount": row.total_amount, "payment_id": p.0 });
+            by.audit(
+                &mut tx,
+                crate::audit::Action::OrderRefundRequested,
+                crate::audit::Target::row("order", &id),
+                details,
+                now,
+            )
+            .await?;
             tracing::info!(order_id = id.0, "refund requested");
         }
         OrderStatus::Approving => return Err(Error::PaymentInProgress),
@@ -712,7 +734,7 @@ pub async fn cancel(ctx: &Ctx, user: UserId, id: OrderId) -> Result<Order> {
         OrderStatus::PaymentFailed => return Err(Error::OrderNotCancelable),
     }
     tx.commit().await?;
-    fetch(ctx.db.pool(), Some(user), id)
+    fetch(ctx.db.pool(), by.owner(), id)
         .await?
         .ok_or(Error::NotFound)
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::jobs::QueueStat;
+use crate::workers::WorkerStatus;
 use crate::Ctx;
 
 #[derive(Debug, Clone, Serialize)]
@@ -16,6 +17,11 @@ pub struct Overview {
     pub queue: Vec<QueueStat>,
     /// Jobs that ran out of retries in the last hour (they stay, failed, for operators).
     pub jobs_failed_last_hour: i64,
+    /// Jobs that succeeded in the last hour, as the workers report them (finished rows
+    /// are usually deleted, so only the workers know).
+    pub jobs_finished_last_hour: i64,
+    /// The worker processes that reported in the last hour: breaker, PG calls/s, load.
+    pub workers: Vec<WorkerStatus>,
     /// Subscription charge attempts begun since local midnight, by outcome.
     pub charges_today: ChargesToday,
     pub subscriptions_past_due: i64,
@@ -70,10 +76,13 @@ pub async fn overview(ctx: &Ctx) -> Result<Overview> {
     )
     .fetch_one(&mut *conn)
     .await?;
+    let (workers, jobs_finished_last_hour) = crate::workers::statuses(&mut conn, now).await?;
     Ok(Overview {
         at: now,
         queue,
         jobs_failed_last_hour: r.failed,
+        jobs_finished_last_hour,
+        workers,
         charges_today: ChargesToday {
             succeeded: c.succeeded,
             declined: c.declined,

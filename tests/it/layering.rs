@@ -29,10 +29,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "adapters",
         &[
-            "db", "kv", "pg", "jobs", "tasks", "outbox", "audit", "workers",
+            "db", "kv", "pg", "jobs", "tasks", "outbox", "audit", "editor", "workers",
         ],
     ),
-    ("row stores", &["store", "users"]),
+    ("row stores", &["store", "users", "history", "search"]),
     (
         "use cases",
         &[

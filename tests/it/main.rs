@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod billing_sim;
 mod binaries;
+mod browser;
 mod carts;
 mod console;
 mod durability;

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,8 @@ impl BreakerConfig {
 }
 
 /// The breaker's state as operators see it (the `pg_breaker_state` gauge's value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
     Open,
@@ -65,6 +67,13 @@ impl BreakerState {
             BreakerState::Open => "open",
             BreakerState::HalfOpen => "half_open",
         }
+    }
+
+    /// The state named by [`BreakerState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Closed, Self::Open, Self::HalfOpen]
+            .into_iter()
+            .find(|b| b.as_str() == s)
     }
 
     /// 0 closed, 1 half-open, 2 open: higher is worse, for alerting on `> 0`.
@@ -300,6 +309,9 @@ pub struct PgGuard {
     /// While set and in the future, nothing is sent: the PG refused our credentials.
     hold_until: Mutex<Option<Instant>>,
     misconfigured_hold: Duration,
+    /// Calls sent since the process started (what its worker reports; refused ones are
+    /// not calls).
+    sent: AtomicU64,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -328,11 +340,17 @@ impl PgGuard {
             defer_jitter: s.defer_jitter_ms,
             hold_until: Mutex::new(None),
             misconfigured_hold: s.misconfigured_hold_ms,
+            sent: AtomicU64::new(0),
         }
     }
 
     pub fn state(&self) -> BreakerState {
         self.lock().state()
+    }
+
+    /// PG calls sent through this guard since the process started.
+    pub fn calls_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Breaker> {
@@ -485,6 +503,7 @@ impl Permit<'_> {
             guard,
             ticket: Some(ticket),
         };
+        guard.sent.fetch_add(1, Ordering::Relaxed);
         let result = call.await;
         if let Err(e) = &result {
             if e.kind == super::ErrorKind::Configuration {
@@ -720,6 +739,7 @@ mod tests {
             20,
             "the refused call was not sent"
         );
+        assert_eq!(guard.calls_sent(), 20, "only calls sent are counted");
         let after = e.retry_after().unwrap();
         assert!(
             after >= Duration::from_secs(59) && after <= Duration::from_secs(61),

@@ -346,6 +346,12 @@ impl Settings {
                 "intervals and timeouts must be positive",
             ));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&w.report_interval_secs) {
+            return Err(invalid(
+                "worker.report_interval_secs",
+                "must be between 1 and 300",
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for pool in w.pools.values() {
             if pool.concurrency == 0 || pool.task_types.is_empty() {
@@ -581,6 +587,14 @@ mod tests {
             ),
             ("worker.lease_ms", Box::new(|s| s.worker.lease_ms = ms(299))),
             (
+                "worker.report_interval_secs",
+                Box::new(|s| s.worker.report_interval_secs = Duration::ZERO),
+            ),
+            (
+                "worker.report_interval_secs",
+                Box::new(|s| s.worker.report_interval_secs = secs(301)),
+            ),
+            (
                 "worker.reap_interval_ms",
                 Box::new(|s| s.worker.max_backoff_ms = Duration::ZERO),
             ),
@@ -684,6 +698,14 @@ mod tests {
                 Box::new(|s| s.worker.poll_interval_ms = ms(1_000)),
             ),
             ("lease 300", Box::new(|s| s.worker.lease_ms = ms(300))),
+            (
+                "report every second",
+                Box::new(|s| s.worker.report_interval_secs = secs(1)),
+            ),
+            (
+                "report every 5 minutes",
+                Box::new(|s| s.worker.report_interval_secs = secs(300)),
+            ),
             (
                 "oauth state 60",
                 Box::new(|s| s.auth.oauth_state_ttl_secs = secs(60)),
@@ -899,6 +921,15 @@ mod durations {
                 s.worker.poll_interval_ms
             }),
             ("worker.lease_ms", Ms, 30_000, |s| s.worker.lease_ms),
+            ("worker.report_interval_secs", Secs, 5, |s| {
+                s.worker.report_interval_secs
+            }),
+            ("console.session_ttl_secs", Secs, 43_200, |s| {
+                s.console.session_ttl_secs
+            }),
+            ("console.idle_timeout_secs", Secs, 1_800, |s| {
+                s.console.idle_timeout_secs
+            }),
             ("worker.reap_interval_ms", Ms, 5_000, |s| {
                 s.worker.reap_interval_ms
             }),
@@ -1065,10 +1096,10 @@ mod durations {
         assert_eq!(d.redis.cached_pages, 5);
         assert_eq!(d.redis.breaker_failures, 2);
         // A duration key added later must join the table (the two lists and the map are
-        // the three more).
+        // three more, and `console.overview_refresh_secs`, a whole number, one).
         let debug = format!("{d:?}");
         let keys = debug.matches("_ms: ").count() + debug.matches("_secs: ").count();
-        assert_eq!(keys, scalars().len() + 3, "{debug}");
+        assert_eq!(keys, scalars().len() + 4, "{debug}");
     }
 
     /// Defaults → their numbers in the file form → loaded again: the same `Duration`s.

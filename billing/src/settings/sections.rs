@@ -149,6 +149,10 @@ pub struct WorkerSettings {
     /// Extra pools by name, each taking only its task types with its own concurrency
     /// (e.g. PG calls apart from housekeeping).
     pub pools: BTreeMap<String, WorkerPoolSettings>,
+    /// How often the process reports its breaker and counters to Postgres for the
+    /// console (1–300); it counts as missing after three intervals without a report.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub report_interval_secs: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -175,6 +179,7 @@ impl Default for WorkerSettings {
             max_backoff_ms: Duration::from_millis(3_600_000),
             keep_finished: false,
             pools: BTreeMap::new(),
+            report_interval_secs: Duration::from_secs(5),
         }
     }
 }

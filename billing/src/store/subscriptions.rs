@@ -27,6 +27,15 @@ pub enum SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+        }
+    }
+
     /// Whether charges are scheduled.
     pub fn is_billable(self) -> bool {
         matches!(self, Self::Active | Self::PastDue)
@@ -43,6 +52,18 @@ pub enum AttemptStatus {
     Declined,
     Unknown,
     NotCharged,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Succeeded => "succeeded",
+            Self::Declined => "declined",
+            Self::Unknown => "unknown",
+            Self::NotCharged => "not_charged",
+        }
+    }
 }
 
 /// A subscription row as the services need it.

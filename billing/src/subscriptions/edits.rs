@@ -1,7 +1,8 @@
-//! Customers' edits of their own subscription: the `PATCH` (period, products and
-//! quantities, shipping receiver), skip, pause, resume and cancel — each under the
-//! subscription's lock, refused while a charge may be in KakaoPay's hands when it would
-//! move the pending charge.
+//! Edits of a subscription by its customer, or by an operator on the customer's behalf
+//! (the console): the `PATCH` (period, products and quantities, shipping receiver), skip,
+//! pause, resume and cancel — each under the subscription's lock, refused while a charge
+//! may be in KakaoPay's hands when it would move the pending charge. An operator's edit
+//! is audited in its own transaction.
 
 use std::collections::HashSet;
 
@@ -13,9 +14,11 @@ use super::{
     cancel_locked, get, lock, policy, record_event, reschedule, EventExtra, Row, Subscription,
     SubscriptionStatus,
 };
+use crate::audit::{Action, Target};
 use crate::carts::{MAX_QUANTITY, PERIOD_DAYS};
+use crate::editor::Editor;
 use crate::error::{Error, FieldError, Result};
-use crate::ids::{SubscriptionId, UserId};
+use crate::ids::SubscriptionId;
 use crate::orders::{LineInput, Receiver, MAX_LINES};
 use crate::store::subscriptions::{Changes, PeriodChange};
 use crate::validate::Checks;
@@ -161,9 +164,14 @@ fn check_products(p: &Patch, before: &store::subscriptions::Products) -> Result<
     Ok(())
 }
 
-/// Locks the customer's subscription for an edit: 404 if not theirs, 409 if canceled.
-async fn lock_editable(conn: &mut PgConnection, user: UserId, id: SubscriptionId) -> Result<Row> {
-    let s = lock(conn, id, Some(user)).await?.ok_or(Error::NotFound)?;
+/// Locks the subscription for an edit: 404 if it is not the customer's (an operator may
+/// edit any), 409 if canceled.
+async fn lock_editable(
+    conn: &mut PgConnection,
+    by: &Editor<'_>,
+    id: SubscriptionId,
+) -> Result<Row> {
+    let s = lock(conn, id, by.owner()).await?.ok_or(Error::NotFound)?;
     if s.status == SubscriptionStatus::Canceled {
         return Err(Error::SubscriptionCanceled);
     }
@@ -171,8 +179,8 @@ async fn lock_editable(conn: &mut PgConnection, user: UserId, id: SubscriptionId
 }
 
 /// Locks an active subscription with no charge at KakaoPay, for skip and pause.
-async fn lock_active(conn: &mut PgConnection, user: UserId, id: SubscriptionId) -> Result<Row> {
-    let s = lock_editable(conn, user, id).await?;
+async fn lock_active(conn: &mut PgConnection, by: &Editor<'_>, id: SubscriptionId) -> Result<Row> {
+    let s = lock_editable(conn, by, id).await?;
     if s.status != SubscriptionStatus::Active {
         return Err(Error::SubscriptionNotActive);
     }
@@ -191,18 +199,26 @@ async fn refuse_if_charging(conn: &mut PgConnection, id: SubscriptionId) -> Resu
 
 /// `PATCH /api/subscriptions/{id}`: checked whole before anything is written; one
 /// transaction; one `subscription.updated` (or `.rescheduled` when the pending charge
-/// moved) carrying what changed.
-pub async fn update(
+/// moved) carrying what changed. An operator changes the period only (products and
+/// where they ship are the customer's choice).
+pub async fn update<'a>(
     ctx: &Ctx,
-    user: UserId,
+    by: impl Into<Editor<'a>>,
     id: SubscriptionId,
     patch: Patch,
 ) -> Result<Subscription> {
+    let by = by.into();
     let receiver = validate_patch(&patch)?;
+    if matches!(by, Editor::Operator(_)) && !period_only(&patch) {
+        return Err(Error::validation(
+            "period_days",
+            "an operator changes the period only; products and receiver are the customer's",
+        ));
+    }
     let policy = policy(ctx)?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_editable(&mut tx, user, id).await?;
+    let s = lock_editable(&mut tx, &by, id).await?;
     let before = store::subscriptions::products(&mut tx, id).await?;
     check_products(&patch, &before)?;
     let add = patch.add.as_deref().unwrap_or_default();
@@ -273,47 +289,104 @@ pub async fn update(
         ..EventExtra::default()
     };
     record_event(&mut tx, id, event, extra).await?;
+    let to = patch.period_days.unwrap_or(s.period_days);
+    let details = serde_json::json!({ "from": s.period_days, "to": to });
+    by.audit(
+        &mut tx,
+        Action::SubscriptionPeriodChanged,
+        target(id),
+        details,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, event, "subscription updated");
-    get(ctx, Some(user), id).await
+    get(ctx, by.owner(), id).await
+}
+
+/// Whether a patch changes the period and nothing else.
+fn period_only(p: &Patch) -> bool {
+    p.period_days.is_some()
+        && p.quantity.is_none()
+        && p.items.is_none()
+        && p.add.is_none()
+        && p.remove.is_none()
+        && p.receiver.is_none()
+}
+
+fn target(id: SubscriptionId) -> Target<'static> {
+    Target::row("subscription", &id)
 }
 
 /// `POST /api/subscriptions/{id}/skip`: the next charge moves one period forward.
-pub async fn skip(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscription> {
+pub async fn skip<'a>(
+    ctx: &Ctx,
+    by: impl Into<Editor<'a>>,
+    id: SubscriptionId,
+) -> Result<Subscription> {
+    let by = by.into();
     let policy = policy(ctx)?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_active(&mut tx, user, id).await?;
+    let s = lock_active(&mut tx, &by, id).await?;
     let pending = s
         .next(&policy)
         .ok_or_else(|| Error::Internal(format!("active subscription {id} has no next charge")))?;
     let next = policy.after_skip(pending.due_on, s.period_days, now, s.last_charged_at);
     reschedule(&mut tx, &s, Some(next), s.current_cycle + 1, now).await?;
     record_event(&mut tx, id, "subscription.skipped", EventExtra::default()).await?;
+    let details = serde_json::json!({ "skipped": pending.at, "next_charge_at": next.at });
+    by.audit(
+        &mut tx,
+        Action::SubscriptionSkipped,
+        target(id),
+        details,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription skipped a charge");
-    get(ctx, Some(user), id).await
+    get(ctx, by.owner(), id).await
 }
 
 /// `POST /api/subscriptions/{id}/pause`: no charges until resumed.
-pub async fn pause(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscription> {
+pub async fn pause<'a>(
+    ctx: &Ctx,
+    by: impl Into<Editor<'a>>,
+    id: SubscriptionId,
+) -> Result<Subscription> {
+    let by = by.into();
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_active(&mut tx, user, id).await?;
+    let s = lock_active(&mut tx, &by, id).await?;
     reschedule(&mut tx, &s, None, s.current_cycle + 1, now).await?;
     store::subscriptions::set_paused(&mut tx, id, now).await?;
     record_event(&mut tx, id, "subscription.paused", EventExtra::default()).await?;
+    let details = serde_json::json!({ "pending_charge": s.next_charge_at });
+    by.audit(
+        &mut tx,
+        Action::SubscriptionPaused,
+        target(id),
+        details,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, "subscription paused");
-    get(ctx, Some(user), id).await
+    get(ctx, by.owner(), id).await
 }
 
 /// `POST /api/subscriptions/{id}/resume`: next = max(today, last charge + period).
-pub async fn resume(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscription> {
+pub async fn resume<'a>(
+    ctx: &Ctx,
+    by: impl Into<Editor<'a>>,
+    id: SubscriptionId,
+) -> Result<Subscription> {
+    let by = by.into();
     let policy = policy(ctx)?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_editable(&mut tx, user, id).await?;
+    let s = lock_editable(&mut tx, &by, id).await?;
     if s.status != SubscriptionStatus::Paused {
         return Err(Error::SubscriptionNotPaused);
     }
@@ -321,18 +394,42 @@ pub async fn resume(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subsc
     store::subscriptions::set_resumed(&mut tx, id).await?;
     reschedule(&mut tx, &s, Some(next), s.current_cycle + 1, now).await?;
     record_event(&mut tx, id, "subscription.resumed", EventExtra::default()).await?;
+    let details = serde_json::json!({ "next_charge_at": next.at });
+    by.audit(
+        &mut tx,
+        Action::SubscriptionResumed,
+        target(id),
+        details,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(subscription_id = id.0, next_charge_at = %next.at, "subscription resumed");
-    get(ctx, Some(user), id).await
+    get(ctx, by.owner(), id).await
 }
 
-/// `DELETE /api/subscriptions/{id}`: canceled by the customer. A charge already in
-/// KakaoPay's hands still completes (and ships); nothing is charged after it.
-pub async fn cancel(ctx: &Ctx, user: UserId, id: SubscriptionId) -> Result<Subscription> {
+/// `DELETE /api/subscriptions/{id}`: canceled by the customer (or an operator at their
+/// request: the same reason, `customer`). A charge already in KakaoPay's hands still
+/// completes (and ships); nothing is charged after it.
+pub async fn cancel<'a>(
+    ctx: &Ctx,
+    by: impl Into<Editor<'a>>,
+    id: SubscriptionId,
+) -> Result<Subscription> {
+    let by = by.into();
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
-    let s = lock_editable(&mut tx, user, id).await?;
+    let s = lock_editable(&mut tx, &by, id).await?;
     cancel_locked(&mut tx, &s, "customer", now).await?;
+    let details = serde_json::json!({ "from": s.status, "reason": "customer" });
+    by.audit(
+        &mut tx,
+        Action::SubscriptionCanceled,
+        target(id),
+        details,
+        now,
+    )
+    .await?;
     tx.commit().await?;
-    get(ctx, Some(user), id).await
+    get(ctx, by.owner(), id).await
 }

@@ -1,9 +1,9 @@
 //! Subscriptions, the use case over the rows of [`crate::store::subscriptions`]: creation
-//! from a paid subscription order and the moves of the pending charge (here), customers'
-//! edits (`edits`), the views (`views`), the operators' preview and review list
-//! (`operators`), renewal reminders (`reminders`), recovery and resubscribe checkouts
-//! (`checkout`). The recurring charge itself lives in [`charge`]; the schedule rules in
-//! [`policy`].
+//! from a paid subscription order and the moves of the pending charge (here), edits by
+//! customers and operators on their behalf (`edits`), the views (`views`), the operators'
+//! preview and review list (`operators`), search (`search`) and timeline (`timeline`),
+//! renewal reminders (`reminders`), recovery and resubscribe checkouts (`checkout`). The
+//! recurring charge itself lives in [`charge`]; the schedule rules in [`policy`].
 
 pub mod charge;
 pub mod checkout;
@@ -11,6 +11,8 @@ mod edits;
 mod operators;
 pub mod policy;
 mod reminders;
+pub mod search;
+pub mod timeline;
 mod views;
 
 use chrono::{DateTime, Utc};

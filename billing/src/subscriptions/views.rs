@@ -153,7 +153,9 @@ pub async fn list(ctx: &Ctx, user: UserId, page: PageRequest) -> Result<Page<Sub
     Ok(Page::new(items, page, total))
 }
 
-async fn load(
+/// The views of the subscriptions among `ids` (of `user` only, when given), newest first,
+/// without their attempts.
+pub(super) async fn load(
     ctx: &Ctx,
     conn: &mut PgConnection,
     user: Option<UserId>,

@@ -60,6 +60,9 @@ struct GetArgs {
     /// Requests before measuring (fills caches and connection pools).
     #[arg(long, default_value_t = 200)]
     warmup: usize,
+    /// An extra request header, `Name: value` (repeatable), e.g. a console session cookie.
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 enum Part {
@@ -113,9 +116,21 @@ async fn get(cli: GetArgs) -> anyhow::Result<()> {
     let name = cli.name.context("--name is required")?;
     let path = cli.path.context("--path is required")?;
     let parts = std::sync::Arc::new(parse(&path)?);
+    let mut headers = reqwest::header::HeaderMap::new();
+    for h in &cli.headers {
+        let (k, v) = h.split_once(':').context("--header takes `Name: value`")?;
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())?,
+            reqwest::header::HeaderValue::from_str(v.trim())?,
+        );
+    }
+    // A redirect is not an answer (e.g. a console session that ended sends the client to
+    // sign in): counted as an error, never measured.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(cli.clients)
         .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
         .build()?;
 
     let mut rng = rand::rng();

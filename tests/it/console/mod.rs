@@ -4,7 +4,10 @@
 
 mod audit;
 mod jobs;
+mod orders;
+mod overview;
 mod session;
+mod subscriptions;
 mod users;
 mod webhooks;
 

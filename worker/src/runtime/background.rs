@@ -1,11 +1,12 @@
 //! The runtime's background loops: LISTEN wake-ups, lease renewal, reaping expired
-//! leases, and the queue-depth metrics.
+//! leases, the queue-depth metrics, and the process's report for the console.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use billing::jobs;
+use billing::workers::Lifecycle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -157,5 +158,53 @@ pub(super) async fn depth_metrics(inner: Arc<Inner>, mut stop: watch::Receiver<b
         if sleep_or_stop(Duration::from_secs(5), &mut stop).await {
             return;
         }
+    }
+}
+
+/// Writes this process's report (`billing::workers`) every `report_interval`, and at once
+/// when a stop begins; it goes on, as `stopping`, while runs drain, until the runtime ends
+/// it. A failing report (Postgres down) is logged once, and never stops the worker.
+pub(super) async fn reporter(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut failing = false;
+    let mut stopping = false;
+    loop {
+        let lifecycle = if stopping || inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            Lifecycle::Stopping
+        } else {
+            Lifecycle::Running
+        };
+        match billing::workers::report(&inner.ctx, &inner.report(lifecycle)).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("worker reports written again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                metrics::counter!("worker_db_errors_total", "op" => "report").increment(1);
+                if failing {
+                    tracing::debug!(error = %e, "worker report failed again");
+                } else {
+                    failing = true;
+                    tracing::warn!(error = %e, "could not write the worker report; the console shows this worker as missing until it can");
+                }
+            }
+        }
+        if stopping {
+            tokio::time::sleep(inner.cfg.report_interval).await;
+        } else {
+            stopping = sleep_or_stop(inner.cfg.report_interval, &mut stop).await;
+        }
+    }
+}
+
+/// The last report, after the runtime stopped cleanly: the console shows the worker as
+/// stopped rather than missing. Bounded, since the process is on its way out.
+pub(super) async fn report_final(inner: &Inner) {
+    let last = inner.report(Lifecycle::Stopped);
+    let write = billing::workers::report(&inner.ctx, &last);
+    match tokio::time::timeout(Duration::from_secs(2), write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not write the final worker report"),
+        Err(_) => tracing::debug!("the final worker report timed out"),
     }
 }

@@ -28,8 +28,7 @@ pub(super) async fn execute(
     let task: Arc<dyn Runnable> = match inner.registry.decode(&claimed.metadata) {
         Ok(t) => Arc::from(t),
         Err(e) => {
-            metrics::counter!("jobs_finished_total", "task" => name.clone(), "outcome" => "undecodable")
-                .increment(1);
+            inner.record_outcome(&name, "undecodable");
             let error = e.to_string();
             span.in_scope(|| tracing::error!(%error, "task row failed"));
             return Finish::Failed {
@@ -81,13 +80,13 @@ pub(super) async fn execute(
             timeout.as_millis()
         )),
         Ok(Err(Stop::LeaseLost)) => {
-            record_outcome(&name, "abandoned");
+            inner.record_outcome(&name, "abandoned");
             return Finish::Abandoned {
                 token: claimed.lease_token,
             };
         }
         Ok(Err(Stop::Shutdown)) => {
-            record_outcome(&name, "released");
+            inner.record_outcome(&name, "released");
             return Finish::Released {
                 id: claimed.id,
                 token: claimed.lease_token,
@@ -109,7 +108,7 @@ pub(super) async fn execute(
                 | Outcome::Defer { reason, .. }
                 | Outcome::Fail { reason } => Some(reason.clone()),
             };
-            record_outcome(
+            inner.record_outcome(
                 &name,
                 if error.is_some() {
                     "failed"
@@ -129,11 +128,6 @@ pub(super) async fn execute(
     decide(inner, &claimed, &name, outcome, task.as_ref(), now)
 }
 
-pub(super) fn record_outcome(name: &str, outcome: &'static str) {
-    metrics::counter!("jobs_finished_total", "task" => name.to_owned(), "outcome" => outcome)
-        .increment(1);
-}
-
 /// What the runtime does with a run's outcome: the one place a job's fate is decided.
 pub(super) fn decide(
     inner: &Inner,
@@ -146,11 +140,11 @@ pub(super) fn decide(
     let (id, token) = (claimed.id, claimed.lease_token);
     match outcome {
         Outcome::Done => {
-            record_outcome(name, "succeeded");
+            inner.record_outcome(name, "succeeded");
             Finish::Succeeded { id, token }
         }
         Outcome::Defer { after, reason } => {
-            record_outcome(name, "deferred");
+            inner.record_outcome(name, "deferred");
             tracing::debug!(job_id = %id, task = %name, %reason,
                 retry_in_ms = after.as_millis() as u64, "task deferred");
             Finish::Deferred {
@@ -167,7 +161,7 @@ pub(super) fn decide(
                     inner.cfg.max_backoff,
                 )
             });
-            record_outcome(name, "retried");
+            inner.record_outcome(name, "retried");
             tracing::warn!(job_id = %id, task = %name, error = %reason, attempt = claimed.retries + 1,
                 retry_in_ms = delay.as_millis() as u64, "task failed; will retry");
             Finish::Retry {
@@ -178,7 +172,7 @@ pub(super) fn decide(
             }
         }
         Outcome::Retry { reason, .. } => {
-            record_outcome(name, "failed");
+            inner.record_outcome(name, "failed");
             tracing::error!(job_id = %id, task = %name, error = %reason, attempts = claimed.retries + 1,
                 "task failed for good: retries used up");
             Finish::Failed {
@@ -188,7 +182,7 @@ pub(super) fn decide(
             }
         }
         Outcome::Fail { reason } => {
-            record_outcome(name, "rejected");
+            inner.record_outcome(name, "rejected");
             tracing::error!(job_id = %id, task = %name, error = %reason, attempt = claimed.retries + 1,
                 "task failed permanently; not retried");
             Finish::Failed {

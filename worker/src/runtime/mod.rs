@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ mod claim;
 mod execute;
 mod finalize;
 
-use background::{depth_metrics, heartbeat, listen, reaper};
+use background::{depth_metrics, heartbeat, listen, reaper, report_final, reporter};
 use claim::claim_loop;
 use finalize::finalizer;
 
@@ -62,6 +62,8 @@ pub struct RuntimeConfig {
     pub max_backoff: Duration,
     pub keep_finished: bool,
     pub shutdown_grace: Duration,
+    /// How often the process writes its report for the console (`billing::workers`).
+    pub report_interval: Duration,
 }
 
 pub(super) fn hostname() -> String {
@@ -111,6 +113,7 @@ impl RuntimeConfig {
             max_backoff: s.max_backoff_ms,
             keep_finished: s.keep_finished,
             shutdown_grace: s.shutdown_grace_ms,
+            report_interval: s.report_interval_secs,
         }
     }
 }
@@ -236,6 +239,11 @@ pub(super) struct Inner {
     pub(super) finish_tx: mpsc::UnboundedSender<Finish>,
     pub(super) wakers: Vec<Arc<Notify>>,
     pub(super) stopping: AtomicBool,
+    pub(super) started_at: chrono::DateTime<Utc>,
+    /// Runs that succeeded, and runs that failed for good, since the process started
+    /// (the worker's report; the metrics count every outcome by task).
+    pub(super) finished: AtomicU64,
+    pub(super) failed: AtomicU64,
 }
 
 impl Inner {
@@ -248,6 +256,35 @@ impl Inner {
             .values()
             .filter(|f| f.run.is_some())
             .count()
+    }
+
+    /// Counts a run's outcome: the `jobs_finished_total` metric, and this process's
+    /// successes and final failures for its report.
+    fn record_outcome(&self, name: &str, outcome: &'static str) {
+        metrics::counter!("jobs_finished_total", "task" => name.to_owned(), "outcome" => outcome)
+            .increment(1);
+        match outcome {
+            "succeeded" => self.finished.fetch_add(1, Ordering::Relaxed),
+            "failed" | "rejected" | "undecodable" => self.failed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// What this process tells the console about itself.
+    fn report(&self, lifecycle: billing::workers::Lifecycle) -> billing::workers::Report {
+        billing::workers::Report {
+            worker_id: self.cfg.worker_id.clone(),
+            started_at: self.started_at,
+            host: hostname(),
+            pid: std::process::id(),
+            lifecycle,
+            interval: self.cfg.report_interval,
+            breaker: self.ctx.pg_guard.state(),
+            pg_calls: self.ctx.pg_guard.calls_sent(),
+            jobs_finished: self.finished.load(Ordering::Relaxed),
+            jobs_failed: self.failed.load(Ordering::Relaxed),
+            in_flight: self.running(),
+        }
     }
 }
 
@@ -265,6 +302,7 @@ pub async fn run(
     let (finish_tx, finish_rx) = mpsc::unbounded_channel();
     let wakers: Vec<Arc<Notify>> = cfg.pools.iter().map(|_| Arc::new(Notify::new())).collect();
     let inner = Arc::new(Inner {
+        started_at: ctx.clock.now(),
         registry,
         ctx,
         cfg,
@@ -272,6 +310,8 @@ pub async fn run(
         finish_tx,
         wakers,
         stopping: AtomicBool::new(false),
+        finished: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
     tracing::info!(worker = %inner.cfg.worker_id, pools = inner.cfg.pools.len(), "job runtime starting");
 
@@ -283,6 +323,7 @@ pub async fn run(
     background.spawn(heartbeat(inner.clone(), stop_rx.clone()));
     background.spawn(reaper(inner.clone(), stop_rx.clone()));
     background.spawn(depth_metrics(inner.clone(), stop_rx.clone()));
+    background.spawn(reporter(inner.clone(), stop_rx.clone()));
     let finalizer = tokio::spawn(finalizer(inner.clone(), finish_rx));
 
     let mut claimers = tokio::task::JoinSet::new();
@@ -340,6 +381,7 @@ pub async fn run(
     background.abort_all();
     let _ = inner.finish_tx.send(Finish::Shutdown);
     let _ = finalizer.await;
+    report_final(&inner).await;
     tracing::info!("job runtime stopped");
     Ok(())
 }
