@@ -3,15 +3,15 @@
 //! what it changed.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use billing::audit::Entry;
-use billing::page::PageRequest;
 use serde::Deserialize;
 
-use super::listing::{filters, nonempty, pretty, query, Pager, Params};
+use super::listing::{filters, nonempty, pretty};
+use super::subscriptions::{paging, query_string, Pager};
 use super::{page, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 
@@ -60,6 +60,7 @@ struct Row {
 pub struct ListQuery {
     target_type: Option<String>,
     target_id: Option<String>,
+    page: Option<String>,
     size: Option<String>,
 }
 
@@ -72,28 +73,40 @@ struct ListPage<'a> {
     target_types: &'static [&'static str],
     target_type: String,
     target_id: String,
+    size: i64,
+}
+
+impl ListPage<'_> {
+    fn href(&self, page: i64) -> String {
+        let (page, size) = (page.to_string(), self.size.to_string());
+        let qs = query_string(&[
+            ("target_type", &self.target_type),
+            ("target_id", &self.target_id),
+            ("page", &page),
+            ("size", &size),
+        ]);
+        format!("/admin/audit?{qs}")
+    }
 }
 
 /// `GET /admin/audit?target_type=&target_id=&page=`.
 pub async fn list(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    Params(q): Params<ListQuery>,
-    Params(p): Params<PageRequest>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
     let target_type = nonempty(q.target_type);
     let target_id = nonempty(q.target_id);
-    let log =
-        billing::audit::list(&state.ctx, target_type.as_deref(), target_id.as_deref(), p).await?;
-    let pager = Pager::of(
-        &log,
-        "/admin/audit",
-        &query(&[
-            ("target_type", target_type.as_deref()),
-            ("target_id", target_id.as_deref()),
-            ("size", nonempty(q.size).as_deref()),
-        ]),
-    );
+    let request = paging(q.page.as_deref(), q.size.as_deref())?;
+    let log = billing::audit::list(
+        &state.ctx,
+        target_type.as_deref(),
+        target_id.as_deref(),
+        request,
+    )
+    .await?;
+    let pager = Pager::of(&log);
+    let size = log.size;
     let rows = log
         .items
         .into_iter()
@@ -115,6 +128,7 @@ pub async fn list(
         target_types: TARGET_TYPES,
         target_type: target_type.unwrap_or_default(),
         target_id: target_id.unwrap_or_default(),
+        size,
     }))
 }
 

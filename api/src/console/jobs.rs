@@ -3,19 +3,19 @@
 //! a waiting one where nothing waits on it (`billing::tasks::cancel_policy`).
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use billing::audit::Actor;
 use billing::jobs::{Cancel, JobDetail, JobFilter, JobState};
-use billing::page::PageRequest;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::listing::{excerpt, filters, link, nonempty, pretty, query, Pager, Params, RowId};
-use super::{done, page, Action, Chrome, ConsoleError, NoFields, Viewer};
+use super::listing::{excerpt, filters, nonempty, pretty};
+use super::subscriptions::{paging, query_string, Pager};
+use super::{done, page, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -33,8 +33,14 @@ pub struct ListQuery {
     state: Option<String>,
     task_type: Option<String>,
     name: Option<String>,
+    page: Option<String>,
     size: Option<String>,
     done: Option<String>,
+}
+
+/// A job's id from the path: anything but a uuid is a page that does not exist.
+fn job_id(raw: &str) -> Result<Uuid, ConsoleError> {
+    raw.parse().map_err(|_| billing::Error::NotFound.into())
 }
 
 /// One line of the list.
@@ -62,30 +68,40 @@ struct ListPage<'a> {
     state: String,
     task_type: String,
     name: String,
-    /// Retry-all is offered on the failed jobs of one pool.
-    retry_all: bool,
+    size: i64,
+    /// How many failed jobs of one pool "Retry all" would queue (offered only there).
+    retry_all: Option<i64>,
+}
+
+impl ListPage<'_> {
+    fn href(&self, page: i64) -> String {
+        let (page, size) = (page.to_string(), self.size.to_string());
+        let qs = query_string(&[
+            ("state", &self.state),
+            ("task_type", &self.task_type),
+            ("name", &self.name),
+            ("page", &page),
+            ("size", &size),
+        ]);
+        format!("/admin/jobs?{qs}")
+    }
 }
 
 /// `GET /admin/jobs?state=&task_type=&name=&page=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    Params(q): Params<ListQuery>,
-    Params(p): Params<PageRequest>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
     let filter = JobFilter {
         state: nonempty(q.state),
         task_type: nonempty(q.task_type),
         name: nonempty(q.name),
     };
-    let jobs = billing::jobs::list(&state.ctx, &filter, p).await?;
-    let search = query(&[
-        ("state", filter.state.as_deref()),
-        ("task_type", filter.task_type.as_deref()),
-        ("name", filter.name.as_deref()),
-        ("size", nonempty(q.size).as_deref()),
-    ]);
-    let pager = Pager::of(&jobs, "/admin/jobs", &search);
+    let request = paging(q.page.as_deref(), q.size.as_deref())?;
+    let jobs = billing::jobs::list(&state.ctx, &filter, request).await?;
+    let pager = Pager::of(&jobs);
+    let size = jobs.size;
     let rows = jobs
         .items
         .into_iter()
@@ -107,10 +123,11 @@ pub async fn list(
             pools.push(t.clone());
         }
     }
-    let retry_all = filter.state.as_deref() == Some("failed")
+    let retry_all = (filter.state.as_deref() == Some("failed")
         && filter.task_type.is_some()
         && filter.name.is_none()
-        && pager.total > 0;
+        && jobs.total > 0)
+        .then_some(jobs.total);
     Ok(page(&ListPage {
         chrome: Chrome::new(&me, "jobs").with_notice(q.done.as_deref()),
         rows,
@@ -121,6 +138,7 @@ pub async fn list(
         state: filter.state.unwrap_or_default(),
         task_type: filter.task_type.unwrap_or_default(),
         name: filter.name.unwrap_or_default(),
+        size,
         retry_all,
     }))
 }
@@ -141,9 +159,10 @@ struct DetailPage<'a> {
 pub async fn show(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    RowId(id): RowId<Uuid>,
-    Params(q): Params<super::Done>,
+    Path(id): Path<String>,
+    Query(q): Query<Done>,
 ) -> Result<Response, ConsoleError> {
+    let id = job_id(&id)?;
     let job = billing::jobs::get(&state.ctx, id).await?;
     let arguments = pretty(&billing::jobs::arguments(&job.job.metadata));
     let related = related(&job.job.metadata);
@@ -180,9 +199,10 @@ fn related(metadata: &serde_json::Value) -> Vec<(String, String)> {
 /// `POST /admin/jobs/{id}/retry`: a failed job runs again now, with a fresh retry budget.
 pub async fn retry(
     State(state): State<AppState>,
-    RowId(id): RowId<Uuid>,
+    Path(id): Path<String>,
     Action { session, .. }: Action<NoFields>,
 ) -> Result<Response, ConsoleError> {
+    let id = job_id(&id)?;
     billing::jobs::retry_failed(&state.ctx, &Actor::console(session.user_id), id).await?;
     Ok(done(&format!("/admin/jobs/{id}"), "job_retried"))
 }
@@ -190,13 +210,14 @@ pub async fn retry(
 /// `POST /admin/jobs/{id}/cancel`: a waiting job of a kind nothing waits on is removed.
 pub async fn cancel(
     State(state): State<AppState>,
-    RowId(id): RowId<Uuid>,
+    Path(id): Path<String>,
     Action { session, .. }: Action<NoFields>,
 ) -> Result<Response, ConsoleError> {
+    let id = job_id(&id)?;
     let job = billing::tasks::cancel(&state.ctx, &Actor::console(session.user_id), id).await?;
-    let back = link(
-        "/admin/jobs",
-        &query(&[("task_type", Some(job.task_type.as_str()))]),
+    let back = format!(
+        "/admin/jobs?{}",
+        query_string(&[("task_type", &job.task_type)])
     );
     Ok(done(&back, "job_canceled"))
 }
@@ -217,12 +238,9 @@ pub async fn retry_failed_of_type(
         &form.task_type,
     )
     .await?;
-    let back = link(
-        "/admin/jobs",
-        &query(&[
-            ("state", Some("failed")),
-            ("task_type", Some(form.task_type.as_str())),
-        ]),
+    let back = format!(
+        "/admin/jobs?{}",
+        query_string(&[("state", "failed"), ("task_type", &form.task_type)])
     );
     let code = match (r.retried, r.skipped) {
         (0, _) => "no_failed_jobs",

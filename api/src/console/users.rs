@@ -2,17 +2,17 @@
 //! someone's role or access (never their own: `billing::accounts::set_access`).
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use billing::accounts::AccessPatch;
 use billing::audit::Actor;
-use billing::page::PageRequest;
 use billing::users::{Role, User, UserFilter};
 use serde::Deserialize;
 
-use super::listing::{filters, nonempty, query, Pager, Params, RowId};
+use super::listing::{filters, nonempty};
+use super::subscriptions::{choice, paging, query_string, row_id, Pager};
 use super::{done, page, Action, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 
@@ -24,19 +24,13 @@ pub fn routes() -> Router<AppState> {
 
 const ROLES: [Role; 3] = [Role::User, Role::Operator, Role::Admin];
 
-fn parse_role(s: &str) -> Result<Role, ConsoleError> {
-    ROLES
-        .into_iter()
-        .find(|r| r.as_str() == s)
-        .ok_or_else(|| billing::Error::validation("role", "must be user, operator or admin").into())
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct ListQuery {
     /// An account id, or part of an e-mail.
     q: Option<String>,
     role: Option<String>,
+    page: Option<String>,
     size: Option<String>,
     done: Option<String>,
 }
@@ -50,42 +44,49 @@ struct ListPage<'a> {
     roles: Vec<&'static str>,
     q: String,
     role: String,
+    size: i64,
+}
+
+impl ListPage<'_> {
+    fn href(&self, page: i64) -> String {
+        let (page, size) = (page.to_string(), self.size.to_string());
+        let qs = query_string(&[
+            ("q", &self.q),
+            ("role", &self.role),
+            ("page", &page),
+            ("size", &size),
+        ]);
+        format!("/admin/users?{qs}")
+    }
 }
 
 /// `GET /admin/users?q=&role=&page=`: newest accounts first.
 pub async fn list(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    Params(q): Params<ListQuery>,
-    Params(p): Params<PageRequest>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
     let search = nonempty(q.q);
-    let role = nonempty(q.role);
+    let role: Option<Role> = choice("role", q.role.as_deref())?;
     // A number is an account id; anything else a part of an e-mail.
     let id = search.as_deref().and_then(|s| s.parse::<i64>().ok());
     let filter = UserFilter {
         email: search.clone().filter(|_| id.is_none()),
         id,
-        role: role.as_deref().map(parse_role).transpose()?,
+        role,
         status: None,
     };
-    let users = billing::users::list(&state.ctx, filter, p).await?;
-    let pager = Pager::of(
-        &users,
-        "/admin/users",
-        &query(&[
-            ("q", search.as_deref()),
-            ("role", role.as_deref()),
-            ("size", nonempty(q.size).as_deref()),
-        ]),
-    );
+    let request = paging(q.page.as_deref(), q.size.as_deref())?;
+    let users = billing::users::list(&state.ctx, filter, request).await?;
+    let pager = Pager::of(&users);
     Ok(page(&ListPage {
         chrome: Chrome::new(&me, "users").with_notice(q.done.as_deref()),
-        users: users.items,
         pager,
+        users: users.items,
         roles: ROLES.iter().map(|r| r.as_str()).collect(),
         q: search.unwrap_or_default(),
-        role: role.unwrap_or_default(),
+        role: role.map(Role::as_str).unwrap_or_default().to_owned(),
+        size: users.size,
     }))
 }
 
@@ -101,11 +102,12 @@ pub struct AccessForm {
 /// `POST /admin/users/{id}/access`: its sessions end at once when it is disabled.
 pub async fn set_access(
     State(state): State<AppState>,
-    RowId(id): RowId<i64>,
+    Path(id): Path<String>,
     Action { session, form }: Action<AccessForm>,
 ) -> Result<Response, ConsoleError> {
+    let id = row_id(&id)?;
     let patch = AccessPatch {
-        role: nonempty(form.role).as_deref().map(parse_role).transpose()?,
+        role: choice("role", form.role.as_deref())?,
         disabled: form.disabled,
     };
     billing::accounts::set_access(

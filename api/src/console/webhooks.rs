@@ -4,7 +4,7 @@
 //! every dead one.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,14 +12,14 @@ use axum::Router;
 use billing::audit::Actor;
 use billing::error::FieldError;
 use billing::ids::{DeliveryId, WebhookEndpointId};
-use billing::page::PageRequest;
 use billing::webhooks::{
     Delivery, DeliveryFilter, DeliveryState, Endpoint, EndpointPatch, NewEndpoint, RedeliverDead,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::listing::{excerpt, filters, link, nonempty, query, Pager, Params, RowId};
+use super::listing::{excerpt, filters, nonempty};
+use super::subscriptions::{choice, paging, query_string, row_id, Pager};
 use super::{done, page, render, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 
@@ -98,7 +98,7 @@ async fn endpoints_page(
 pub async fn endpoints(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    Params(q): Params<Done>,
+    Query(q): Query<Done>,
 ) -> Result<Response, ConsoleError> {
     let chrome = Chrome::new(&me, "webhooks").with_notice(q.done.as_deref());
     Ok(endpoints_page(&state, chrome, CreateForm::default())
@@ -175,9 +175,10 @@ pub struct EnabledForm {
 /// ones die); `true` starts its health afresh.
 pub async fn set_enabled(
     State(state): State<AppState>,
-    RowId(id): RowId<i64>,
+    Path(id): Path<String>,
     Action { session, form }: Action<EnabledForm>,
 ) -> Result<Response, ConsoleError> {
+    let id = row_id(&id)?;
     let patch = EndpointPatch {
         enabled: Some(form.enabled),
         ..Default::default()
@@ -195,9 +196,10 @@ pub async fn set_enabled(
 /// `POST /admin/webhooks/{id}/rotate-secret`: the new secret, shown once.
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    RowId(id): RowId<i64>,
+    Path(id): Path<String>,
     Action { session, .. }: Action<NoFields>,
 ) -> Result<Response, ConsoleError> {
+    let id = row_id(&id)?;
     let rotated = billing::webhooks::rotate_secret(
         &state.ctx,
         &Actor::console(session.user_id),
@@ -212,6 +214,7 @@ pub async fn rotate_secret(
 pub struct DeliveriesQuery {
     state: Option<String>,
     endpoint: Option<String>,
+    page: Option<String>,
     size: Option<String>,
     done: Option<String>,
 }
@@ -228,15 +231,6 @@ fn state_name(s: DeliveryState) -> &'static str {
         DeliveryState::Pending => "pending",
         DeliveryState::Delivered => "delivered",
         DeliveryState::Dead => "dead",
-    }
-}
-
-fn parse_state(s: &str) -> Result<DeliveryState, ConsoleError> {
-    match s {
-        "pending" => Ok(DeliveryState::Pending),
-        "delivered" => Ok(DeliveryState::Delivered),
-        "dead" => Ok(DeliveryState::Dead),
-        _ => Err(billing::Error::validation("state", "must be pending, delivered or dead").into()),
     }
 }
 
@@ -259,30 +253,43 @@ struct DeliveriesPage<'a> {
     endpoints: Vec<Endpoint>,
     state: String,
     endpoint: String,
-    redeliver_dead: bool,
+    size: i64,
+    /// How many dead deliveries "Redeliver all dead" would queue (offered only there).
+    redeliver_dead: Option<i64>,
+}
+
+impl DeliveriesPage<'_> {
+    fn href(&self, page: i64) -> String {
+        let (page, size) = (page.to_string(), self.size.to_string());
+        let qs = query_string(&[
+            ("state", &self.state),
+            ("endpoint", &self.endpoint),
+            ("page", &page),
+            ("size", &size),
+        ]);
+        format!("/admin/deliveries?{qs}")
+    }
 }
 
 /// `GET /admin/deliveries?state=&endpoint=&page=`: newest first.
 pub async fn deliveries(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    Params(q): Params<DeliveriesQuery>,
-    Params(p): Params<PageRequest>,
+    Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ConsoleError> {
-    let state_filter = nonempty(q.state);
+    let state_filter: Option<DeliveryState> = choice("state", q.state.as_deref())?;
     let endpoint = nonempty(q.endpoint);
     let filter = DeliveryFilter {
-        state: state_filter.as_deref().map(parse_state).transpose()?,
+        state: state_filter,
         endpoint_id: endpoint_id(endpoint.as_deref())?,
         ..Default::default()
     };
-    let list = billing::webhooks::list_deliveries(&state.ctx, filter, p).await?;
-    let search = query(&[
-        ("state", state_filter.as_deref()),
-        ("endpoint", endpoint.as_deref()),
-        ("size", nonempty(q.size).as_deref()),
-    ]);
-    let pager = Pager::of(&list, "/admin/deliveries", &search);
+    let request = paging(q.page.as_deref(), q.size.as_deref())?;
+    let list = billing::webhooks::list_deliveries(&state.ctx, filter, request).await?;
+    let pager = Pager::of(&list);
+    let size = list.size;
+    let redeliver_dead =
+        (state_filter == Some(DeliveryState::Dead) && list.total > 0).then_some(list.total);
     let rows = list
         .items
         .into_iter()
@@ -292,14 +299,14 @@ pub async fn deliveries(
             d,
         })
         .collect();
-    let redeliver_dead = state_filter.as_deref() == Some("dead") && pager.total > 0;
     Ok(page(&DeliveriesPage {
         chrome: Chrome::new(&me, "webhooks").with_notice(q.done.as_deref()),
         rows,
         pager,
         endpoints: billing::webhooks::list(&state.ctx).await?,
-        state: state_filter.unwrap_or_default(),
+        state: state_filter.map(state_name).unwrap_or_default().to_owned(),
         endpoint: endpoint.unwrap_or_default(),
+        size,
         redeliver_dead,
     }))
 }
@@ -317,9 +324,10 @@ struct DeliveryPage<'a> {
 pub async fn delivery(
     State(state): State<AppState>,
     Viewer(me): Viewer,
-    RowId(id): RowId<i64>,
-    Params(q): Params<Done>,
+    Path(id): Path<String>,
+    Query(q): Query<Done>,
 ) -> Result<Response, ConsoleError> {
+    let id = row_id(&id)?;
     let d = billing::webhooks::get_delivery(&state.ctx, DeliveryId(id)).await?;
     let endpoint = billing::webhooks::get(&state.ctx, d.endpoint_id).await?;
     Ok(page(&DeliveryPage {
@@ -333,9 +341,10 @@ pub async fn delivery(
 /// `POST /admin/deliveries/{id}/redeliver`: a new round with the whole schedule.
 pub async fn redeliver(
     State(state): State<AppState>,
-    RowId(id): RowId<i64>,
+    Path(id): Path<String>,
     Action { session, .. }: Action<NoFields>,
 ) -> Result<Response, ConsoleError> {
+    let id = row_id(&id)?;
     billing::webhooks::redeliver(&state.ctx, &Actor::console(session.user_id), DeliveryId(id))
         .await?;
     Ok(done(&format!("/admin/deliveries/{id}"), "redelivered"))
@@ -360,9 +369,12 @@ pub async fn redeliver_dead(
     };
     let n = billing::webhooks::redeliver_dead(&state.ctx, &Actor::console(session.user_id), req)
         .await?;
-    let back = link(
-        "/admin/deliveries",
-        &query(&[("state", Some("dead")), ("endpoint", endpoint.as_deref())]),
+    let back = format!(
+        "/admin/deliveries?{}",
+        query_string(&[
+            ("state", "dead"),
+            ("endpoint", endpoint.as_deref().unwrap_or(""))
+        ])
     );
     Ok(done(
         &back,

@@ -40,6 +40,14 @@ async fn console_users_are_found_by_email_id_and_role() {
     let operators = console.page("/admin/users?role=operator").await;
     assert!(operators.contains(&operator.email) && !operators.contains(&customer.email));
     assert!(operators.contains("role-operator"));
+    // Paged: three accounts, one a page; the links keep the search.
+    let second = console.page("/admin/users?q=&role=&size=1&page=2").await;
+    assert!(second.contains("2–2 of 3"), "{second}");
+    assert!(
+        second.contains("href=\"/admin/users?page=1&#38;size=1\" rel=\"prev\""),
+        "{second}"
+    );
+    assert!(second.contains("href=\"/admin/users?page=3&#38;size=1\" rel=\"next\""));
     let resp = console.get("/admin/users?role=superuser").await;
     assert_error_page(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
