@@ -10,6 +10,7 @@ use super::deliver::enqueue_all;
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{DeliveryId, WebhookEndpointId};
 use crate::page::{Page, PageRequest};
+use crate::search::COUNT_CAP;
 use crate::{tasks, Ctx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -134,7 +135,9 @@ impl From<Row> for Delivery {
     }
 }
 
-/// Deliveries matching `filter`, newest first.
+/// Deliveries matching `filter`, newest first. Only the page's rows are joined to their
+/// events (the event filters look events up by their own indexes), and `total` counts up
+/// to [`COUNT_CAP`] (+1 when there are more): deliveries only ever accumulate.
 pub async fn list_deliveries(
     ctx: &Ctx,
     filter: DeliveryFilter,
@@ -145,30 +148,43 @@ pub async fn list_deliveries(
     let endpoint = filter.endpoint_id.map(|e| e.0);
     let mut conn = ctx.db.acquire().await?;
     let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!"
-           FROM webhook_deliveries d JOIN outbox_events ev ON ev.id = d.event_id
-           WHERE ($1::text IS NULL OR d.state = $1) AND ($2::bigint IS NULL OR d.endpoint_id = $2)
-             AND ($3::text IS NULL OR ev.event_type = $3)
-             AND ($4::uuid IS NULL OR ev.event_id = $4)"#,
+        r#"SELECT count(*) AS "n!" FROM (
+             SELECT 1 FROM webhook_deliveries d
+             WHERE ($1::text IS NULL OR d.state = $1)
+               AND ($2::bigint IS NULL OR d.endpoint_id = $2)
+               AND (($3::text IS NULL AND $4::uuid IS NULL) OR d.event_id IN (
+                   SELECT ev.id FROM outbox_events ev
+                   WHERE ($3::text IS NULL OR ev.event_type = $3)
+                     AND ($4::uuid IS NULL OR ev.event_id = $4)))
+             LIMIT $5) capped"#,
         state,
         endpoint,
         filter.event_type,
-        filter.event_id
+        filter.event_id,
+        COUNT_CAP + 1
     )
     .fetch_one(&mut *conn)
     .await?;
     let items = sqlx::query_as!(
         Row,
-        r#"SELECT d.id AS "id: DeliveryId", d.endpoint_id AS "endpoint_id: WebhookEndpointId",
+        r#"WITH page AS (
+             SELECT d.* FROM webhook_deliveries d
+             WHERE ($1::text IS NULL OR d.state = $1)
+               AND ($2::bigint IS NULL OR d.endpoint_id = $2)
+               AND (($3::text IS NULL AND $4::uuid IS NULL) OR d.event_id IN (
+                   SELECT ev.id FROM outbox_events ev
+                   WHERE ($3::text IS NULL OR ev.event_type = $3)
+                     AND ($4::uuid IS NULL OR ev.event_id = $4)))
+             ORDER BY d.created_at DESC, d.id DESC LIMIT $5 OFFSET $6
+           )
+           SELECT d.id AS "id!: DeliveryId", d.endpoint_id AS "endpoint_id!: WebhookEndpointId",
                   ev.event_id, ev.event_type, ev.aggregate_type, ev.aggregate_id,
-                  ev.aggregate_version, d.state AS "state: DeliveryState", d.round, d.attempts,
-                  d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error,
-                  d.delivered_at, d.dead_at, d.created_at
-           FROM webhook_deliveries d JOIN outbox_events ev ON ev.id = d.event_id
-           WHERE ($1::text IS NULL OR d.state = $1) AND ($2::bigint IS NULL OR d.endpoint_id = $2)
-             AND ($3::text IS NULL OR ev.event_type = $3)
-             AND ($4::uuid IS NULL OR ev.event_id = $4)
-           ORDER BY d.created_at DESC, d.id DESC LIMIT $5 OFFSET $6"#,
+                  ev.aggregate_version, d.state AS "state!: DeliveryState", d.round AS "round!",
+                  d.attempts AS "attempts!", d.next_attempt_at, d.last_attempt_at,
+                  d.last_status_code, d.last_error, d.delivered_at, d.dead_at,
+                  d.created_at AS "created_at!"
+           FROM page d JOIN outbox_events ev ON ev.id = d.event_id
+           ORDER BY d.created_at DESC, d.id DESC"#,
         state,
         endpoint,
         filter.event_type,
