@@ -258,11 +258,17 @@ fn percent_decoded(s: &str) -> String {
 /// parameter) before any handler runs a query: a NUL byte would otherwise reach Postgres
 /// (error 22021, a 500).
 pub async fn strict_path_and_query(req: Request, next: Next) -> Response {
+    // The console answers with its error page, the API with the JSON envelope.
+    let console = req.uri().path().starts_with("/admin");
     let refused = |field: String| {
-        ApiError::Billing(billing::Error::InvalidCharacters(vec![
+        let e = ApiError::Billing(billing::Error::InvalidCharacters(vec![
             billing::error::FieldError::new(field, "must not contain control characters"),
-        ]))
-        .into_response()
+        ]));
+        if console {
+            crate::console::ConsoleError::from(e).into_response()
+        } else {
+            e.into_response()
+        }
     };
     if percent_decoded(req.uri().path())
         .chars()

@@ -25,6 +25,16 @@ pub enum Channel {
     Cli,
 }
 
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Console => "console",
+            Self::Cli => "cli",
+        }
+    }
+}
+
 /// Who acts: an authenticated operator, or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actor {

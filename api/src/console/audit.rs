@@ -11,7 +11,7 @@ use billing::audit::Entry;
 use serde::Deserialize;
 
 use super::listing::{filters, nonempty, pretty};
-use super::subscriptions::{paging, query_string, Pager};
+use super::listing::{paging, query_string, Pager};
 use super::{page, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 
@@ -111,11 +111,7 @@ pub async fn list(
         .items
         .into_iter()
         .map(|e| Row {
-            channel: match e.channel {
-                billing::audit::Channel::Api => "api",
-                billing::audit::Channel::Console => "console",
-                billing::audit::Channel::Cli => "cli",
-            },
+            channel: e.channel.as_str(),
             target_href: target_href(&e.target_type, e.target_id.as_deref()),
             details: pretty(&e.details),
             e,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::listing::{excerpt, filters, nonempty, pretty};
-use super::subscriptions::{paging, query_string, Pager};
+use super::listing::{paging, query_string, Pager};
 use super::{done, page, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 

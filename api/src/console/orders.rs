@@ -14,7 +14,7 @@ use billing::orders::operators::{FoundOrder, OrderFilter, OrderStory};
 use billing::orders::{OrderKind, OrderStatus};
 use serde::Deserialize;
 
-use super::subscriptions::{choice, paging, query_string, row_id, Pager};
+use super::listing::{choice, paging, query_string, row_id, Pager};
 use super::{done, filters, page, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 

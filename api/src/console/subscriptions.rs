@@ -10,13 +10,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use billing::audit::Actor;
 use billing::ids::SubscriptionId;
-use billing::page::{Page, PageRequest};
 use billing::subscriptions::search::{Found, SearchFilter};
 use billing::subscriptions::timeline::{Story, What};
 use billing::subscriptions::{Outcome, SubscriptionStatus, TimelineEvent};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::listing::{choice, paging, query_string, row_id, Pager};
 use super::{done, filters, page, Action, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 
@@ -29,85 +28,6 @@ pub fn routes() -> Router<AppState> {
             "/admin/subscriptions/{id}/attempts/{attempt_id}/reconcile",
             post(reconcile),
         )
-}
-
-// ---- helpers the console's list pages share ----------------------------------------------
-
-/// A row id from the path: anything but a positive number is a page that does not exist.
-pub(super) fn row_id(raw: &str) -> Result<i64, ConsoleError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| billing::Error::NotFound.into())
-}
-
-/// A filter's value (`field`) as one of its snake_case names; empty is no filter.
-pub(super) fn choice<T: DeserializeOwned>(
-    field: &str,
-    raw: Option<&str>,
-) -> Result<Option<T>, ConsoleError> {
-    let Some(raw) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(raw))
-        .map(Some)
-        .map_err(|_| billing::Error::validation(field, "is not one of the listed values").into())
-}
-
-/// `?page=&size=` of a list page (20 a page unless asked).
-pub(super) fn paging(page: Option<&str>, size: Option<&str>) -> Result<PageRequest, ConsoleError> {
-    let number = |field: &str, raw: Option<&str>, default: i64| match raw
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .map_err(|_| billing::Error::validation(field, "must be a number")),
-    };
-    Ok(PageRequest {
-        page: number("page", page, 1)?,
-        size: number("size", size, 20)?,
-    })
-}
-
-/// A list page's figures for its pager: "1–20 of 57", previous and next.
-pub struct Pager {
-    pub page: i64,
-    pub first: i64,
-    pub last: i64,
-    /// The count, or `None` when there are more than the count cap.
-    pub total: Option<i64>,
-    pub has_prev: bool,
-    pub has_next: bool,
-}
-
-impl Pager {
-    pub(super) fn of<T>(p: &Page<T>) -> Self {
-        let shown = p.items.len() as i64;
-        let first = if shown == 0 {
-            0
-        } else {
-            (p.page - 1) * p.size + 1
-        };
-        Pager {
-            page: p.page,
-            first,
-            last: first + shown - 1,
-            total: (p.total <= billing::search::COUNT_CAP).then_some(p.total),
-            has_prev: p.page > 1,
-            has_next: p.page * p.size < p.total,
-        }
-    }
-}
-
-/// Query-string pairs as a link's `?…` (values percent-encoded; empty ones left out).
-pub(super) fn query_string(pairs: &[(&str, &str)]) -> String {
-    let mut s = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-        s.append_pair(k, v);
-    }
-    s.finish()
 }
 
 // ---- the search ---------------------------------------------------------------------------

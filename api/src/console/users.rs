@@ -11,8 +11,8 @@ use billing::audit::Actor;
 use billing::users::{Role, User, UserFilter};
 use serde::Deserialize;
 
+use super::listing::{choice, paging, query_string, row_id, Pager};
 use super::listing::{filters, nonempty};
-use super::subscriptions::{choice, paging, query_string, row_id, Pager};
 use super::{done, page, Action, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 

@@ -18,8 +18,8 @@ use billing::webhooks::{
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::listing::{choice, paging, query_string, row_id, Pager};
 use super::listing::{excerpt, filters, nonempty};
-use super::subscriptions::{choice, paging, query_string, row_id, Pager};
 use super::{done, page, render, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 

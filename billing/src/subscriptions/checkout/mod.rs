@@ -57,6 +57,15 @@ pub enum CheckoutStatus {
     Superseded,
 }
 
+impl CheckoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recovery => "recovery",
+            Self::Resubscribe => "resubscribe",
+        }
+    }
+}
+
 impl CheckoutStatus {
     /// Whether the checkout may still change by itself (a worker or the buyer).
     pub fn is_transient(self) -> bool {
