@@ -7,6 +7,7 @@
 //! packages, which `ops/test` installs; when either is missing `Browser::open` panics
 //! saying so, so a browser test never passes by not running.
 
+mod console;
 mod harness;
 
 use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@
 
 mod audit;
 mod jobs;
-mod orders;
+pub mod orders;
 mod overview;
 mod session;
 mod subscriptions;

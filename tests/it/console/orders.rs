@@ -12,7 +12,7 @@ use super::{assert_done, assert_error_page, console_admin, console_sign_in, with
 use crate::helpers::{fixtures, spawn_app, TestApp, TestUser};
 
 /// `POST /api/orders` as `user`: one line of `item`; the order's id (pending payment).
-async fn place(app: &TestApp, user: &TestUser, item: i64) -> i64 {
+pub async fn place(app: &TestApp, user: &TestUser, item: i64) -> i64 {
     let tokens = app.login(user).await;
     let body = json!({
         "kind": "one_time",
@@ -32,7 +32,7 @@ async fn place(app: &TestApp, user: &TestUser, item: i64) -> i64 {
 }
 
 /// The buyer paid at KakaoPay and the approval was applied, as the approve job leaves it.
-async fn mark_paid(db: &PgPool, order: i64) {
+pub async fn mark_paid(db: &PgPool, order: i64) {
     sqlx::query(
         "WITH o AS (UPDATE orders SET status = 'paid', paid_at = now(), version = version + 1
                     WHERE id = $1 RETURNING id)
