@@ -162,8 +162,19 @@ impl Browser {
     }
 
     /// Rendered text of the first element matching `css`, waiting for it to appear.
+    /// A part of the page that a script replaces (the overview's live figures) may go
+    /// between finding the element and reading it: then it is found again.
     pub async fn text_of(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.unwrap()
+        let deadline = Instant::now() + ELEMENT_WAIT;
+        loop {
+            match self.wait_for(css).await.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && Instant::now() < deadline => {}
+                Err(e) => panic!("reading {css}: {e}"),
+            }
+        }
     }
 
     /// Runs `script` (a function body: `return …`) in the page.
