@@ -175,3 +175,126 @@ async fn admins_list_failed_jobs_and_requeue_one() {
         .unwrap();
     expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+/// A job row of `name` in `pool` and `state` (`failed` ones used up their retries).
+async fn job_row(db: &sqlx::PgPool, name: &str, pool: &str, state: &str) -> uuid::Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO fang_tasks (metadata, task_type, state, error_message, retries, max_retries)
+         VALUES (jsonb_build_object('type', $1::text, 'key', gen_random_uuid()), $2,
+                 $3::fang_task_state, CASE WHEN $3 = 'failed' THEN 'boom' END,
+                 CASE WHEN $3 = 'failed' THEN 5 ELSE 0 END, 5)
+         RETURNING id",
+    )
+    .bind(name)
+    .bind(pool)
+    .bind(state)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn admins_cancel_waiting_probes_never_payment_steps_and_retry_a_pools_failed_jobs() {
+    let app = spawn_app().await;
+    let (admin, tokens) = app.admin().await;
+    let post = |path: String, body: Value| {
+        app.request(reqwest::Method::POST, &path)
+            .bearer_auth(&tokens.access)
+            .json(&body)
+            .send()
+    };
+
+    let probe = job_row(&app.db, "diag.probe", "common", "new").await;
+    let resp = post(
+        format!("/api/admin/jobs/{probe}/cancel"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let gone: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM fang_tasks WHERE id = $1")
+        .bind(probe)
+        .fetch_optional(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+
+    // A waiting charge is the money path: refused, and still there.
+    let charge = job_row(&app.db, "subscription.charge", "pg", "new").await;
+    let resp = post(
+        format!("/api/admin/jobs/{charge}/cancel"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    expect_error(resp, StatusCode::CONFLICT, "job_not_cancelable").await;
+    let state: String = sqlx::query_scalar("SELECT state::text FROM fang_tasks WHERE id = $1")
+        .bind(charge)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "new");
+
+    // Every failed job of the `common` pool runs again; the `webhook` pool's stays failed.
+    let a = job_row(&app.db, "diag.probe", "common", "failed").await;
+    let b = job_row(&app.db, "diag.probe", "common", "failed").await;
+    let other = job_row(&app.db, "diag.probe", "webhook", "failed").await;
+    let resp = post(
+        "/api/admin/jobs/retry-failed".to_owned(),
+        serde_json::json!({"task_type": "common"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        serde_json::json!({"retried": 2, "skipped": 0})
+    );
+    let states: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, state::text FROM fang_tasks WHERE id = ANY($1)")
+            .bind(vec![a, b, other])
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    for (id, state) in states {
+        assert_eq!(state == "failed", id == other, "{id} {state}");
+    }
+    let resp = post(
+        "/api/admin/jobs/retry-failed".to_owned(),
+        serde_json::json!({"task_type": "common", "extra": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Both actions are in the audit log, on the API channel, by this admin.
+    let rows: Vec<(Option<i64>, String, String)> =
+        sqlx::query_as("SELECT actor_user_id, channel, action FROM audit_log ORDER BY id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (Some(admin.id), "api".to_owned(), "job_canceled".to_owned()),
+            (
+                Some(admin.id),
+                "api".to_owned(),
+                "failed_jobs_retried".to_owned()
+            ),
+        ]
+    );
+    // Customers may do neither.
+    let customer = app.signup().await;
+    let customer = app.login(&customer).await;
+    let resp = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/admin/jobs/{charge}/cancel"),
+        )
+        .bearer_auth(&customer.access)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+}

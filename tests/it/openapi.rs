@@ -32,6 +32,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/admin/items/import"),
     ("get", "/api/admin/jobs"),
     ("post", "/api/admin/jobs/{id}/retry"),
+    ("post", "/api/admin/jobs/{id}/cancel"),
+    ("post", "/api/admin/jobs/retry-failed"),
     ("get", "/api/carts/{kind}"),
     ("post", "/api/carts/{kind}/items"),
     ("patch", "/api/carts/{kind}/items/{item_id}"),

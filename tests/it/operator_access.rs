@@ -67,6 +67,16 @@ async fn an_operator_sees_what_admins_see_and_acts_on_nothing() {
             "/api/admin/items".into(),
             json!({"brand": "b", "title": "t", "origin_price": 1000}),
         ),
+        (
+            Method::POST,
+            "/api/admin/jobs/retry-failed".into(),
+            json!({"task_type": "common"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/admin/jobs/{job}/cancel"),
+            json!({}),
+        ),
     ];
     for (method, path, body) in acts {
         let resp = app

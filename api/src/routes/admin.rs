@@ -27,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users))
         .routes(routes!(list_jobs))
         .routes(routes!(retry_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_failed_of_type))
         .routes(routes!(job_stats))
         .routes(routes!(migration_status, apply_migrations))
         .routes(routes!(create_admin))
@@ -167,6 +169,62 @@ async fn retry_job(
     let job = billing::jobs::retry_failed(&state.ctx, &Actor::api(admin.0.user_id), id).await?;
     tracing::info!(admin = %admin.0.user_id, job_id = %id, "job retried by admin");
     Ok(Json(job))
+}
+
+/// Cancel a waiting job (`new` or `retried`) whose task allows it — diagnostics only:
+/// payment steps, charges, deliveries, periodic and order follow-up tasks answer 409, so
+/// a cancel never strands a payment or a subscription. The job's row is removed; the
+/// audit row keeps its task and arguments.
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/cancel", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = JobView, description = "the job as it was when canceled"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not_found"),
+        (status = 409, body = ErrorBody, description = "job_not_cancelable"),
+        (status = 422, body = ErrorBody, description = "validation_failed: the job is not waiting"),
+    ))]
+async fn cancel_job(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<JobView>> {
+    Ok(Json(
+        billing::tasks::cancel(&state.ctx, &Actor::api(admin.0.user_id), id).await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFailedRequest {
+    /// The pool (`task_type`, e.g. `pg`, `webhook`, `common`) whose failed jobs run again.
+    pub task_type: String,
+}
+
+/// Re-queue every failed job of a pool to run now with a fresh retry budget (one audit
+/// row). A unique job whose payload is live again stays failed (`skipped`).
+#[utoipa::path(post, path = "/api/admin/jobs/retry-failed", tag = "admin", security(("bearer" = [])),
+    request_body = RetryFailedRequest,
+    responses(
+        (status = 200, body = billing::jobs::RetriedFailed),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "validation_failed (task_type)"),
+    ))]
+async fn retry_failed_of_type(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiJson(req): ApiJson<RetryFailedRequest>,
+) -> ApiResult<Json<billing::jobs::RetriedFailed>> {
+    Ok(Json(
+        billing::jobs::retry_failed_of_type(
+            &state.ctx,
+            &Actor::api(admin.0.user_id),
+            &req.task_type,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
