@@ -14,8 +14,9 @@ use billing::orders::operators::{FoundOrder, OrderFilter, OrderStory};
 use billing::orders::{OrderKind, OrderStatus};
 use serde::Deserialize;
 
+use super::listing::filters;
 use super::listing::{choice, paging, query_string, row_id, Pager};
-use super::{done, filters, page, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
+use super::{done, page, Action, Chrome, ConsoleError, Done, NoFields, Viewer};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {

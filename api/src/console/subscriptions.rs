@@ -15,8 +15,9 @@ use billing::subscriptions::timeline::{Story, What};
 use billing::subscriptions::{Outcome, SubscriptionStatus, TimelineEvent};
 use serde::Deserialize;
 
+use super::listing::filters;
 use super::listing::{choice, paging, query_string, row_id, Pager};
-use super::{done, filters, page, Action, Chrome, ConsoleError, Viewer};
+use super::{done, page, Action, Chrome, ConsoleError, Viewer};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
