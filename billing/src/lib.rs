@@ -27,6 +27,7 @@ pub mod payments;
 pub mod pg;
 pub mod pg_error;
 pub mod probes;
+pub mod retention;
 pub mod reviews;
 pub mod search;
 pub mod sessions;

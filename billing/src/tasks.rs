@@ -155,6 +155,12 @@ pub struct FoldSales {}
 
 periodic!(FoldSales, "items.fold_sales", "*/5 * * * * *");
 
+/// Deletes what is past its retention (`retention.*`), every ten minutes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PruneRetention {}
+
+periodic!(PruneRetention, "maintenance.prune", "0 */10 * * * *");
+
 /// Implements [`Task`] for a step that calls the PG: unique, in the PG pool, with the
 /// PG steps' retry budget and backoff.
 macro_rules! pg_step {
@@ -555,6 +561,7 @@ pub const CATALOGUE: &[Kind] = catalogue![
     OrderClearCart,
     FlushViews,
     FoldSales,
+    PruneRetention,
     RemindRenewals,
     SubscriptionsSweep,
     WebhookDeliver,

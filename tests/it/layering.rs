@@ -48,6 +48,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "webhooks",
             "probes",
             "overview",
+            "retention",
         ],
     ),
 ];

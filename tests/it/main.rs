@@ -32,6 +32,7 @@ mod payments;
 mod pg_resilience;
 mod rate_limit;
 mod redis_down;
+mod retention;
 mod reviews;
 mod runtime;
 mod sessions;

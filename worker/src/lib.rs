@@ -72,6 +72,7 @@ pub fn periodic_tasks() -> billing::Result<Vec<billing::jobs::Job>> {
         Job::of(&billing::tasks::FoldSales {})?,
         Job::of(&billing::tasks::SubscriptionsSweep { limit: None })?,
         Job::of(&billing::tasks::RemindRenewals {})?,
+        Job::of(&billing::tasks::PruneRetention {})?,
     ])
 }
 

@@ -96,6 +96,7 @@ impl Registry {
             .with::<Noop>()
             .with::<FlushViews>()
             .with::<FoldSales>()
+            .with::<PruneRetention>()
             .with::<PaymentReady>()
             .with::<PaymentApprove>()
             .with::<PaymentCancel>()
@@ -153,6 +154,13 @@ impl Perform for Noop {
 impl Perform for FlushViews {
     async fn perform(&self, ctx: &Ctx) -> Outcome {
         Outcome::of_unit(billing::items::flush_views(ctx).await.map(|_| ()))
+    }
+}
+
+#[async_trait]
+impl Perform for PruneRetention {
+    async fn perform(&self, ctx: &Ctx) -> Outcome {
+        Outcome::of_unit(billing::retention::prune(ctx).await.map(|_| ()))
     }
 }
 
@@ -306,6 +314,7 @@ mod tests {
                 "diag.probe",
                 "items.flush_views",
                 "items.fold_sales",
+                "maintenance.prune",
                 "orders.clear_cart",
                 "orders.count_sales",
                 "payment.approve",

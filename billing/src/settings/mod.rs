@@ -71,6 +71,7 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub rate_limit: RateLimitSettings,
     pub console: ConsoleSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -126,6 +127,22 @@ impl Settings {
             return Err(invalid(
                 "database.idle_in_transaction_timeout_ms",
                 "must be 0 (off) or at least 1000",
+            ));
+        }
+        let r = &self.retention;
+        if r.delivered_events_days == 0 || r.failed_jobs_days == 0 || r.probe_runs_days == 0 {
+            return Err(invalid("retention", "every retention is at least 1 day"));
+        }
+        if r.view_days_days < 3 {
+            return Err(invalid(
+                "retention.view_days_days",
+                "must be at least 3 (yesterday's counts are still flushed)",
+            ));
+        }
+        if !(10..=10_000).contains(&r.batch_size) || r.max_batches == 0 {
+            return Err(invalid(
+                "retention.batch_size",
+                "batch_size must be 10-10000 and max_batches at least 1",
             ));
         }
         let console = &self.console;

@@ -631,6 +631,42 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// How long what is only history is kept; `maintenance.prune` deletes the rest every ten
+/// minutes, in batches. Money records (orders, payments, charge attempts, checkouts,
+/// subscriptions) and the audit log are never pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Outbox events older than this whose every webhook delivery was delivered (or that
+    /// had none), with those deliveries and their attempts. Events with a pending or dead
+    /// delivery stay until it is resolved.
+    pub delivered_events_days: u32,
+    /// Failed jobs (kept, with their error, for operators) older than this.
+    pub failed_jobs_days: u32,
+    /// The per-day unique-view counts folded into `items.view_count` (only yesterday's and
+    /// today's are still read, so at least 3).
+    pub view_days_days: u32,
+    /// End-to-end probe runs.
+    pub probe_runs_days: u32,
+    /// Rows per delete statement (each its own short transaction).
+    pub batch_size: u32,
+    /// Batches per table per run: a backlog is worked off over several runs.
+    pub max_batches: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            delivered_events_days: 30,
+            failed_jobs_days: 90,
+            view_days_days: 35,
+            probe_runs_days: 7,
+            batch_size: 1000,
+            max_batches: 50,
+        }
+    }
+}
+
 /// The operator console at `/admin` (server-rendered pages on the API).
 #[serde_as]
 #[derive(Debug, Clone, Deserialize)]

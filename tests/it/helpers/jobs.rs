@@ -52,7 +52,7 @@ pub async fn wait_drained(db: &PgPool, within: Duration) {
             db,
             "SELECT count(*) FROM fang_tasks WHERE state <> 'failed'
              AND metadata->>'type' NOT IN ('items.flush_views', 'items.fold_sales', 'subscriptions.sweep',
-                                           'subscriptions.remind_renewals')",
+                                           'subscriptions.remind_renewals', 'maintenance.prune')",
         )
         .await
             == 0
