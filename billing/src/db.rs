@@ -162,8 +162,22 @@ impl Db {
     /// `BEGIN` on a pooled connection. Counted before the `BEGIN` is sent, so a stop that
     /// honours the count never cancels a `BEGIN` in flight.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let open = self.open.as_ref().map(OpenTransactions::enter);
-        let tx = self.pool.begin().await?;
+        Self::begin_for(std::slice::from_ref(self)).await
+    }
+
+    /// One transaction doing the work of several units at once (a batch of jobs): on the
+    /// first handle's pool, counted in every handle's [`OpenTransactions`], so none of
+    /// those units is stopped while it is open.
+    pub async fn begin_for(handles: &[Db]) -> Result<Tx, sqlx::Error> {
+        let pool = handles
+            .first()
+            .map(|h| h.pool.clone())
+            .ok_or(sqlx::Error::PoolClosed)?;
+        let open = handles
+            .iter()
+            .filter_map(|h| h.open.as_ref().map(OpenTransactions::enter))
+            .collect();
+        let tx = pool.begin().await?;
         Ok(Tx { tx, _open: open })
     }
 }
@@ -181,7 +195,7 @@ impl Deref for Db {
 pub struct Tx {
     tx: sqlx::Transaction<'static, Postgres>,
     // Declared after `tx`: dropped after it, once its rollback is queued.
-    _open: Option<OpenTx>,
+    _open: Vec<OpenTx>,
 }
 
 impl Tx {

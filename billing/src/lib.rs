@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit;
 pub mod carts;
 pub mod clock;
+pub mod coalesce;
 pub mod db;
 pub mod editor;
 pub mod error;
@@ -65,6 +66,8 @@ pub struct Ctx {
     /// answers for itself; a redirect is a failed attempt), and the destination policy's
     /// resolver ([`webhooks::destination`]).
     pub webhook_http: reqwest::Client,
+    /// This process's charge batches: concurrent charges share transactions.
+    pub charges: Arc<subscriptions::charge::Batches>,
 }
 
 impl Ctx {
@@ -85,6 +88,7 @@ impl Ctx {
             &pg::KakaoPayConfig::from_settings(&settings.kakaopay),
         )?);
         let pg_guard = Arc::new(pg::PgGuard::new(&settings.pg_guard));
+        let charges = Arc::new(subscriptions::charge::Batches::new(&settings.subscriptions));
         Ok(Self {
             db,
             kv,
@@ -94,6 +98,7 @@ impl Ctx {
             gateway,
             pg_guard,
             webhook_http,
+            charges,
         })
     }
 }

@@ -409,7 +409,7 @@ pub async fn place(
         &store::orders::NewOrder {
             user,
             kind: kind.as_str(),
-            ship_to: store::orders::ShipTo::Given {
+            receiver: store::orders::Receiver {
                 name: &receiver.name,
                 phone: &receiver.phone,
                 city: &receiver.city,
@@ -419,10 +419,8 @@ pub async fn place(
             total: Money(total),
             discount: Money(discount),
             period_days,
-            cycle: None,
             idempotency: idempotency_key.zip(hash.as_deref()),
             from_cart: input.from_cart,
-            payment: store::orders::NewPayment::Created,
         },
         &format!("pv-user-{}", user.0),
         now,

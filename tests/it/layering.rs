@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ids",
             "money",
             "clock",
+            "coalesce",
             "error",
             "settings",
             "validate",

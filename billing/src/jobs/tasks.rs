@@ -318,32 +318,67 @@ pub async fn enqueue_many<T: Task>(
     tasks: &[T],
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let mut metadata = Vec::with_capacity(tasks.len());
-    let mut types = Vec::with_capacity(tasks.len());
-    let mut hashes: Vec<Option<String>> = Vec::with_capacity(tasks.len());
-    let mut retries = Vec::with_capacity(tasks.len());
-    let mut priorities = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let j = Job::of(task)?;
+    let jobs = tasks
+        .iter()
+        .map(|t| Ok((Job::of(t)?, now)))
+        .collect::<Result<Vec<_>>>()?;
+    insert_many(conn, jobs, now).await
+}
+
+/// Many tasks, each to run at its own time (a batch of charges scheduling their next
+/// cycles), in one statement; as [`enqueue_many`] otherwise.
+pub async fn enqueue_many_at<T: Task>(
+    conn: &mut PgConnection,
+    tasks: &[(T, DateTime<Utc>)],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let jobs = tasks
+        .iter()
+        .map(|(t, at)| Ok((Job::of(t)?, *at)))
+        .collect::<Result<Vec<_>>>()?;
+    insert_many(conn, jobs, now).await
+}
+
+/// Inserts encoded jobs with their run times; workers are woken for the types of those
+/// due by `now` (one notification per type).
+async fn insert_many(
+    conn: &mut PgConnection,
+    jobs: Vec<(Job, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let n = jobs.len();
+    let mut metadata = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut hashes: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut retries = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut ats = Vec::with_capacity(n);
+    for (j, at) in jobs {
         metadata.push(j.metadata);
         types.push(j.task_type);
         hashes.push(j.uniq_hash);
         retries.push(j.max_retries);
         priorities.push(j.priority.as_i16());
+        ats.push(at);
     }
     let inserted = sqlx::query_scalar!(
         r#"WITH ins AS (
              INSERT INTO fang_tasks (metadata, task_type, uniq_hash, max_retries, priority,
                                      scheduled_at, created_at, updated_at)
-             SELECT m, t, h, r, p, $6, $6, $6
-             FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::int[], $7::int2[])
-                  AS u(m, t, h, r, p)
+             SELECT m, t, h, r, p, a, $6, $6
+             FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::int[], $7::int2[],
+                         $8::timestamptz[])
+                  AS u(m, t, h, r, p, a)
              ON CONFLICT (uniq_hash)
                  WHERE uniq_hash IS NOT NULL AND state IN ('new', 'retried', 'in_progress')
                  DO NOTHING
-             RETURNING task_type
+             RETURNING task_type, scheduled_at
            ),
-           notified AS (SELECT pg_notify($5, task_type) FROM (SELECT DISTINCT task_type FROM ins) t)
+           notified AS (SELECT pg_notify($5, task_type)
+                        FROM (SELECT DISTINCT task_type FROM ins WHERE scheduled_at <= $6) t)
            SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified) AS "n!""#,
         &metadata,
         &types,
@@ -352,6 +387,7 @@ pub async fn enqueue_many<T: Task>(
         NOTIFY_CHANNEL,
         now,
         &priorities,
+        &ats,
     )
     .fetch_one(&mut *conn)
     .await?;

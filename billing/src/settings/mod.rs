@@ -247,6 +247,18 @@ impl Settings {
                 "must be between 1 hour and 90 days",
             ));
         }
+        if !(1..=500).contains(&sub.charge_batch_size) {
+            return Err(invalid(
+                "subscriptions.charge_batch_size",
+                "must be between 1 and 500",
+            ));
+        }
+        if !(1..=64).contains(&sub.charge_batches) {
+            return Err(invalid(
+                "subscriptions.charge_batches",
+                "must be between 1 and 64",
+            ));
+        }
         let g = &self.pg_guard;
         if g.breaker_window == 0
             || g.breaker_min_calls == 0

@@ -279,6 +279,12 @@ pub struct SubscriptionsSettings {
     /// dunning schedule's 3 days, so a customer who reads the mail late can still come back.
     #[serde_as(as = "DurationSeconds<u64>")]
     pub recovery_link_ttl_secs: Duration,
+    /// Most charges a worker process starts (records their attempts) or finishes (writes
+    /// their orders) in one transaction. Charges running at once are batched; one
+    /// running alone is a batch of one and waits for nothing.
+    pub charge_batch_size: usize,
+    /// Batches of each kind a worker process runs at once (each holds one connection).
+    pub charge_batches: usize,
 }
 
 impl Default for SubscriptionsSettings {
@@ -295,6 +301,8 @@ impl Default for SubscriptionsSettings {
             upcoming: 3,
             renewal_reminder_days: 3,
             recovery_link_ttl_secs: Duration::from_secs(14 * 86_400),
+            charge_batch_size: 64,
+            charge_batches: 4,
         }
     }
 }

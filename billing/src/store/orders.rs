@@ -34,54 +34,30 @@ pub struct LineRow {
     pub quantity: i32,
 }
 
-/// Where the order ships.
+/// Where a checkout's order ships: (name, phone, city, detail address) as the customer
+/// gave them.
 #[derive(Debug, Clone, Copy)]
-pub enum ShipTo<'a> {
-    /// (name, phone, city, detail address) as the customer gave them.
-    Given {
-        name: &'a str,
-        phone: &'a str,
-        city: &'a str,
-        address: &'a str,
-    },
-    /// A cycle order: the subscription's own receiver once the customer has set one,
-    /// otherwise where its first order went.
-    SubscriptionOf(SubscriptionId),
+pub struct Receiver<'a> {
+    pub name: &'a str,
+    pub phone: &'a str,
+    pub city: &'a str,
+    pub address: &'a str,
 }
 
-/// The payment row written with the order.
-#[derive(Debug, Clone)]
-pub enum NewPayment<'a> {
-    /// A checkout's: `created`, KakaoPay not asked yet; its partner order id is
-    /// `pv-order-<order id>`.
-    Created,
-    /// A cycle's: charged already, with what KakaoPay answered.
-    Approved {
-        partner_order_id: &'a str,
-        tid: Option<&'a str>,
-        sid: Option<&'a str>,
-        aid: Option<&'a str>,
-        response_digest: Option<&'a str>,
-    },
-}
-
-/// An order to write.
+/// A customer's order to write: `pending_payment`, its payment `created`.
 #[derive(Debug, Clone)]
 pub struct NewOrder<'a> {
     pub user: UserId,
     /// `one_time` or `subscription`.
     pub kind: &'a str,
-    pub ship_to: ShipTo<'a>,
+    pub receiver: Receiver<'a>,
     pub lines: &'a [LineRow],
     pub total: Money,
     pub discount: Money,
     pub period_days: Option<i32>,
-    /// The subscription cycle this order is (cycle orders only).
-    pub cycle: Option<(SubscriptionId, i32)>,
     /// (key, request hash): a second order with the same key is not written.
     pub idempotency: Option<(&'a str, &'a str)>,
     pub from_cart: bool,
-    pub payment: NewPayment<'a>,
 }
 
 /// What [`insert`] wrote.
@@ -91,49 +67,20 @@ pub struct Written {
     pub payment: PaymentId,
 }
 
-impl NewOrder<'_> {
-    /// Units over all lines.
-    pub fn item_count(&self) -> i32 {
-        self.lines.iter().map(|l| l.quantity).sum()
-    }
+/// Units over the lines.
+fn units(lines: &[LineRow]) -> i32 {
+    lines.iter().map(|l| l.quantity).sum()
 }
 
-/// Writes the order, its lines and its payment row in one statement at `now` — and, for an
-/// order written paid (a subscription cycle), its sales, as [`count_sales`] would. `None`
-/// when an order with the same idempotency key exists already (nothing is written).
+/// Writes a customer's order, its lines and its payment row (partner order id
+/// `pv-order-<order id>`, KakaoPay not asked yet) in one statement at `now`. `None` when an
+/// order with the same idempotency key exists already (nothing is written).
 pub async fn insert(
     conn: &mut PgConnection,
     o: &NewOrder<'_>,
     user_ref: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Written>> {
-    let (name, phone, city, address, first_of) = match o.ship_to {
-        ShipTo::Given {
-            name,
-            phone,
-            city,
-            address,
-        } => (Some(name), Some(phone), Some(city), Some(address), None),
-        ShipTo::SubscriptionOf(s) => (None, None, None, None, Some(s.0)),
-    };
-    let (status, pay_status, partner_order_id, tid, sid, aid, digest) = match &o.payment {
-        NewPayment::Created => ("pending_payment", "created", None, None, None, None, None),
-        NewPayment::Approved {
-            partner_order_id,
-            tid,
-            sid,
-            aid,
-            response_digest,
-        } => (
-            "paid",
-            "approved",
-            Some(*partner_order_id),
-            *tid,
-            *sid,
-            *aid,
-            *response_digest,
-        ),
-    };
     let item_ids: Vec<i64> = o.lines.iter().map(|l| l.item_id).collect();
     let names: Vec<&str> = o.lines.iter().map(|l| l.name.as_str()).collect();
     let prices: Vec<i64> = o.lines.iter().map(|l| l.unit_price).collect();
@@ -143,71 +90,44 @@ pub async fn insert(
         r#"WITH o AS (
              INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
                                  receiver_city, receiver_address, total_amount, total_discount,
-                                 item_count, period_days, subscription_id, cycle,
-                                 idempotency_key, idempotency_hash, from_cart, paid_at,
-                                 sales_counted_at, created_at, updated_at)
-             SELECT $1, $2, $3, COALESCE($4, s.receiver_name, f.receiver_name),
-                    COALESCE($5, s.receiver_phone, f.receiver_phone),
-                    COALESCE($6, s.receiver_city, f.receiver_city),
-                    COALESCE($7, s.receiver_address, f.receiver_address), $8, $9,
-                    $10, $11, $12, $13, $14, $15, $16,
-                    CASE WHEN $3 = 'paid' THEN $17::timestamptz END,
-                    CASE WHEN $3 = 'paid' THEN $17::timestamptz END, $17, $17
-             FROM (SELECT 1) one
-             LEFT JOIN subscriptions s ON s.id = $18
-             LEFT JOIN orders f ON f.id = s.first_order_id
+                                 item_count, period_days, idempotency_key, idempotency_hash,
+                                 from_cart, created_at, updated_at)
+             VALUES ($1, $2, 'pending_payment', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                     $13, $14, $14)
              ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id
            ), lines AS (
              INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount,
                                       quantity)
-             SELECT o.id, u.* FROM o, unnest($19::bigint[], $20::text[], $21::bigint[],
-                                             $22::bigint[], $23::int[]) u
-           ), sales AS (
-             INSERT INTO item_sales_deltas (item_id, order_id, quantity, created_at, updated_at)
-             SELECT u.item_id, o.id, sum(u.quantity), $17, $17
-             FROM o, unnest($19::bigint[], $23::int[]) u(item_id, quantity)
-             WHERE $3 = 'paid'
-             GROUP BY u.item_id, o.id
+             SELECT o.id, u.* FROM o, unnest($15::bigint[], $16::text[], $17::bigint[],
+                                             $18::bigint[], $19::int[]) u
            )
            INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
-                                 amount, status, tid, sid, aid, approved_at, response_digest,
-                                 created_at, updated_at)
-           SELECT o.id, $2, $24, COALESCE($25, 'pv-order-' || o.id), $26, $8, $27, $28, $29,
-                  $30, CASE WHEN $27 = 'approved' THEN $17::timestamptz END, $31, $17, $17
+                                 amount, status, created_at, updated_at)
+           SELECT o.id, $2, $20, 'pv-order-' || o.id, $21, $7, 'created', $14, $14
            FROM o
            RETURNING order_id, id"#,
         o.user.0,
         o.kind,
-        status,
-        name,
-        phone,
-        city,
-        address,
+        o.receiver.name,
+        o.receiver.phone,
+        o.receiver.city,
+        o.receiver.address,
         o.total.0,
         o.discount.0,
-        o.item_count(),
+        units(o.lines),
         o.period_days,
-        o.cycle.map(|c| c.0 .0),
-        o.cycle.map(|c| c.1),
         o.idempotency.map(|i| i.0),
         o.idempotency.map(|i| i.1),
         o.from_cart,
         now,
-        first_of,
         &item_ids,
         &names as &[&str],
         &prices,
         &discounts,
         &quantities,
         new_token(),
-        partner_order_id,
         user_ref,
-        pay_status,
-        tid,
-        sid,
-        aid,
-        digest,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -215,6 +135,156 @@ pub async fn insert(
         order: OrderId(r.order_id),
         payment: PaymentId(r.id),
     }))
+}
+
+/// A subscription cycle's order, charged already: shipped to the subscription's own
+/// receiver once the customer has set one, otherwise where its first order went.
+#[derive(Debug, Clone)]
+pub struct CycleOrder<'a> {
+    pub user: UserId,
+    pub subscription: SubscriptionId,
+    pub cycle: i32,
+    pub period_days: i32,
+    pub lines: &'a [LineRow],
+    pub total: Money,
+    pub discount: Money,
+    pub paid_at: DateTime<Utc>,
+    /// The payment row: what KakaoPay answered (nothing when reconciliation found it).
+    pub partner_order_id: &'a str,
+    pub partner_user_id: String,
+    pub tid: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub aid: Option<&'a str>,
+    pub response_digest: Option<&'a str>,
+}
+
+/// Writes paid cycle orders — each with its lines, its `approved` payment row and its
+/// sales deltas — in one statement, however many (a batch of charges). Returns each
+/// order's id in the given order. An order of a (subscription, cycle) that has one
+/// already fails the statement (`orders_subscription_cycle_key`).
+pub async fn insert_cycle_orders(
+    conn: &mut PgConnection,
+    orders: &[CycleOrder<'_>],
+) -> Result<Vec<OrderId>> {
+    let n = orders.len();
+    let index: Vec<i32> = (0..n as i32).collect();
+    // The lines of all orders, flat, each with its order's index.
+    let lines: Vec<(i32, &LineRow)> = orders
+        .iter()
+        .zip(&index)
+        .flat_map(|(o, i)| o.lines.iter().map(move |l| (*i, l)))
+        .collect();
+    let counts: Vec<i32> = orders.iter().map(|o| units(o.lines)).collect();
+    // `n` (the order's index in the batch) ties each order to its lines and payment; it
+    // comes back through the order's (subscription, cycle), which is unique.
+    let rows = sqlx::query!(
+        r#"WITH u AS (
+             SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::int[], $5::int[],
+                                  $6::bigint[], $7::bigint[], $8::timestamptz[], $9::int[])
+                    AS u(n, user_id, subscription_id, cycle, period_days, total, discount,
+                         paid_at, item_count)
+           ), o AS (
+             INSERT INTO orders (user_id, kind, status, receiver_name, receiver_phone,
+                                 receiver_city, receiver_address, total_amount, total_discount,
+                                 item_count, period_days, subscription_id, cycle, from_cart,
+                                 paid_at, sales_counted_at, created_at, updated_at)
+             SELECT u.user_id, 'subscription', 'paid',
+                    COALESCE(s.receiver_name, f.receiver_name),
+                    COALESCE(s.receiver_phone, f.receiver_phone),
+                    COALESCE(s.receiver_city, f.receiver_city),
+                    COALESCE(s.receiver_address, f.receiver_address), u.total, u.discount,
+                    u.item_count, u.period_days, u.subscription_id, u.cycle, false,
+                    u.paid_at, u.paid_at, u.paid_at, u.paid_at
+             FROM u
+             LEFT JOIN subscriptions s ON s.id = u.subscription_id
+             LEFT JOIN orders f ON f.id = s.first_order_id
+             ORDER BY u.n
+             RETURNING id, subscription_id, cycle
+           ), k AS (
+             SELECT o.id, u.n, u.paid_at, u.total FROM o
+             JOIN u ON u.subscription_id = o.subscription_id AND u.cycle = o.cycle
+           ), l AS (
+             SELECT * FROM unnest($10::int[], $11::bigint[], $12::text[], $13::bigint[],
+                                  $14::bigint[], $15::int[])
+                    AS l(n, item_id, name, unit_price, unit_discount, quantity)
+           ), lines AS (
+             INSERT INTO order_items (order_id, item_id, item_name, unit_price, unit_discount,
+                                      quantity)
+             SELECT k.id, l.item_id, l.name, l.unit_price, l.unit_discount, l.quantity
+             FROM l JOIN k USING (n)
+           ), sales AS (
+             INSERT INTO item_sales_deltas (item_id, order_id, quantity, created_at, updated_at)
+             SELECT l.item_id, k.id, sum(l.quantity), k.paid_at, k.paid_at
+             FROM l JOIN k USING (n)
+             GROUP BY l.item_id, k.id, k.paid_at
+           ), pay AS (
+             INSERT INTO payments (order_id, cid_kind, token, partner_order_id, partner_user_id,
+                                   amount, status, tid, sid, aid, approved_at, response_digest,
+                                   created_at, updated_at)
+             SELECT k.id, 'subscription', p.token, p.partner_order_id, p.partner_user_id,
+                    k.total, 'approved', p.tid, p.sid, p.aid, k.paid_at, p.digest, k.paid_at,
+                    k.paid_at
+             FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[],
+                         $21::text[], $22::text[], $23::text[])
+                  AS p(n, token, partner_order_id, partner_user_id, tid, sid, aid, digest)
+             JOIN k USING (n)
+           )
+           SELECT n AS "n!", id AS "id!" FROM k"#,
+        &index,
+        &orders.iter().map(|o| o.user.0).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.subscription.0).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.cycle).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.period_days).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.total.0).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.discount.0).collect::<Vec<_>>(),
+        &orders.iter().map(|o| o.paid_at).collect::<Vec<_>>(),
+        &counts,
+        &lines.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        &lines.iter().map(|(_, l)| l.item_id).collect::<Vec<_>>(),
+        &lines
+            .iter()
+            .map(|(_, l)| l.name.as_str())
+            .collect::<Vec<_>>() as &[&str],
+        &lines.iter().map(|(_, l)| l.unit_price).collect::<Vec<_>>(),
+        &lines
+            .iter()
+            .map(|(_, l)| l.unit_discount)
+            .collect::<Vec<_>>(),
+        &lines.iter().map(|(_, l)| l.quantity).collect::<Vec<_>>(),
+        &index,
+        &orders.iter().map(|_| new_token()).collect::<Vec<_>>(),
+        &orders
+            .iter()
+            .map(|o| o.partner_order_id)
+            .collect::<Vec<_>>() as &[&str],
+        &orders
+            .iter()
+            .map(|o| o.partner_user_id.as_str())
+            .collect::<Vec<_>>() as &[&str],
+        &orders.iter().map(|o| o.tid).collect::<Vec<_>>() as &[Option<&str>],
+        &orders.iter().map(|o| o.sid).collect::<Vec<_>>() as &[Option<&str>],
+        &orders.iter().map(|o| o.aid).collect::<Vec<_>>() as &[Option<&str>],
+        &orders.iter().map(|o| o.response_digest).collect::<Vec<_>>() as &[Option<&str>],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids = vec![None; n];
+    for r in rows {
+        if let Some(slot) = usize::try_from(r.n).ok().and_then(|i| ids.get_mut(i)) {
+            *slot = Some(OrderId(r.id));
+        }
+    }
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            id.ok_or_else(|| {
+                Error::Internal(format!(
+                    "cycle order of subscription {} not written",
+                    orders[i].subscription.0
+                ))
+            })
+        })
+        .collect()
 }
 
 // ---- order states and events ----------------------------------------------------------

@@ -88,7 +88,8 @@ pub(crate) async fn lock(
     id: SubscriptionId,
     user: Option<UserId>,
 ) -> Result<Option<Row>> {
-    let row = sqlx::query!(
+    let row = sqlx::query_as!(
+        LockedRow,
         r#"SELECT id, user_id, status AS "status: SubscriptionStatus", period_days, sid,
                   current_cycle, due_on, next_charge_at, last_charged_at, schedule_seq
            FROM subscriptions WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2)
@@ -98,18 +99,56 @@ pub(crate) async fn lock(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|r| Row {
-        id: SubscriptionId(r.id),
-        user_id: UserId(r.user_id),
-        status: r.status,
-        period_days: r.period_days,
-        sid: r.sid,
-        current_cycle: r.current_cycle,
-        due_on: r.due_on,
-        next_charge_at: r.next_charge_at,
-        last_charged_at: r.last_charged_at,
-        schedule_seq: r.schedule_seq,
-    }))
+    Ok(row.map(Row::from))
+}
+
+/// [`lock`] for many subscriptions at once (a batch of charges), in id order so that two
+/// batches sharing rows wait for each other instead of deadlocking. Missing ids are left
+/// out.
+pub(crate) async fn lock_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row>> {
+    let rows = sqlx::query_as!(
+        LockedRow,
+        r#"SELECT id, user_id, status AS "status: SubscriptionStatus", period_days, sid,
+                  current_cycle, due_on, next_charge_at, last_charged_at, schedule_seq
+           FROM subscriptions WHERE id = ANY($1)
+           ORDER BY id
+           FOR UPDATE"#,
+        ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::from).collect())
+}
+
+/// A locked row as Postgres returns it.
+struct LockedRow {
+    id: i64,
+    user_id: i64,
+    status: SubscriptionStatus,
+    period_days: i32,
+    sid: Option<String>,
+    current_cycle: i32,
+    due_on: Option<chrono::NaiveDate>,
+    next_charge_at: Option<DateTime<Utc>>,
+    last_charged_at: Option<DateTime<Utc>>,
+    schedule_seq: i32,
+}
+
+impl From<LockedRow> for Row {
+    fn from(r: LockedRow) -> Self {
+        Row {
+            id: SubscriptionId(r.id),
+            user_id: UserId(r.user_id),
+            status: r.status,
+            period_days: r.period_days,
+            sid: r.sid,
+            current_cycle: r.current_cycle,
+            due_on: r.due_on,
+            next_charge_at: r.next_charge_at,
+            last_charged_at: r.last_charged_at,
+            schedule_seq: r.schedule_seq,
+        }
+    }
 }
 
 /// The facts a `subscription.*` outbox event carries.

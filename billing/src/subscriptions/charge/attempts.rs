@@ -30,48 +30,119 @@ pub(crate) async fn open_attempt_of(
     }))
 }
 
-/// Prices the subscription's products still on sale at today's prices and records
-/// attempt n + 1 of `cycle` with those lines, in one statement. `None` when nothing is
-/// left to charge (no product on sale, or a zero total): no attempt is written.
-pub(crate) async fn record_attempt(
+/// The open attempts of these subscriptions, by subscription.
+pub(crate) async fn open_attempts_of(
     conn: &mut PgConnection,
-    s: &Row,
-    cycle: i32,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, OpenAttempt>> {
+    let rows = sqlx::query!(
+        r#"SELECT subscription_id, id, status AS "status: super::AttemptStatus", checkout_id
+           FROM charge_attempts
+           WHERE subscription_id = ANY($1) AND status IN ('in_flight', 'unknown')"#,
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.subscription_id,
+                OpenAttempt {
+                    id: r.id,
+                    status: r.status,
+                    checkout_id: r.checkout_id,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Prices each subscription's products still on sale at today's prices and records
+/// attempt n + 1 of its cycle with those lines — for all of them in one statement. By
+/// subscription; one with nothing left to charge (no product on sale, or a zero total)
+/// is left out and gets no attempt.
+pub(crate) async fn record_attempts(
+    conn: &mut PgConnection,
+    charges: &[(SubscriptionId, i32)],
     now: DateTime<Utc>,
-) -> Result<Option<Attempt>> {
+) -> Result<std::collections::HashMap<i64, Attempt>> {
+    if charges.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<i64> = charges.iter().map(|c| c.0 .0).collect();
+    let cycles: Vec<i32> = charges.iter().map(|c| c.1).collect();
     // The lines' JSON is `PricedLine`'s serde shape: `load_attempt` reads it back.
-    let row = sqlx::query!(
-        r#"WITH t AS (
-             SELECT amount, lines FROM subscription_charge_lines WHERE subscription_id = $1
+    let rows = sqlx::query!(
+        r#"WITH r AS (
+             SELECT * FROM unnest($1::bigint[], $2::int[]) AS r(subscription_id, cycle)
+           ), t AS (
+             SELECT subscription_id, amount, lines FROM subscription_charge_lines
+             WHERE subscription_id = ANY($1)
            ), n AS (
-             SELECT COALESCE(max(attempt), 0) + 1 AS attempt FROM charge_attempts
-             WHERE subscription_id = $1 AND cycle = $2
+             SELECT r.subscription_id, r.cycle,
+                    COALESCE((SELECT max(a.attempt) FROM charge_attempts a
+                              WHERE a.subscription_id = r.subscription_id
+                                AND a.cycle = r.cycle), 0) + 1 AS attempt
+             FROM r
            )
            INSERT INTO charge_attempts (subscription_id, cycle, attempt, partner_order_id, amount,
                                         lines, started_at)
-           SELECT $1, $2, n.attempt, 'pv-sub-' || $1 || '-' || $2 || '-' || n.attempt,
+           SELECT n.subscription_id, n.cycle, n.attempt,
+                  'pv-sub-' || n.subscription_id || '-' || n.cycle || '-' || n.attempt,
                   t.amount, t.lines, $3
-           FROM n, t
+           FROM n JOIN t USING (subscription_id)
            WHERE t.amount > 0
-           RETURNING id, partner_order_id, amount, lines"#,
-        s.id.0,
-        cycle,
+           RETURNING id, subscription_id, cycle, partner_order_id, amount, lines"#,
+        &ids,
+        &cycles,
         now
     )
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    let lines: Vec<PricedLine> = serde_json::from_value(r.lines)
-        .map_err(|e| Error::Internal(format!("attempt {} lines: {e}", r.id)))?;
-    Ok(Some(Attempt {
-        id: r.id,
-        subscription_id: s.id,
-        cycle,
-        partner_order_id: r.partner_order_id,
-        amount: Money(r.amount),
-        lines,
-        started_at: now,
-    }))
+    rows.into_iter()
+        .map(|r| {
+            let a = AttemptRow {
+                id: r.id,
+                subscription_id: r.subscription_id,
+                cycle: r.cycle,
+                partner_order_id: r.partner_order_id,
+                amount: r.amount,
+                lines: r.lines,
+                started_at: now,
+            };
+            Ok((r.subscription_id, a.try_into()?))
+        })
+        .collect()
+}
+
+/// An attempt row as stored, its lines still JSON.
+struct AttemptRow {
+    id: i64,
+    subscription_id: i64,
+    cycle: i32,
+    partner_order_id: String,
+    amount: i64,
+    lines: serde_json::Value,
+    started_at: DateTime<Utc>,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = Error;
+
+    fn try_from(r: AttemptRow) -> Result<Self> {
+        let lines: Vec<PricedLine> = serde_json::from_value(r.lines)
+            .map_err(|e| Error::Internal(format!("attempt {} lines: {e}", r.id)))?;
+        Ok(Attempt {
+            id: r.id,
+            subscription_id: SubscriptionId(r.subscription_id),
+            cycle: r.cycle,
+            partner_order_id: r.partner_order_id,
+            amount: Money(r.amount),
+            lines,
+            started_at: r.started_at,
+        })
+    }
 }
 
 pub(crate) async fn load_attempt(
@@ -87,20 +158,16 @@ pub(crate) async fn load_attempt(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let lines: Vec<PricedLine> = serde_json::from_value(r.lines)
-        .map_err(|e| Error::Internal(format!("attempt {id} lines: {e}")))?;
-    Ok(Some((
-        Attempt {
-            id: r.id,
-            subscription_id: SubscriptionId(r.subscription_id),
-            cycle: r.cycle,
-            partner_order_id: r.partner_order_id,
-            amount: Money(r.amount),
-            lines,
-            started_at: r.started_at,
-        },
-        r.status,
-    )))
+    let a = AttemptRow {
+        id: r.id,
+        subscription_id: r.subscription_id,
+        cycle: r.cycle,
+        partner_order_id: r.partner_order_id,
+        amount: r.amount,
+        lines: r.lines,
+        started_at: r.started_at,
+    };
+    Ok(Some((a.try_into()?, r.status)))
 }
 
 pub(crate) async fn mark_unknown(conn: &mut PgConnection, attempt: i64, why: &str) -> Result<()> {

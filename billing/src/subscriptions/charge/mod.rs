@@ -5,12 +5,14 @@
 //! whose charge job is missing (`housekeeping`).
 
 mod attempts;
+mod batch;
 mod housekeeping;
 mod outcome;
 mod reconcile;
 
 use attempts::*;
 pub(crate) use attempts::{mark_not_charged, mark_unknown, open_attempt_of};
+pub use batch::Batches;
 pub use housekeeping::{inactivate_sid, sweep};
 use outcome::*;
 pub(crate) use outcome::{apply_success, ViaCheckout};
@@ -25,7 +27,7 @@ use utoipa::ToSchema;
 
 use super::{
     cancel_locked, cancel_locked_with_code, lock, policy, record_event, reschedule, EventExtra,
-    Policy, Row, SubscriptionStatus,
+    Next, Policy, Row, SubscriptionStatus,
 };
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, SubscriptionId};
@@ -65,6 +67,8 @@ pub(crate) struct Approval {
 /// crashed worker becomes `unknown` and goes to reconciliation; the once-a-day guard moves
 /// a charge that would be the second of a local day. Otherwise the attempt is recorded
 /// and committed before KakaoPay is called, so a crash at any point leaves evidence.
+/// Charges running at once in this process are started and finished in shared
+/// transactions ([`batch`]).
 pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Result<Outcome> {
     let policy = policy(ctx)?;
     // Before anything is recorded: while the breaker is open, or the rate cap has no
@@ -74,69 +78,10 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
         Ok(p) => p,
         Err(e) => return Ok(job_outcome(ctx, error_policy::decide(Step::Charge, &e), &e)),
     };
-    let now = ctx.clock.now();
-    let mut tx = ctx.db.begin().await?;
-    let Some(s) = lock(&mut tx, id, None).await? else {
-        return Ok(Outcome::Done);
+    let (s, sid, attempt) = match batch::start(ctx, batch::Due { id, cycle, seq }).await? {
+        batch::Started::Charge { s, sid, attempt } => (s, sid, attempt),
+        batch::Started::Finished(outcome) => return Ok(outcome),
     };
-    if !s.status.is_billable() || s.schedule_seq != seq || s.current_cycle + 1 != cycle {
-        return Ok(Outcome::Done);
-    }
-    if let Some(open) = open_attempt_of(&mut tx, id).await? {
-        if open.checkout_id.is_some() {
-            // The customer's recovery checkout is being approved for this cycle: its
-            // outcome decides whether this retry is still owed.
-            return Ok(Outcome::Defer {
-                after: std::time::Duration::from_secs(30),
-                reason: "a recovery checkout of the cycle is at KakaoPay".into(),
-            });
-        }
-        if open.status == super::AttemptStatus::InFlight {
-            // The worker that sent it stopped before recording the answer: the PG may
-            // have charged, so only the SID's status may decide.
-            mark_unknown(
-                &mut tx,
-                open.id,
-                "the worker stopped before the answer was recorded",
-            )
-            .await?;
-            enqueue_reconcile(ctx, &mut tx, open.id, 1, now, None).await?;
-            tx.commit().await?;
-        }
-        return Ok(Outcome::Done);
-    }
-    let Some(next) = s.next(&policy) else {
-        return Ok(Outcome::Done);
-    };
-    if next.at > now {
-        // Woken early (a clock step back, or an edit that forgot to reschedule): run again
-        // at the right time rather than lose the charge.
-        reschedule(&mut tx, &s, Some(next), cycle, now).await?;
-        tx.commit().await?;
-        return Ok(Outcome::Done);
-    }
-    if let Some(last) = s.last_charged_at {
-        if policy.local_date(now) <= policy.local_date(last) {
-            let moved = policy.not_before(next.due_on, now, Some(last));
-            tracing::warn!(subscription_id = id.0, next_charge_at = %moved.at,
-                "a second charge on one local day refused; moved to the next day");
-            reschedule(&mut tx, &s, Some(moved), cycle, now).await?;
-            tx.commit().await?;
-            return Ok(Outcome::Done);
-        }
-    }
-    let Some(sid) = s.sid.clone() else {
-        let url = crate::subscriptions::checkout::issue_link(ctx, &mut tx, &s, now).await?;
-        cancel_locked_with_code(&mut tx, &s, "sid_unusable", None, Some(&url), now).await?;
-        tx.commit().await?;
-        return Ok(Outcome::Done);
-    };
-    let Some(attempt) = record_attempt(&mut tx, &s, cycle, now).await? else {
-        cancel_locked(&mut tx, &s, "items_unavailable", now).await?;
-        tx.commit().await?;
-        return Ok(Outcome::Done);
-    };
-    tx.commit().await?;
 
     let lines = &attempt.lines;
     let units: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
@@ -158,7 +103,16 @@ pub async fn charge(ctx: &Ctx, id: SubscriptionId, cycle: i32, seq: i32) -> Resu
                 aid: Some(res.aid.clone()),
                 digest: pg::digest(&res),
             };
-            apply_success(ctx, &policy, &attempt, approval, ctx.clock.now(), None).await?;
+            let charged_at = ctx.clock.now();
+            batch::finish(
+                ctx,
+                batch::Charged {
+                    attempt,
+                    approval,
+                    charged_at,
+                },
+            )
+            .await?;
             Ok(Outcome::Done)
         }
         Err(e) => apply_failure(ctx, &policy, &s, &attempt, e).await,
