@@ -355,3 +355,85 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
     );
     crate::helpers::db::assert_no_session_left_in_transaction(&s.db).await;
 }
+
+/// A worker's concurrent charges share transactions (the rows a batch writes carry its
+/// transaction id, `xmin`, and its start time), and a batch that fails on one bad row
+/// reruns its charges one by one: every other subscription is charged exactly once, the
+/// bad one is not finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_charges_share_transactions_and_a_bad_row_fails_only_its_own_charge() {
+    const SUBS: i64 = 300;
+    let s = Stack::start_with(&[], &[("PILLIVERY__WORKER__CONCURRENCY", "128")]).await;
+    let mut users = Vec::new();
+    for _ in 0..10 {
+        users.push(fixtures::user(&s.db).await);
+    }
+    let item = fixtures::item(&s.db, "루테인 정기", 19_900, 0).await;
+    let sids = fixtures::due_subscriptions(&s.db, &users, item, SUBS).await;
+    fixtures::register_sids(&s.client, &s.pg_url, &sids).await;
+    // The bad row: a succeeded attempt of cycle 2 already there, so finishing the new
+    // one breaks `charge_attempts_one_success` — and fails whatever batch it is in.
+    let bad: i64 = sqlx::query_scalar(
+        "INSERT INTO charge_attempts (subscription_id, cycle, attempt, partner_order_id, amount,
+                                      lines, started_at, status)
+         SELECT id, 2, 1, 'pv-sub-bad', 19900, '[]', now(), 'succeeded'
+         FROM subscriptions ORDER BY id LIMIT 1
+         RETURNING subscription_id",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    let enqueued = billing::subscriptions::charge::sweep(&ctx(&s), 100_000)
+        .await
+        .unwrap();
+    assert_eq!(enqueued, SUBS as u64);
+    wait_charged(&s, SUBS - 1, Duration::from_secs(120)).await;
+
+    let orders: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT subscription_id, count(*) FROM orders WHERE cycle = 2 GROUP BY subscription_id",
+    )
+    .fetch_all(&s.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        orders.len() as i64,
+        SUBS - 1,
+        "every good subscription has its order"
+    );
+    assert!(orders.iter().all(|(_, n)| *n == 1), "one order per cycle");
+    assert!(
+        orders.iter().all(|(sub, _)| *sub != bad),
+        "the bad row's charge was not finished"
+    );
+    let (attempts, attempt_xacts, finishes): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT a.xmin::text), count(DISTINCT o.xmin::text)
+         FROM charge_attempts a JOIN orders o ON o.id = a.order_id
+         WHERE a.cycle = 2 AND a.status = 'succeeded'",
+    )
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    assert_eq!(attempts, SUBS - 1);
+    // `a.xmin` is the finishing transaction (it updated the attempt), as is `o.xmin`.
+    assert_eq!(
+        attempt_xacts, finishes,
+        "an order and its attempt commit together"
+    );
+    assert!(
+        finishes * 3 < attempts,
+        "{attempts} charges finished in {finishes} transactions: not batched"
+    );
+    // A start batch records its attempts with one statement, at one time.
+    let start_times: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT started_at) FROM charge_attempts
+         WHERE cycle = 2 AND subscription_id <> $1",
+    )
+    .bind(bad)
+    .fetch_one(&s.db)
+    .await
+    .unwrap();
+    assert!(
+        start_times * 3 < attempts,
+        "{attempts} charges started at {start_times} distinct times: not batched"
+    );
+}
