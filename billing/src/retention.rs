@@ -21,7 +21,7 @@ pub struct Pruned {
     pub job_probe_runs: u64,
 }
 
-/// The tables pruned row by row (delivered events go with their deliveries).
+/// The tables pruned in batches of their own (delivered events go with their deliveries).
 #[derive(Debug, Clone, Copy)]
 enum Table {
     FailedJobs,
@@ -31,6 +31,13 @@ enum Table {
 
 /// `maintenance.prune`: every table past its retention, up to `retention.max_batches`
 /// batches each.
+///
+/// Events and probe runs are walked in primary-key order, which is their time order (ids
+/// are handed out as rows are written), from where the last batch of this run stopped:
+/// each batch reads its own rows and those it must keep, not the ones already deleted. A
+/// time index (the BRIN of migration 22) cannot skip those: its ranges still cover the
+/// emptied pages, and once freed space is reused they cover everything (measured: 34,000
+/// pages read for a batch of 1,000 events after 300,000 were pruned).
 pub async fn prune(ctx: &Ctx) -> Result<Pruned> {
     let r = &ctx.settings.retention;
     let now = ctx.clock.now();
@@ -39,13 +46,14 @@ pub async fn prune(ctx: &Ctx) -> Result<Pruned> {
     let full = |n: u64| n >= u64::from(r.batch_size);
     let mut conn = ctx.db.acquire().await?;
     let mut out = Pruned::default();
+    let mut after = 0;
     for _ in 0..r.max_batches {
-        let (events, deliveries) =
-            delivered_events(&mut conn, days(r.delivered_events_days), batch).await?;
-        out.outbox_events += events;
-        out.webhook_deliveries += deliveries;
-        if !full(events) {
-            break;
+        let b = delivered_events(&mut conn, days(r.delivered_events_days), after, batch).await?;
+        out.outbox_events += b.events;
+        out.webhook_deliveries += b.deliveries;
+        match b.last {
+            Some(last) if full(b.events) => after = last,
+            _ => break,
         }
     }
     let view_cutoff = ctx
@@ -54,13 +62,19 @@ pub async fn prune(ctx: &Ctx) -> Result<Pruned> {
         .time_zone
         .local_date(days(r.view_days_days));
     for table in [Table::FailedJobs, Table::ViewDays, Table::ProbeRuns] {
+        let mut after = 0;
         for _ in 0..r.max_batches {
             let n = match table {
                 Table::FailedJobs => {
                     failed_jobs(&mut conn, days(r.failed_jobs_days), batch).await?
                 }
                 Table::ViewDays => view_days(&mut conn, view_cutoff, batch).await?,
-                Table::ProbeRuns => probe_runs(&mut conn, days(r.probe_runs_days), batch).await?,
+                Table::ProbeRuns => {
+                    let (n, last) =
+                        probe_runs(&mut conn, days(r.probe_runs_days), after, batch).await?;
+                    after = last.unwrap_or(after);
+                    n
+                }
             };
             match table {
                 Table::FailedJobs => out.failed_jobs += n,
@@ -87,21 +101,37 @@ pub async fn prune(ctx: &Ctx) -> Result<Pruned> {
     Ok(out)
 }
 
-/// Up to `batch` events created before `before` that nothing still waits on — not queued
-/// for dispatch, every delivery delivered — with their deliveries (attempts cascade).
-/// Rows another transaction holds are skipped this time.
+/// One batch of [`delivered_events`].
+struct EventBatch {
+    events: u64,
+    deliveries: u64,
+    /// The highest event id deleted, where the next batch starts.
+    last: Option<i64>,
+}
+
+/// Up to `batch` events with ids above `after`, created before `before`, that nothing
+/// still waits on — not queued for dispatch, every delivery delivered — with their
+/// deliveries (attempts cascade), lowest ids first. Rows another transaction holds are
+/// skipped this time.
+///
+/// The two checks are scalar subqueries, probed per candidate through the tables' keys:
+/// written as `NOT EXISTS`, Postgres turns them into anti-joins and, under the `LIMIT`,
+/// plans one scan of every delivery per batch (measured with 2.1 M deliveries: 1.08 s of
+/// a 1.15 s batch; probed, the batch takes 93 ms).
 async fn delivered_events(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
+    after: i64,
     batch: i64,
-) -> Result<(u64, u64)> {
+) -> Result<EventBatch> {
     let r = sqlx::query!(
         r#"WITH doomed AS (
              SELECT e.id FROM outbox_events e
-             WHERE e.created_at < $1
-               AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.event_id = e.id)
-               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                               WHERE d.event_id = e.id AND d.state <> 'delivered')
+             WHERE e.id > $3 AND e.created_at < $1
+               AND NOT (SELECT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.event_id = e.id))
+               AND NOT (SELECT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                       WHERE d.event_id = e.id AND d.state <> 'delivered'))
+             ORDER BY e.id
              LIMIT $2
              FOR UPDATE SKIP LOCKED
            ), deliveries AS (
@@ -111,13 +141,19 @@ async fn delivered_events(
              DELETE FROM outbox_events e USING doomed WHERE e.id = doomed.id RETURNING e.id
            )
            SELECT (SELECT count(*) FROM events) AS "events!",
-                  (SELECT count(*) FROM deliveries) AS "deliveries!""#,
+                  (SELECT count(*) FROM deliveries) AS "deliveries!",
+                  (SELECT max(id) FROM events) AS "last""#,
         before,
-        batch
+        batch,
+        after
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok((r.events as u64, r.deliveries as u64))
+    Ok(EventBatch {
+        events: r.events as u64,
+        deliveries: r.deliveries as u64,
+        last: r.last,
+    })
 }
 
 async fn failed_jobs(conn: &mut PgConnection, before: DateTime<Utc>, batch: i64) -> Result<u64> {
@@ -147,15 +183,27 @@ async fn view_days(conn: &mut PgConnection, before: chrono::NaiveDate, batch: i6
     Ok(n)
 }
 
-async fn probe_runs(conn: &mut PgConnection, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-    let n = sqlx::query!(
-        "DELETE FROM job_probe_runs WHERE id IN (
-           SELECT id FROM job_probe_runs WHERE ran_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+/// Up to `batch` probe runs with ids above `after` that ran before `before`, lowest ids
+/// first; how many, and the highest id deleted.
+async fn probe_runs(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    after: i64,
+    batch: i64,
+) -> Result<(u64, Option<i64>)> {
+    let r = sqlx::query!(
+        r#"WITH doomed AS (
+             DELETE FROM job_probe_runs WHERE id IN (
+               SELECT id FROM job_probe_runs WHERE id > $3 AND ran_at < $1
+               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id
+           )
+           SELECT count(*) AS "n!", max(id) AS "last" FROM doomed"#,
         before,
-        batch
+        batch,
+        after
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(n)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((r.n as u64, r.last))
 }

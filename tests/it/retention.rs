@@ -199,3 +199,56 @@ async fn retention_prunes_history_past_its_days_and_keeps_what_is_awaited_and_mo
     );
     assert_eq!(count(db, money).await, money_before);
 }
+
+#[tokio::test]
+async fn retention_works_off_a_backlog_batch_by_batch_past_the_events_it_keeps() {
+    let app = spawn_app_with(|s| {
+        s.retention.batch_size = 10;
+        s.retention.max_batches = 2;
+    })
+    .await;
+    let db = &app.db;
+    let ctx = billing::Ctx::new(
+        (*app.settings).clone(),
+        Arc::new(billing::clock::SystemClock),
+    )
+    .unwrap();
+    let endpoint: i64 = sqlx::query_scalar(
+        "INSERT INTO webhook_endpoints (url, event_types, secret)
+         VALUES ('https://partner.example/hook', '{*}', 'whsec') RETURNING id",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    // 31 old events in id order, every eighth one still owed to a receiver (dead): a
+    // batch walks past those and the next batch starts after the last one it deleted.
+    let mut kept = Vec::new();
+    for i in 0..31 {
+        let state = if i % 8 == 3 { "dead" } else { "delivered" };
+        let id = event(db, endpoint, 45, Some(state), false).await;
+        if state == "dead" {
+            kept.push(id);
+        }
+    }
+    let recent = event(db, endpoint, 1, Some("delivered"), false).await;
+    kept.push(recent);
+
+    let first = billing::retention::prune(&ctx).await.unwrap();
+    assert_eq!(first.outbox_events, 20, "two batches of ten: {first:?}");
+    assert_eq!(first.webhook_deliveries, 20);
+    let second = billing::retention::prune(&ctx).await.unwrap();
+    assert_eq!(second.outbox_events, 31 - 4 - 20, "the rest: {second:?}");
+    let third = billing::retention::prune(&ctx).await.unwrap();
+    assert_eq!(third.outbox_events, 0);
+
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(left, kept, "the dead ones and the recent one stay");
+    assert_eq!(
+        count(db, "SELECT count(*) FROM webhook_attempts").await,
+        kept.len() as i64,
+        "the deleted deliveries' attempts went with them"
+    );
+}

@@ -34,6 +34,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{self, Failures, Latencies, Shop};
+use crate::cpu::CpuArgs;
 
 #[derive(Args)]
 pub struct ApprovalArgs {
@@ -58,6 +59,9 @@ pub struct ApprovalArgs {
     /// A buyer gives up on an order that has not moved on after this long.
     #[arg(long, default_value_t = 60)]
     step_timeout_secs: u64,
+    /// Accounted over the window, per order seen paid in it.
+    #[command(flatten)]
+    cpu: CpuArgs,
 }
 
 /// One buyer's order, from placing it to seeing it paid.
@@ -228,9 +232,17 @@ pub async fn run(args: ApprovalArgs) -> anyhow::Result<()> {
             }
         }));
     }
+    let cpu_args = args.cpu.clone();
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(window_start.into()).await;
+        let start = cpu_args.sample();
+        tokio::time::sleep_until(window_end.into()).await;
+        (start, cpu_args.sample())
+    });
     for h in handles {
         h.await?;
     }
+    let (cpu_start, cpu_end) = cpu_window.await?;
     failures.report("failed cycles");
     let cycles = Arc::try_unwrap(cycles)
         .ok()
@@ -260,11 +272,12 @@ pub async fn run(args: ApprovalArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(approvals > 0, "no order was paid in the window");
+    let cpu = args.cpu.per_request(&cpu_start, &cpu_end, approvals as u64);
     for l in [&mut approve, &mut ready, &mut to_paid, &mut e2e] {
         l.sort();
     }
     println!(
-        "RESULT name={} buyers={} seconds={} approvals={} approvals_per_sec={:.2} in_flight_avg={:.1} approve_p50_ms={:.2} approve_p90_ms={:.2} approve_p99_ms={:.2} approve_max_ms={:.2} ready_p50_ms={:.0} ready_p99_ms={:.0} approve_to_paid_p50_ms={:.0} approve_to_paid_p99_ms={:.0} e2e_p50_ms={:.0} e2e_p99_ms={:.0} e2e_max_ms={:.0} errors={}",
+        "RESULT name={} buyers={} seconds={} approvals={} approvals_per_sec={:.2} in_flight_avg={:.1} approve_p50_ms={:.2} approve_p90_ms={:.2} approve_p99_ms={:.2} approve_max_ms={:.2} ready_p50_ms={:.0} ready_p99_ms={:.0} approve_to_paid_p50_ms={:.0} approve_to_paid_p99_ms={:.0} e2e_p50_ms={:.0} e2e_p99_ms={:.0} e2e_max_ms={:.0} errors={}{cpu}",
         args.name.replace(char::is_whitespace, "_"),
         args.buyers,
         args.seconds,

@@ -10,6 +10,7 @@
 
 mod approval;
 mod common;
+mod cpu;
 mod orders;
 
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ struct GetArgs {
     /// An extra request header, `Name: value` (repeatable), e.g. a console session cookie.
     #[arg(long = "header")]
     headers: Vec<String>,
+    #[command(flatten)]
+    cpu: cpu::CpuArgs,
 }
 
 enum Part {
@@ -139,6 +142,7 @@ async fn get(cli: GetArgs) -> anyhow::Result<()> {
         let _ = client.get(url).send().await.map(|r| r.bytes());
     }
 
+    let cpu_start = cli.cpu.sample();
     let deadline = Instant::now() + Duration::from_secs(cli.seconds);
     let mut handles = Vec::new();
     for _ in 0..cli.clients {
@@ -170,10 +174,13 @@ async fn get(cli: GetArgs) -> anyhow::Result<()> {
         all.extend(lat);
         errors += e;
     }
+    let cpu = cli
+        .cpu
+        .per_request(&cpu_start, &cli.cpu.sample(), all.len() as u64 + errors);
     anyhow::ensure!(!all.is_empty(), "no successful request");
     all.sort();
     println!(
-        "RESULT name={} clients={} seconds={} requests={} rps={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={}",
+        "RESULT name={} clients={} seconds={} requests={} rps={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={}{cpu}",
         name,
         cli.clients,
         cli.seconds,

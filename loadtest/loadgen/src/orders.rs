@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::{self, Failures, Latencies, Shop};
+use crate::cpu::CpuArgs;
 
 #[derive(Args)]
 pub struct OrdersArgs {
@@ -30,6 +31,8 @@ pub struct OrdersArgs {
     /// Orders placed before measuring (connection pools, caches, prepared statements).
     #[arg(long, default_value_t = 200)]
     warmup: usize,
+    #[command(flatten)]
+    cpu: CpuArgs,
 }
 
 async fn place(
@@ -71,6 +74,7 @@ pub async fn run(args: OrdersArgs) -> anyhow::Result<()> {
     failures.report("warm-up failures");
     let failures = Failures::default();
 
+    let cpu_start = args.cpu.sample();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut handles = Vec::new();
@@ -100,11 +104,14 @@ pub async fn run(args: OrdersArgs) -> anyhow::Result<()> {
         all.extend(h.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = args
+        .cpu
+        .per_request(&cpu_start, &args.cpu.sample(), all.len() as u64);
     failures.report("failed orders");
     anyhow::ensure!(!all.is_empty(), "no order was placed");
     all.sort();
     println!(
-        "RESULT name={} clients={} users={} seconds={} requests={} orders_per_sec={:.1} p50_ms={:.2} p90_ms={:.2} p95_ms={:.2} p99_ms={:.2} max_ms={:.2} mean_ms={:.2} errors={}",
+        "RESULT name={} clients={} users={} seconds={} requests={} orders_per_sec={:.1} p50_ms={:.2} p90_ms={:.2} p95_ms={:.2} p99_ms={:.2} max_ms={:.2} mean_ms={:.2} errors={}{cpu}",
         args_name(&args.name),
         args.clients,
         tokens.len(),

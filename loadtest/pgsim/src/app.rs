@@ -42,6 +42,8 @@ pub struct Sim {
     /// KakaoPay API requests per real-time second (unix seconds), the last hour: what a
     /// rate cap or an open circuit breaker on the caller's side must show.
     per_second: Mutex<BTreeMap<i64, u64>>,
+    /// Requests to the webhook sink (`POST /__webhooks/{name}`), per name.
+    webhooks: Mutex<BTreeMap<String, u64>>,
     clock: Clock,
 }
 
@@ -64,6 +66,7 @@ impl Sim {
             config,
             store: Mutex::new(Store::default()),
             requests: Mutex::new(BTreeMap::new()),
+            webhooks: Mutex::new(BTreeMap::new()),
             per_second: Mutex::new(BTreeMap::new()),
         })
     }
@@ -367,6 +370,13 @@ async fn buyer_action(
 
 // -------------------------------------------------------------------- admin
 
+/// The webhook sink: a receiver benchmarks register as endpoints (`/__webhooks/partner`,
+/// …), answering every delivery 204 at once and counting it per name.
+async fn webhook_sink(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -> StatusCode {
+    *lock(&sim.webhooks).entry(name).or_default() += 1;
+    StatusCode::NO_CONTENT
+}
+
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -565,6 +575,7 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
         "payments": payments,
         "sids": sids,
         "ledger_entries": ledger,
+        "webhooks": lock(&sim.webhooks).clone(),
     }))
 }
 
@@ -586,6 +597,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
             get(get_knobs).put(put_knobs).delete(reset_knobs),
         )
         .route("/__stats", get(stats))
+        .route("/__webhooks/{name}", post(webhook_sink))
         .route(
             "/__clock",
             get(get_clock).put(put_clock).delete(reset_clock),

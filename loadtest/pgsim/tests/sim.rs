@@ -1577,3 +1577,23 @@ async fn registered_sid_charges_respect_the_knobs() {
         .await;
     assert_eq!(st["last_approved_at"], c["approved_at"]);
 }
+
+#[tokio::test]
+async fn the_webhook_sink_answers_204_and_counts_per_name() {
+    let sim = start(Knobs::default()).await;
+    for name in ["partner", "partner", "notify"] {
+        let res = sim
+            .http
+            .post(sim.url(&format!("/__webhooks/{name}")))
+            .header("Pillivery-Signature", "t=1,v1=00")
+            .json(&json!({"type": "order.paid"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 204);
+    }
+    let stats: Value = sim.get(&sim.url("/__stats")).await.json().await.unwrap();
+    assert_eq!(stats["webhooks"], json!({"partner": 2, "notify": 1}));
+    // not a KakaoPay request
+    assert_eq!(stats["per_second"], json!([]), "{stats}");
+}
