@@ -68,6 +68,8 @@ pub struct Ctx {
     pub webhook_http: reqwest::Client,
     /// This process's charge batches: concurrent charges share transactions.
     pub charges: Arc<subscriptions::charge::Batches>,
+    /// This process's snapshot of the items on sale, for listings and search.
+    pub catalog: Arc<items::CatalogSnapshot>,
 }
 
 impl Ctx {
@@ -99,6 +101,7 @@ impl Ctx {
             pg_guard,
             webhook_http,
             charges,
+            catalog: Arc::default(),
         })
     }
 }

@@ -375,9 +375,13 @@ async fn cut_database(app: &TestApp, allow: bool) {
 
 #[tokio::test]
 async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_them() {
-    let app =
-        spawn_app_with(|s| s.database.acquire_timeout_ms = std::time::Duration::from_millis(500))
-            .await;
+    // The SQL path's Redis page cache (the snapshot, on by default, answers every listing
+    // from memory; see the snapshot tests below).
+    let app = spawn_app_with(|s| {
+        s.database.acquire_timeout_ms = std::time::Duration::from_millis(500);
+        s.catalog.snapshot = false;
+    })
+    .await;
     seed_items(&app.db, 130).await;
     let (_, admin) = app.admin().await;
     let first = list(&app, "category=EYE").await;
@@ -477,6 +481,152 @@ async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_the
         titles.contains(&"새 이름".to_owned()),
         "the renamed item is a best seller"
     );
+}
+
+async fn main_page(app: &TestApp) -> Value {
+    let resp = app.get("/api/items/main").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_snapshot_answers_every_filter_sort_and_page_size_as_postgres_does() {
+    let app = spawn_app().await;
+    seed_items(&app.db, 240).await;
+    // Mixed case and text across title and brand, for the case-insensitive keyword.
+    sqlx::query(
+        "INSERT INTO items (brand, title, main_function, origin_price, discount_rate, sales,
+                            categories)
+         VALUES ('NOW Foods', 'Lutein 20mg', '눈', 9000, 10, 4, '{EYE}'),
+                ('now foods', '루테인 LUTEIN 골드', '눈', 12000, 0, 4, '{EYE}'),
+                ('Solgar', '비타민D', '뼈', 7000, 5, 2, '{BONE}')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE items SET selling = false WHERE id % 50 = 7")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE items SET deleted_at = now() WHERE id % 50 = 9")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // A second API process of the same store answering from Postgres.
+    let sql = crate::helpers::spawn_app_on(app.database_url.clone(), |s| {
+        s.catalog.snapshot = false;
+    })
+    .await;
+
+    let filters = [
+        "",
+        "category=EYE",
+        "category=skin",
+        "category=ETC&on_sale=true",
+        "keyword=루테인",
+        "keyword=테인",
+        "keyword=lutein",
+        "keyword=w%20f",
+        "keyword=상품%2012",
+        "keyword=zzz",
+        "keyword=%25%25",
+        "brand=GNC",
+        "brand=now%20foods&keyword=gold",
+        "min_price=5000&max_price=9000",
+        "on_sale=false&category=EYE",
+        "keyword=상품&min_price=3000&on_sale=true&category=EYE",
+    ];
+    let sorts = [
+        "sales",
+        "price_desc",
+        "price_asc",
+        "discount_desc",
+        "discount_asc",
+        "reviews",
+        "newest",
+    ];
+    let mut compared = 0;
+    for filter in filters {
+        for sort in sorts {
+            for paging in [
+                "page=1&size=20",
+                "page=2&size=8",
+                "page=3&size=7",
+                "page=50&size=8",
+            ] {
+                let query = format!("{filter}&sort={sort}&{paging}");
+                let (ours, theirs) = (list(&app, &query).await, list(&sql, &query).await);
+                assert_eq!(ours, theirs, "{query}");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 16 * 7 * 4);
+    // The checks were not vacuous: keyword pages had matches to page through.
+    let lutein = list(&app, "keyword=lutein&size=100").await;
+    assert_eq!(lutein["total"], 2, "{lutein}");
+    assert!(list(&app, "keyword=상품").await["total"].as_i64().unwrap() > 200);
+    assert_eq!(main_page(&app).await, main_page(&sql).await);
+}
+
+#[tokio::test]
+async fn the_snapshot_follows_item_writes_in_every_process_and_answers_without_postgres() {
+    let app =
+        spawn_app_with(|s| s.database.acquire_timeout_ms = std::time::Duration::from_millis(500))
+            .await;
+    seed_items(&app.db, 60).await;
+    let prefix = app.settings.redis.prefix.clone();
+    let other = crate::helpers::spawn_app_on(app.database_url.clone(), |s| {
+        s.redis.prefix = prefix;
+        s.database.acquire_timeout_ms = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let (_, admin) = app.admin().await;
+    let before = list(&other, "keyword=루테인&size=8").await;
+    let top = before["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(list(&app, "keyword=루테인&size=8").await, before);
+
+    // A write through one process shows at once in the other's snapshot.
+    let resp = app
+        .request(Method::PATCH, &format!("/api/admin/items/{top}"))
+        .bearer_auth(&admin.access)
+        .json(&json!({"title": "새 루테인 골드"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let after = list(&other, "keyword=루테인&size=8").await;
+    assert_eq!(after["items"][0]["title"], "새 루테인 골드");
+    assert_eq!(after["total"], before["total"]);
+    let resp = app
+        .request(Method::DELETE, &format!("/api/admin/items/{top}"))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let gone = list(&other, "keyword=루테인&size=8").await;
+    assert_eq!(gone["total"], before["total"].as_i64().unwrap() - 1);
+    assert!(!ids(&gone).contains(&top));
+
+    // Without Postgres, any listing is still answered from the snapshot.
+    let queries = [
+        "keyword=루테인&size=8",
+        "category=EYE&page=6&size=8",
+        "sort=newest&on_sale=true",
+        "brand=GNC&size=100",
+    ];
+    let mut answers = Vec::new();
+    for q in queries {
+        answers.push(list(&other, q).await);
+    }
+    let main = main_page(&other).await;
+    cut_database(&other, false).await;
+    for (q, answer) in queries.iter().zip(&answers) {
+        assert_eq!(&list(&other, q).await, answer, "{q}");
+    }
+    assert_eq!(main_page(&other).await, main);
+    cut_database(&other, true).await;
 }
 
 async fn view(app: &TestApp, id: i64, ip: &str) {
@@ -616,26 +766,47 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
     assert_eq!(left, 0);
 }
 
-fn misses(metrics: &str) -> f64 {
+/// The value of the first sample of `name` carrying every label of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
-        .find(|l| {
-            l.starts_with("cache_requests_total")
-                && l.contains(r#"cache="page""#)
-                && l.contains(r#"result="miss""#)
-        })
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0)
 }
 
+fn misses(metrics: &str) -> f64 {
+    sample(
+        metrics,
+        "cache_requests_total",
+        &[r#"cache="page""#, r#"result="miss""#],
+    )
+}
+
 #[tokio::test]
 async fn concurrent_misses_of_one_page_load_it_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.catalog.snapshot = false).await;
     seed_items(&app.db, 50).await;
     let metrics = || app.get_text("/metrics");
     let before = misses(&metrics().await);
     let pages = futures::future::join_all((0..20).map(|_| list(&app, "category=SKIN"))).await;
     assert!(pages.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(misses(&metrics().await) - before, 1.0);
+}
+
+#[tokio::test]
+async fn concurrent_first_listings_load_the_snapshot_once() {
+    let app = spawn_app().await;
+    seed_items(&app.db, 50).await;
+    let loads = |m: &str| sample(m, "catalog_snapshot_loads_total", &[]);
+    let before = loads(&app.get_text("/metrics").await);
+    let queries = ["category=SKIN", "keyword=루테인", "sort=newest&size=8"];
+    let pages = futures::future::join_all((0..21).map(|i| list(&app, queries[i % 3]))).await;
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page, &pages[i % 3]);
+    }
+    let after = app.get_text("/metrics").await;
+    assert_eq!(loads(&after) - before, 1.0, "{after}");
+    assert_eq!(sample(&after, "catalog_snapshot_items", &[]), 50.0);
 }

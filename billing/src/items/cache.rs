@@ -178,8 +178,10 @@ where
     Ok(value)
 }
 
-/// Drops every cached listing page and the main page, and bumps the generation.
+/// Drops every cached listing page and the main page, and bumps the generation (which
+/// also retires every process's catalog snapshot).
 pub(super) async fn invalidate_pages(ctx: &Ctx) {
+    ctx.catalog.invalidate();
     {
         let mut map = local_totals().lock().unwrap_or_else(|p| p.into_inner());
         LOCAL_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -1,4 +1,5 @@
-//! Listing: filters, sorts and stable paging, the main page, served from the page cache.
+//! Listing: filters, sorts and stable paging, the main page, served from the catalog
+//! snapshot, or from Postgres behind the page cache when the snapshot is off.
 
 use super::*;
 
@@ -41,6 +42,21 @@ pub enum Sort {
 }
 
 impl Sort {
+    pub const ALL: [Sort; 7] = [
+        Sort::Sales,
+        Sort::PriceDesc,
+        Sort::PriceAsc,
+        Sort::DiscountDesc,
+        Sort::DiscountAsc,
+        Sort::Reviews,
+        Sort::Newest,
+    ];
+
+    /// Its place in [`Sort::ALL`].
+    pub(super) fn index(self) -> usize {
+        Sort::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
     fn parse(s: &str) -> Option<Sort> {
         Some(match s {
             "sales" => Sort::Sales,
@@ -321,6 +337,9 @@ pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String> {
 /// A page of items as JSON text (`Page<ItemSummary>`): cached pages are served as stored.
 pub async fn list(ctx: &Ctx, query: ListQuery) -> Result<String> {
     let listing = query.validate()?;
+    if let Some(snapshot) = snapshot::current(ctx).await? {
+        return Ok(snapshot.page(&listing));
+    }
     match listing.cache_key(ctx.settings.redis.cached_pages) {
         Some(key) => cached_json(ctx, &key, || query_page(ctx, &listing)).await,
         None => query_page(ctx, &listing).await,
@@ -337,6 +356,9 @@ pub struct MainPage {
 
 /// The main page as JSON text (`MainPage`).
 pub async fn main_page(ctx: &Ctx) -> Result<String> {
+    if let Some(snapshot) = snapshot::current(ctx).await? {
+        return Ok(snapshot.main_page());
+    }
     cached_json(ctx, MAIN_KEY, || async {
         let top = |sort: Sort| {
             let listing = Listing {

@@ -1,12 +1,13 @@
 //! The catalog: items, their derived prices and categories; admin writes and bulk import
-//! (`admin`), listing with filters, sorts and stable paging (`listing`) over a Redis page
-//! cache (`cache`), detail and unique views (`views`), sales counts folded from paid
+//! (`admin`), listing with filters, sorts and stable paging (`listing`) from an in-process
+//! snapshot of the items on sale (`snapshot`) or over a Redis page cache (`cache`), detail and unique views (`views`), sales counts folded from paid
 //! orders (`sales`).
 
 mod admin;
 mod cache;
 mod listing;
 mod sales;
+mod snapshot;
 mod views;
 
 pub use admin::*;
@@ -14,6 +15,7 @@ pub use admin::*;
 use cache::*;
 pub use listing::*;
 pub use sales::*;
+pub use snapshot::CatalogSnapshot;
 pub use views::*;
 
 use std::collections::HashMap;

@@ -72,6 +72,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub console: ConsoleSettings,
     pub retention: RetentionSettings,
+    pub catalog: CatalogSettings,
     pub log: LogSettings,
 }
 
@@ -127,6 +128,12 @@ impl Settings {
             return Err(invalid(
                 "database.idle_in_transaction_timeout_ms",
                 "must be 0 (off) or at least 1000",
+            ));
+        }
+        if self.catalog.snapshot_max_items == 0 || self.catalog.snapshot_max_age_secs.is_zero() {
+            return Err(invalid(
+                "catalog",
+                "snapshot_max_items and snapshot_max_age_secs must be at least 1",
             ));
         }
         let r = &self.retention;
@@ -565,6 +572,11 @@ mod tests {
                 Box::new(|s| s.api.public_url = "nope".into()),
             ),
             ("worker.concurrency", Box::new(|s| s.worker.concurrency = 0)),
+            ("catalog", Box::new(|s| s.catalog.snapshot_max_items = 0)),
+            (
+                "catalog",
+                Box::new(|s| s.catalog.snapshot_max_age_secs = Duration::ZERO),
+            ),
             (
                 "kakaopay.cid_one_time",
                 Box::new(|s| s.kakaopay.cid_one_time = "short".into()),
@@ -936,6 +948,9 @@ mod durations {
             }),
             ("redis.page_cache_ttl_secs", Secs, 60, |s| {
                 s.redis.page_cache_ttl_secs
+            }),
+            ("catalog.snapshot_max_age_secs", Secs, 60, |s| {
+                s.catalog.snapshot_max_age_secs
             }),
             ("api.request_timeout_ms", Ms, 15_000, |s| {
                 s.api.request_timeout_ms

@@ -675,6 +675,35 @@ impl Default for RetentionSettings {
     }
 }
 
+/// The storefront's catalog reads (`GET /api/items`, `GET /api/items/main`).
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// Serve listings and keyword search from a per-process snapshot of the items on
+    /// sale (every filter, sort, page and page size, exact totals) instead of Postgres.
+    /// Off: the SQL path with the Redis page cache for default-size category pages.
+    pub snapshot: bool,
+    /// The snapshot is not taken when more items than this are on sale (it holds about
+    /// 1 KB per item); listings then take the SQL path.
+    pub snapshot_max_items: u32,
+    /// How stale sales, views and review counts in the snapshot may get (item writes
+    /// replace it at once, in every process, through the Redis generation; without Redis,
+    /// only this process's writes do).
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub snapshot_max_age_secs: Duration,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            snapshot: true,
+            snapshot_max_items: 200_000,
+            snapshot_max_age_secs: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The operator console at `/admin` (server-rendered pages on the API).
 #[serde_as]
 #[derive(Debug, Clone, Deserialize)]
