@@ -167,7 +167,7 @@ impl ListQuery {
 
 impl Listing {
     /// No filter but the category: its total is cached, its pages follow an index.
-    fn only_category(&self) -> bool {
+    pub(super) fn only_category(&self) -> bool {
         self.keyword.is_none()
             && self.brand.is_none()
             && self.min_price.is_none()

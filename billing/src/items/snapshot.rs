@@ -44,6 +44,10 @@ pub(super) struct Snapshot {
     starts: Vec<usize>,
     /// Per [`Sort`] (its index in [`Sort::ALL`]): the entries in that order, ties by id.
     orders: Vec<Vec<u32>>,
+    /// Per category (its index in [`Category::ALL`]), then per sort: that category's
+    /// entries in that order. A category page is then a slice and its total a length,
+    /// where walking every item on sale cost more than the rest of the request.
+    by_category: Vec<Vec<Vec<u32>>>,
     /// More items on sale than `catalog.snapshot_max_items`: nothing is held, listings
     /// take the SQL path until a reload finds fewer.
     too_many: bool,
@@ -52,6 +56,18 @@ pub(super) struct Snapshot {
     /// This process's invalidation count at loading.
     local: u64,
     loaded_at: Instant,
+    /// Filtered listings asked of this snapshot: their entries in order, by filters.
+    memo: Mutex<Memo>,
+}
+
+/// At most this many entry indexes (4 bytes each) are memoized per snapshot; past it the
+/// memo starts over. 16 MB, some 500 common words' results in every sort.
+const MEMO_ENTRIES: usize = 4 << 20;
+
+#[derive(Default)]
+struct Memo {
+    lists: HashMap<String, Arc<[u32]>>,
+    entries: usize,
 }
 
 /// This process's snapshot and what decides whether it is still good.
@@ -248,25 +264,46 @@ fn build(rows: Vec<ItemSummary>) -> Result<Snapshot> {
             brand: item.brand,
         });
     }
-    let orders = Sort::ALL
+    let orders: Vec<Vec<u32>> = Sort::ALL
         .iter()
         .map(|sort| sorted(&entries, *sort))
+        .collect();
+    let by_category = Category::ALL
+        .iter()
+        .map(|c| {
+            let bit = category_bit(*c);
+            orders
+                .iter()
+                .map(|order| {
+                    order
+                        .iter()
+                        .copied()
+                        .filter(|&i| entries[i as usize].categories & bit != 0)
+                        .collect()
+                })
+                .collect()
+        })
         .collect();
     Ok(Snapshot {
         entries,
         text,
         starts,
         orders,
+        by_category,
         too_many: false,
         generation: None,
         local: 0,
         loaded_at: Instant::now(),
+        memo: Mutex::default(),
     })
 }
 
+fn category_index(c: Category) -> usize {
+    Category::ALL.iter().position(|x| *x == c).unwrap_or(0)
+}
+
 fn category_bit(c: Category) -> u16 {
-    let at = Category::ALL.iter().position(|x| *x == c).unwrap_or(0);
-    1 << at
+    1 << category_index(c)
 }
 
 /// The entries in `sort`'s order: the same keys as the SQL path's `ORDER BY`, ties by id.
@@ -316,39 +353,83 @@ impl Snapshot {
         hits
     }
 
-    /// The listing's page as JSON text (`Page<ItemSummary>`), with its exact total.
-    pub(super) fn page(&self, l: &Listing) -> String {
+    /// The entries a filtered listing keeps, in its order: from the memo when the same
+    /// filters were asked of this snapshot before (a search box hears the same words all
+    /// day), else by walking the sort order once.
+    fn matching(&self, l: &Listing, order: &[u32]) -> Arc<[u32]> {
+        let key = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            l.category,
+            l.keyword.as_deref().map(str::to_lowercase),
+            l.brand,
+            l.min_price,
+            l.max_price,
+            l.on_sale,
+            l.sort.index()
+        );
+        if let Some(hit) = self.memo().lists.get(&key) {
+            return hit.clone();
+        }
         let hits = l.keyword.as_deref().map(|k| self.keyword_matches(k));
-        let categories = l.category.map(category_bit);
         let keeps = |i: usize| {
             let e = &self.entries[i];
-            categories.is_none_or(|bit| e.categories & bit != 0)
-                && hits.as_ref().is_none_or(|h| h[i])
+            hits.as_ref().is_none_or(|h| h[i])
                 && l.brand.as_deref().is_none_or(|b| e.brand == b)
                 && l.min_price.is_none_or(|min| e.real_price >= min)
                 && l.max_price.is_none_or(|max| e.real_price <= max)
                 && l.on_sale.is_none_or(|on| (e.discount_rate > 0) == on)
         };
-        let order = &self.orders[l.sort.index()];
+        let kept: Arc<[u32]> = order
+            .iter()
+            .copied()
+            .filter(|&i| keeps(i as usize))
+            .collect();
+        let mut memo = self.memo();
+        if memo.entries + kept.len() > MEMO_ENTRIES {
+            memo.lists.clear();
+            memo.entries = 0;
+        }
+        memo.entries += kept.len();
+        memo.lists.insert(key, kept.clone());
+        kept
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The listing's page as JSON text (`Page<ItemSummary>`), with its exact total.
+    pub(super) fn page(&self, l: &Listing) -> String {
+        let order = match l.category {
+            Some(c) => &self.by_category[category_index(c)][l.sort.index()],
+            None => &self.orders[l.sort.index()],
+        };
+        let filtered;
+        let kept: &[u32] = if l.only_category() {
+            order
+        } else {
+            filtered = self.matching(l, order);
+            &filtered
+        };
         let (offset, size) = (l.page.offset(), l.page.size);
-        let mut total: i64 = 0;
-        let mut out = String::with_capacity(64 + 512 * size as usize);
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(kept.len());
+        let to = from.saturating_add(size as usize).min(kept.len());
+        let mut out = String::with_capacity(64 + 512 * (to - from));
         out.push_str(r#"{"items":["#);
-        for &i in order {
-            if keeps(i as usize) {
-                if total >= offset && total < offset + size {
-                    if total > offset {
-                        out.push(',');
-                    }
-                    out.push_str(&self.entries[i as usize].json);
-                }
-                total += 1;
+        for (n, &i) in kept[from..to].iter().enumerate() {
+            if n > 0 {
+                out.push(',');
             }
+            out.push_str(&self.entries[i as usize].json);
         }
         let _ = write!(
             out,
             r#"],"page":{},"size":{},"total":{}}}"#,
-            l.page.page, size, total
+            l.page.page,
+            size,
+            kept.len()
         );
         out
     }
@@ -453,5 +534,14 @@ mod tests {
         assert_eq!(paged, all);
         // Sales descending, ties by id.
         assert_eq!(&all[..3], &[6, 13, 20]);
+        // Every page of the word came from one walk; another sort is another.
+        assert_eq!(s.memo().lists.len(), 1);
+        let newest = Listing {
+            sort: Sort::Newest,
+            ..search("홍삼", 1, 8)
+        };
+        let _ = s.page(&newest);
+        let memo = s.memo();
+        assert_eq!((memo.lists.len(), memo.entries), (2, 50));
     }
 }
