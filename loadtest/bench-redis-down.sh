@@ -99,6 +99,9 @@ export PILLIVERY__DATABASE__URL=$URL PILLIVERY__REDIS__URL="redis://127.0.0.1:$R
 export PILLIVERY__REDIS__PREFIX="bench-$$:" PILLIVERY__API__LISTEN="127.0.0.1:$PORT"
 export PILLIVERY__RATE_LIMIT__PER_IP_PER_SEC=1000000 PILLIVERY__RATE_LIMIT__PER_IP_BURST=1000000
 export PILLIVERY__DATABASE__MAX_CONNECTIONS=20 PILLIVERY__LOG__LEVEL=warn
+# What this measures is the SQL path's Redis page cache going away; the catalog snapshot
+# (SNAPSHOT=true) answers without Redis and would hide it.
+export PILLIVERY__CATALOG__SNAPSHOT=${SNAPSHOT:-false}
 mkdir -p "$ROOT/.local"
 "$API" serve >"$ROOT/.local/bench-redis-down-api.log" 2>&1 &
 API_PID=$!

@@ -766,6 +766,54 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
     assert_eq!(left, 0);
 }
 
+#[tokio::test]
+async fn a_fold_works_off_a_burst_in_short_statements() {
+    let app = spawn_app().await;
+    let ctx = billing::Ctx::new(
+        (*app.settings).clone(),
+        std::sync::Arc::new(billing::clock::SystemClock),
+    )
+    .unwrap();
+    seed_items(&app.db, 3).await;
+    // A billing-day burst's deltas: 2.5 fold statements' worth over three items.
+    let deltas = billing::items::FOLD_BATCH * 5 / 2;
+    sqlx::query(
+        "INSERT INTO item_sales_deltas (item_id, order_id, quantity, created_at, updated_at)
+         SELECT (SELECT min(id) FROM items) + g % 3, g, 1 + g % 2, now(), now()
+         FROM generate_series(1, $1) g",
+    )
+    .bind(deltas)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let total = || async {
+        sqlx::query_scalar::<_, i64>("SELECT sum(sales)::bigint FROM items")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM item_sales_deltas")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    let before = total().await;
+    // One statement takes one batch, however many are waiting.
+    let mut conn = app.db.acquire().await.unwrap();
+    let first = billing::items::fold_sales_on(&mut conn, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(left().await, deltas - billing::items::FOLD_BATCH);
+    // A run works off the rest, statement after statement.
+    let rest = billing::items::fold_sales(&ctx).await.unwrap();
+    let units: i64 = (1..=deltas).map(|g| 1 + g % 2).sum();
+    assert_eq!(first + rest, units);
+    assert_eq!(total().await - before, units);
+    assert_eq!(left().await, 0);
+    assert_eq!(billing::items::fold_sales(&ctx).await.unwrap(), 0);
+}
+
 /// The value of the first sample of `name` carrying every label of `labels`.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
