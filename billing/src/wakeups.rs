@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
@@ -141,7 +141,9 @@ struct Link {
 struct Handle {
     link: Arc<Link>,
     options: PgConnectOptions,
-    started: Once,
+    /// The sender task: started with the first wake-up, and again if the runtime it ran
+    /// on has ended (a handle outliving its runtime, as tests' contexts may).
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
@@ -160,7 +162,7 @@ impl Wakeups {
             handle: Arc::new(Handle {
                 link: Arc::default(),
                 options: options.clone().application_name("pillivery-wakeups"),
-                started: Once::new(),
+                task: Mutex::new(None),
             }),
         }
     }
@@ -174,11 +176,23 @@ impl Wakeups {
         let h = &self.handle;
         lock(&h.link.pending).merge(pending);
         metrics::counter!("db_wakeups_requested_total").increment(1);
-        h.started.call_once(|| {
-            tokio::spawn(sender(h.link.clone(), h.options.clone()));
-        });
+        h.ensure_sender();
         // A permit is stored if the sender is busy: exactly one more send follows.
         h.link.signal.notify_one();
+    }
+}
+
+impl Handle {
+    fn ensure_sender(&self) {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        // Outside a runtime nothing can be sent; the listeners' polling covers it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => *task = Some(rt.spawn(sender(self.link.clone(), self.options.clone()))),
+            Err(_) => tracing::debug!("wake-up not sent: no async runtime"),
+        }
     }
 }
 

@@ -210,3 +210,30 @@ async fn jobs_an_enqueue_wakes_an_idle_worker_well_before_the_polling_interval()
         "enqueue to run: {took:?} (median over the polling interval's reach)"
     );
 }
+
+/// A context made on one runtime and used on another (the first one gone) still sends:
+/// its sender task is started again where it is needed.
+#[test]
+fn jobs_wake_ups_outlive_the_runtime_that_started_them() {
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = rt();
+    let (url, ctx) = first.block_on(async {
+        let (url, _db) = test_db().await;
+        let ctx = ctx(&url, |_| {});
+        enqueue_committed(&ctx, "first-runtime").await;
+        (url, ctx)
+    });
+    drop(first);
+    rt().block_on(async {
+        let mut l = listener(&url, NOTIFY_CHANNEL).await;
+        enqueue_committed(&ctx, "second-runtime").await;
+        let n = next(&mut l, Duration::from_secs(2)).await;
+        assert!(n.is_some(), "no wake-up after the first runtime ended");
+    });
+}
