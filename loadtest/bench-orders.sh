@@ -10,9 +10,11 @@
 #      32 / throughput, so a p99 ≤ 20 ms there needs well over 1,600 orders/s);
 #   3. the reference, with the API stopped: pgbench, CLIENTS clients, the same SQL
 #      transaction (loadtest/pgbench-order.sql: price lines, order, lines, payment,
-#      job + pg_notify), prepared like sqlx, for the same time;
+#      job), prepared like sqlx, for the same time;
 #   4. the same pgbench script plus the read-back the API's 201 answer does
-#      (-D readback=1), at CLIENTS and at LOW_CLIENTS clients.
+#      (-D readback=1), at CLIENTS and at LOW_CLIENTS clients;
+#   5. the transaction with the job's pg_notify inside it (-D notify=1), as the API sent
+#      it before wake-ups moved after the commit: what Postgres' notify lock costs.
 # On the reference data set (seed 42), with every item put on sale so that random ids
 # 1–40,000 are all orderable. Prints a RESULT line per measure, and a summary RESULT line
 # last: orders/s of the API and of pgbench, their ratio (goal ≥ 0.5) and the API's
@@ -105,10 +107,10 @@ orders_after=$(pv_psql "$URL" -Atq -c "select count(*) from orders")
 jobs=$(pv_psql "$URL" -Atq -c "select count(*) from fang_tasks where metadata->>'type' = 'payment.ready'")
 pv_log "the API wrote $((orders_after - orders_before)) orders (warm-up included); $jobs payment.ready jobs queued"
 
-pgbench_run() { # NAME READBACK CLIENTS -> a RESULT line
+pgbench_run() { # NAME READBACK CLIENTS [NOTIFY] -> a RESULT line
     local out tps lat
     out=$("$PGBENCH" -n -M prepared -c "$3" -j 2 -T "$SECS" -D users="$USER_RANGE" \
-        -D items="$ITEMS" -D readback="$2" -f loadtest/pgbench-order.sql "$URL" \
+        -D items="$ITEMS" -D readback="$2" -D notify="${4:-0}" -f loadtest/pgbench-order.sql "$URL" \
         2>"$ROOT/.local/bench-orders-pgbench.err") ||
         pv_die "pgbench failed: $(tail -n 5 "$ROOT/.local/bench-orders-pgbench.err")"
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
@@ -125,10 +127,13 @@ echo "$pg_rb"
 pv_log "pgbench: the transaction plus the read-back, $LOW_CLIENTS clients, ${SECS}s"
 pg_low=$(pgbench_run pgbench_order_readback_low 1 "$LOW_CLIENTS")
 echo "$pg_low"
+pv_log "pgbench: the transaction with pg_notify inside it, $CLIENTS clients, ${SECS}s"
+pg_notify=$(pgbench_run pgbench_order_notify 0 "$CLIENTS" 1)
+echo "$pg_notify"
 tps=$(field tps <<<"$pg")
 tps_rb=$(field tps <<<"$pg_rb")
 
 ops=$(field orders_per_sec <<<"$api")
 ratio=$(awk -v a="$ops" -v p="$tps" 'BEGIN { printf "%.2f", a / p }')
 ratio_rb=$(awk -v a="$ops" -v p="$tps_rb" 'BEGIN { printf "%.2f", a / p }')
-echo "RESULT orders_per_sec=$ops pgbench_tps=$tps ratio=$ratio pgbench_readback_tps=$tps_rb ratio_readback=$ratio_rb p50_ms=$(field p50_ms <<<"$api") p95_ms=$(field p95_ms <<<"$api") p99_ms=$(field p99_ms <<<"$api") pgbench_latency_avg_ms=$(field latency_avg_ms <<<"$pg") api_cpu_ms_per_order=$api_cpu_ms low_clients=$LOW_CLIENTS low_p50_ms=$(field p50_ms <<<"$low") low_p99_ms=$(field p99_ms <<<"$low") pgbench_low_latency_avg_ms=$(field latency_avg_ms <<<"$pg_low") errors=$(field errors <<<"$api") clients=$CLIENTS pool=$POOL profile=$PROFILE"
+echo "RESULT orders_per_sec=$ops pgbench_tps=$tps ratio=$ratio pgbench_readback_tps=$tps_rb ratio_readback=$ratio_rb p50_ms=$(field p50_ms <<<"$api") p95_ms=$(field p95_ms <<<"$api") p99_ms=$(field p99_ms <<<"$api") pgbench_latency_avg_ms=$(field latency_avg_ms <<<"$pg") api_cpu_ms_per_order=$api_cpu_ms low_clients=$LOW_CLIENTS low_p50_ms=$(field p50_ms <<<"$low") low_p99_ms=$(field p99_ms <<<"$low") pgbench_low_latency_avg_ms=$(field latency_avg_ms <<<"$pg_low") pgbench_notify_tps=$(field tps <<<"$pg_notify") errors=$(field errors <<<"$api") clients=$CLIENTS pool=$POOL profile=$PROFILE"

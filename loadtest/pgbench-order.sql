@@ -3,13 +3,16 @@
 -- (prepared, like sqlx: run with `pgbench -M prepared`):
 --   price the lines (SELECT items by id), INSERT orders … ON CONFLICT … RETURNING id,
 --   INSERT order_items from unnest(arrays), INSERT payments … RETURNING id, and the
---   `payment.ready` job: INSERT fang_tasks … ON CONFLICT (uniq_hash) … with pg_notify.
+--   `payment.ready` job: INSERT fang_tasks … ON CONFLICT (uniq_hash). The API wakes the
+--   workers after the commit, from another session; `-D notify=1` puts the pg_notify
+--   inside the transaction instead, as the API did before (Postgres' notify lock is then
+--   held through each commit's WAL flush).
 -- Random users in 1..:users and items in 1..:items (every item must be on sale). Prices
 -- and names come from pgbench, not from the SELECT (the API copies them from it; the rows
 -- written are the same size). With `-D readback=1` it also reads the order back after the
 -- commit as the API's answer does (order ⋈ payment, then its lines).
 --
---   pgbench -n -M prepared -c 32 -j 2 -T 10 -D users=10000 -D items=40000 -D readback=0 \
+--   pgbench -n -M prepared -c 32 -j 2 -T 10 -D users=10000 -D items=40000 -D readback=0 -D notify=0 \
 --       -f loadtest/pgbench-order.sql DATABASE_URL
 \set uid random(1, :users)
 \set n random(1, 3)
@@ -62,7 +65,9 @@ WITH ins AS (
         DO NOTHING
     RETURNING id
 )
-SELECT id, pg_notify('pillivery_jobs', 'pg') IS NOT NULL AS notified FROM ins;
+SELECT id, CASE WHEN :notify = 1 THEN pg_notify('pillivery_jobs', 'pg') IS NOT NULL
+                ELSE false END AS notified
+FROM ins;
 COMMIT;
 \if :readback
 SELECT o.id, o.kind, o.status, o.total_amount, o.total_discount, o.item_count, o.period_days,

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::settings::DatabaseSettings;
+use crate::wakeups::{Pending, Wakeups};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -140,11 +141,23 @@ fn discarded(state: SessionState) {
 pub struct Db {
     pool: PgPool,
     open: Option<OpenTransactions>,
+    /// Sends what this pool's transactions announce, after they commit.
+    wakeups: Wakeups,
 }
 
 impl Db {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, open: None }
+        let wakeups = Wakeups::new(&pool.connect_options());
+        Self {
+            pool,
+            open: None,
+            wakeups,
+        }
+    }
+
+    /// The process's sender of wake-ups for this pool.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -156,6 +169,7 @@ impl Db {
         Self {
             pool: self.pool.clone(),
             open: Some(open.clone()),
+            wakeups: self.wakeups.clone(),
         }
     }
 
@@ -169,16 +183,18 @@ impl Db {
     /// first handle's pool, counted in every handle's [`OpenTransactions`], so none of
     /// those units is stopped while it is open.
     pub async fn begin_for(handles: &[Db]) -> Result<Tx, sqlx::Error> {
-        let pool = handles
-            .first()
-            .map(|h| h.pool.clone())
-            .ok_or(sqlx::Error::PoolClosed)?;
+        let first = handles.first().ok_or(sqlx::Error::PoolClosed)?;
         let open = handles
             .iter()
             .filter_map(|h| h.open.as_ref().map(OpenTransactions::enter))
             .collect();
-        let tx = pool.begin().await?;
-        Ok(Tx { tx, _open: open })
+        let tx = first.pool.begin().await?;
+        Ok(Tx {
+            tx,
+            wake: Pending::default(),
+            wakeups: first.wakeups.clone(),
+            _open: open,
+        })
     }
 }
 
@@ -191,22 +207,85 @@ impl Deref for Db {
 }
 
 /// A transaction opened by [`Db::begin`]: a `sqlx::Transaction` (dropped uncommitted, it
-/// rolls back) that stays counted until committed, rolled back or dropped.
+/// rolls back) that stays counted until committed, rolled back or dropped. What its
+/// writes must announce (due jobs, changed orders) is sent once it commits, and only
+/// then ([`crate::wakeups`]).
 pub struct Tx {
     tx: sqlx::Transaction<'static, Postgres>,
+    wake: Pending,
+    wakeups: Wakeups,
     // Declared after `tx`: dropped after it, once its rollback is queued.
     _open: Vec<OpenTx>,
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { tx, _open } = self;
-        tx.commit().await
+        let Tx {
+            tx,
+            wake,
+            wakeups,
+            _open,
+        } = self;
+        tx.commit().await?;
+        wakeups.send(wake);
+        Ok(())
     }
 
+    /// Rolls back; nothing it wrote is announced.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Tx { tx, _open } = self;
+        let Tx { tx, _open, .. } = self;
         tx.rollback().await
+    }
+}
+
+/// A connection that writes may announce themselves on (jobs enqueued, orders changed).
+/// A [`Tx`] keeps the announcements for after its commit; on any other connection its
+/// commit is not seen here, so they ride on the write itself (`pg_notify` inside the
+/// statement: correct, but it takes Postgres' notify lock at the commit).
+pub trait Wakes: Send {
+    fn conn(&mut self) -> &mut PgConnection;
+
+    /// Where to note what to announce after the commit; `None`: announce in the statement.
+    fn after_commit(&mut self) -> Option<&mut Pending>;
+}
+
+impl Wakes for Tx {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    fn after_commit(&mut self) -> Option<&mut Pending> {
+        Some(&mut self.wake)
+    }
+}
+
+impl Wakes for PgConnection {
+    fn conn(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    fn after_commit(&mut self) -> Option<&mut Pending> {
+        None
+    }
+}
+
+impl Wakes for sqlx::pool::PoolConnection<Postgres> {
+    fn conn(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    fn after_commit(&mut self) -> Option<&mut Pending> {
+        None
+    }
+}
+
+impl Wakes for sqlx::Transaction<'_, Postgres> {
+    fn conn(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    fn after_commit(&mut self) -> Option<&mut Pending> {
+        None
     }
 }
 

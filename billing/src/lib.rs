@@ -39,6 +39,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod users;
 pub mod validate;
+pub mod wakeups;
 pub mod webhooks;
 pub mod workers;
 

@@ -879,7 +879,10 @@ impl OrderWatch {
             self.wake(None);
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => self.wake(n.payload().parse().ok()),
+                    Ok(Some(n)) => match crate::wakeups::order_ids(n.payload()) {
+                        Some(ids) => ids.into_iter().for_each(|id| self.wake(Some(id))),
+                        None => self.wake(None),
+                    },
                     // The connection dropped; it reconnects on the next call.
                     Ok(None) => self.wake(None),
                     Err(e) => {

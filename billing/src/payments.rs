@@ -12,6 +12,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
+use crate::db::Wakes;
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, PaymentId};
 use crate::jobs::{self, Outcome};
@@ -380,9 +381,9 @@ impl From<&ApproveResponse> for Approval {
 
 /// `approving` → `approved` / order `paid`, with `order.paid` and the follow-up jobs; a
 /// subscription order's SID creates the subscription in the same transaction.
-async fn mark_paid(
+async fn mark_paid<W: Wakes>(
     ctx: &Ctx,
-    conn: &mut PgConnection,
+    conn: &mut W,
     p: &Row,
     approval: &Approval,
     response_digest: Option<String>,
@@ -417,7 +418,7 @@ async fn mark_paid(
         match &approval.sid {
             Some(sid) => {
                 let policy = crate::subscriptions::policy(ctx)?;
-                crate::subscriptions::create_from_order(conn, &policy, p.order_id, sid, now)
+                crate::subscriptions::create_from_order(conn.conn(), &policy, p.order_id, sid, now)
                     .await?;
             }
             // Paid, but KakaoPay issued no SID: the order ships; recurring billing needs
@@ -429,7 +430,7 @@ async fn mark_paid(
         }
     }
     let order_id = p.order_id.0;
-    crate::store::orders::count_sales(conn, p.order_id, now).await?;
+    crate::store::orders::count_sales(conn.conn(), p.order_id, now).await?;
     jobs::enqueue(conn, &tasks::OrderClearCart { order_id }, now).await?;
     metrics::counter!("payments_total", "outcome" => "paid").increment(1);
     tracing::info!(
@@ -443,8 +444,8 @@ async fn mark_paid(
 
 /// The payment failed (declined, refused, abandoned at the PG): `failed` / order
 /// `payment_failed` with the reason, and `order.payment_failed`.
-async fn fail(
-    conn: &mut PgConnection,
+async fn fail<W: Wakes>(
+    conn: &mut W,
     order_id: OrderId,
     id: PaymentId,
     from: &[PaymentStatus],
@@ -572,7 +573,7 @@ pub async fn refund(ctx: &Ctx, id: PaymentId) -> Result<Outcome> {
     }
 }
 
-async fn mark_refunded(conn: &mut PgConnection, p: &Row, now: DateTime<Utc>) -> Result<()> {
+async fn mark_refunded<W: Wakes>(conn: &mut W, p: &Row, now: DateTime<Utc>) -> Result<()> {
     let mv = Move {
         from: &[PaymentStatus::RefundRequested],
         to: PaymentStatus::Refunded,

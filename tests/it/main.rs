@@ -21,6 +21,7 @@ mod gateway_policy;
 mod health;
 mod items;
 mod jobs;
+mod jobs_wakeups;
 mod kakaopay_client;
 mod layering;
 mod oauth;

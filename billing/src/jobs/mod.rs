@@ -7,7 +7,8 @@
 //! (worker/). What fang 0.11 lacks is added here: claims are one
 //! `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement, every claim carries a fresh
 //! lease token that completions must present, uniqueness is a partial unique index with
-//! `ON CONFLICT`, and an enqueue wakes workers with `pg_notify` in the same transaction.
+//! `ON CONFLICT`, and an enqueue wakes workers with `pg_notify` once its transaction commits
+//! (`crate::wakeups`).
 
 mod claims;
 mod fang_api;

@@ -301,9 +301,7 @@ pub async fn retry_failed(ctx: &Ctx, actor: &crate::audit::Actor, id: Uuid) -> R
             None => Error::NotFound,
         });
     };
-    sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, row.task_type)
-        .execute(&mut *tx)
-        .await?;
+    wake(&mut tx, &row.task_type).await?;
     crate::audit::record(
         &mut tx,
         actor,
@@ -372,9 +370,7 @@ pub async fn retry_failed_of_type(
         skipped: (row.failed - row.retried) as u64,
     };
     if done.retried > 0 {
-        sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, task_type)
-            .execute(&mut *tx)
-            .await?;
+        wake(&mut tx, task_type).await?;
         crate::audit::record(
             &mut tx,
             actor,

@@ -1,7 +1,10 @@
 //! What a job is: the `Task` contract of a payload, its `Priority`, the `Outcome` of a
 //! run, the encoded row (`Job`), and enqueueing on the caller's transaction.
 
+use std::collections::BTreeSet;
+
 use super::*;
+use crate::db::Wakes;
 
 pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
 
@@ -241,10 +244,11 @@ pub fn next_cron(pattern: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
 }
 
 /// Enqueues on the caller's connection or transaction: a rolled-back transaction leaves
-/// no task, and workers are woken when it commits. `now` is the caller's clock; the task
+/// no task, and workers are woken when it commits (by the process's sender after a
+/// [`Tx`](crate::db::Tx) commits; see [`Wakes`]). `now` is the caller's clock; the task
 /// runs then, or at its cron's next occurrence.
-pub async fn enqueue<T: Task>(
-    conn: &mut PgConnection,
+pub async fn enqueue<T: Task, W: Wakes>(
+    conn: &mut W,
     task: &T,
     now: DateTime<Utc>,
 ) -> Result<Enqueued> {
@@ -253,9 +257,24 @@ pub async fn enqueue<T: Task>(
     insert(conn, &job, at, now).await
 }
 
+/// Wakes the workers of `task_type` (work became due without an enqueue, e.g. a failed
+/// job retried): once the caller's [`Tx`](crate::db::Tx) commits, or inside the caller's
+/// transaction on any other connection.
+pub async fn wake<W: Wakes>(conn: &mut W, task_type: &str) -> Result<()> {
+    match conn.after_commit() {
+        Some(pending) => pending.job(task_type),
+        None => {
+            sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, task_type)
+                .execute(conn.conn())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Enqueues to run at `at` (as soon as possible if that is not after `now`).
-pub async fn enqueue_at<T: Task>(
-    conn: &mut PgConnection,
+pub async fn enqueue_at<T: Task, W: Wakes>(
+    conn: &mut W,
     task: &T,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -264,12 +283,13 @@ pub async fn enqueue_at<T: Task>(
 }
 
 /// Enqueues an encoded job to run at `at`; workers are woken if it is due by `now`.
-pub async fn insert(
-    conn: &mut PgConnection,
+pub async fn insert<W: Wakes>(
+    conn: &mut W,
     job: &Job,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Enqueued> {
+    let later = conn.after_commit().is_some();
     let inserted = sqlx::query!(
         r#"WITH ins AS (
              INSERT INTO fang_tasks (metadata, task_type, uniq_hash, scheduled_at, max_retries,
@@ -283,7 +303,8 @@ pub async fn insert(
            SELECT id AS "id!",
                   -- A job due later is found by the workers' timed sleep; waking every
                   -- worker for it would only cost each a transaction.
-                  CASE WHEN $4 <= $9 THEN pg_notify($6, $2) IS NOT NULL
+                  -- Announced after the commit when the caller's transaction can ($10).
+                  CASE WHEN $4 <= $9 AND NOT $10 THEN pg_notify($6, $2) IS NOT NULL
                        ELSE false END AS "notified!"
            FROM ins"#,
         job.metadata,
@@ -295,10 +316,16 @@ pub async fn insert(
         crate::telemetry::current_request_id(),
         job.priority.as_i16(),
         now,
+        later,
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn.conn())
     .await?;
     if let Some(row) = inserted {
+        if at <= now {
+            if let Some(wake) = conn.after_commit() {
+                wake.job(&job.task_type);
+            }
+        }
         return Ok(Enqueued::Inserted(row.id));
     }
     let existing = sqlx::query_scalar!(
@@ -306,15 +333,15 @@ pub async fn insert(
            WHERE uniq_hash = $1 AND state IN ('new', 'retried', 'in_progress')"#,
         job.uniq_hash
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn.conn())
     .await?;
     Ok(Enqueued::AlreadyQueued(existing))
 }
 
 /// Many tasks due at `now` in one statement (bulk loads, billing-day fan-out); unique
 /// ones that are already live are skipped. Returns how many rows were inserted.
-pub async fn enqueue_many<T: Task>(
-    conn: &mut PgConnection,
+pub async fn enqueue_many<T: Task, W: Wakes>(
+    conn: &mut W,
     tasks: &[T],
     now: DateTime<Utc>,
 ) -> Result<u64> {
@@ -327,8 +354,8 @@ pub async fn enqueue_many<T: Task>(
 
 /// Many tasks, each to run at its own time (a batch of charges scheduling their next
 /// cycles), in one statement; as [`enqueue_many`] otherwise.
-pub async fn enqueue_many_at<T: Task>(
-    conn: &mut PgConnection,
+pub async fn enqueue_many_at<T: Task, W: Wakes>(
+    conn: &mut W,
     tasks: &[(T, DateTime<Utc>)],
     now: DateTime<Utc>,
 ) -> Result<u64> {
@@ -341,14 +368,22 @@ pub async fn enqueue_many_at<T: Task>(
 
 /// Inserts encoded jobs with their run times; workers are woken for the types of those
 /// due by `now` (one notification per type).
-async fn insert_many(
-    conn: &mut PgConnection,
+async fn insert_many<W: Wakes>(
+    conn: &mut W,
     jobs: Vec<(Job, DateTime<Utc>)>,
     now: DateTime<Utc>,
 ) -> Result<u64> {
     if jobs.is_empty() {
         return Ok(0);
     }
+    let later = conn.after_commit().is_some();
+    // Every due type is announced even if its rows were all skipped as duplicates: one
+    // spare wake-up costs a claim, and finding out would cost a round trip.
+    let due: BTreeSet<String> = jobs
+        .iter()
+        .filter(|(_, at)| *at <= now)
+        .map(|(j, _)| j.task_type.clone())
+        .collect();
     let n = jobs.len();
     let mut metadata = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -378,7 +413,8 @@ async fn insert_many(
              RETURNING task_type, scheduled_at
            ),
            notified AS (SELECT pg_notify($5, task_type)
-                        FROM (SELECT DISTINCT task_type FROM ins WHERE scheduled_at <= $6) t)
+                        FROM (SELECT DISTINCT task_type FROM ins
+                              WHERE scheduled_at <= $6 AND NOT $9) t)
            SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified) AS "n!""#,
         &metadata,
         &types,
@@ -388,8 +424,14 @@ async fn insert_many(
         now,
         &priorities,
         &ats,
+        later,
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(conn.conn())
     .await?;
+    if inserted > 0 {
+        if let Some(wake) = conn.after_commit() {
+            due.iter().for_each(|t| wake.job(t));
+        }
+    }
     Ok(inserted as u64)
 }

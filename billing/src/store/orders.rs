@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
+use crate::db::Wakes;
 use crate::error::{Error, Result};
 use crate::ids::{OrderId, PaymentId, SubscriptionId, UserId};
 use crate::money::Money;
@@ -442,16 +443,18 @@ pub async fn lock(conn: &mut PgConnection, id: OrderId) -> Result<()> {
 /// stamping the matching time column with `at` (the `Clock`'s time); wakes `?wait`ers
 /// when the transaction commits. `None` if the order was not in any of `from` (someone
 /// else decided first).
-pub async fn transition(
-    conn: &mut PgConnection,
+pub async fn transition<W: Wakes>(
+    conn: &mut W,
     id: OrderId,
     from: &[OrderStatus],
     to: OrderStatus,
     at: DateTime<Utc>,
 ) -> Result<Option<i32>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    // The notify rides on the update, so it is sent exactly when the change commits.
-    let version = sqlx::query_scalar!(
+    // Announced after the commit by a `Tx`; on a bare connection the notify rides on the
+    // update ($6), so it is sent exactly when the change commits.
+    let later = conn.after_commit().is_some();
+    let version = sqlx::query!(
         r#"WITH changed AS (
              UPDATE orders SET status = $2, version = version + 1,
                  paid_at = CASE WHEN $2 = 'paid' THEN $5 ELSE paid_at END,
@@ -460,16 +463,25 @@ pub async fn transition(
              WHERE id = $1 AND status = ANY($3)
              RETURNING id, version
            )
-           SELECT version AS "version!" FROM changed, pg_notify($4, changed.id::text)"#,
+           SELECT version AS "version!",
+                  CASE WHEN $6 THEN false
+                       ELSE pg_notify($4, changed.id::text) IS NOT NULL END AS "inline!"
+           FROM changed"#,
         id.0,
         to.as_str(),
         &from as &[&str],
         CHANGES_CHANNEL,
         at,
+        later,
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn.conn())
     .await?;
-    Ok(version)
+    if version.is_some() {
+        if let Some(wake) = conn.after_commit() {
+            wake.order(id.0);
+        }
+    }
+    Ok(version.map(|v| v.version))
 }
 
 /// The order facts an outbox event carries.
@@ -605,21 +617,21 @@ pub enum Advanced {
 /// The one way a payment changes state, in the caller's transaction: lock its order,
 /// compare-and-set the payment (status, its time column, the fields), move the order and
 /// record the order's event. Whoever loses the compare-and-set writes nothing.
-pub async fn advance(
-    conn: &mut PgConnection,
+pub async fn advance<W: Wakes>(
+    conn: &mut W,
     order_id: OrderId,
     id: PaymentId,
     mv: Move<'_>,
     now: DateTime<Utc>,
 ) -> Result<Advanced> {
-    lock(conn, order_id).await?;
+    lock(conn.conn(), order_id).await?;
     advance_locked(conn, order_id, id, mv, now).await
 }
 
 /// [`advance`] for a caller whose transaction already holds the order's lock (a redirect,
 /// a cancellation): the same statements without the round trip of locking again.
-pub async fn advance_locked(
-    conn: &mut PgConnection,
+pub async fn advance_locked<W: Wakes>(
+    conn: &mut W,
     order_id: OrderId,
     id: PaymentId,
     mv: Move<'_>,
@@ -665,7 +677,7 @@ pub async fn advance_locked(
         f.failure.map(|x| x.1),
         now,
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn.conn())
     .await?;
     if moved.is_none() {
         return Ok(Advanced::Lost);
@@ -677,15 +689,15 @@ pub async fn advance_locked(
     if let (Some(v), Some(event)) = (version, event) {
         // The reason travels with `order.payment_failed` only.
         let failure = f.failure.filter(|_| order_to == OrderStatus::PaymentFailed);
-        record_event(conn, order_id, v, event, failure).await?;
+        record_event(conn.conn(), order_id, v, event, failure).await?;
     }
     Ok(Advanced::Moved(version))
 }
 
 /// The order was canceled before payment: a payment not yet approving is abandoned (the
 /// caller holds the order's lock and moves the order).
-pub async fn abandon(
-    conn: &mut PgConnection,
+pub async fn abandon<W: Wakes>(
+    conn: &mut W,
     order_id: OrderId,
     id: PaymentId,
     failure: (&str, &str),
@@ -706,8 +718,8 @@ pub async fn abandon(
 
 /// A paid order's refund was asked for: the payment follows and `payment.cancel` is queued
 /// (the caller holds the order's lock and moves the order).
-pub async fn request_refund(
-    conn: &mut PgConnection,
+pub async fn request_refund<W: Wakes>(
+    conn: &mut W,
     order_id: OrderId,
     id: PaymentId,
     now: DateTime<Utc>,

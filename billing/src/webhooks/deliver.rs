@@ -13,6 +13,7 @@ use sqlx::PgConnection;
 
 use super::destination;
 use super::{delay_before, ALL_EVENTS, ENDPOINT_DISABLED_EVENT};
+use crate::db::Wakes;
 use crate::error::{Error, Result};
 use crate::ids::{DeliveryId, WebhookEndpointId};
 use crate::{jobs, outbox, tasks, Ctx};
@@ -154,9 +155,10 @@ pub async fn dispatch(ctx: &Ctx, limit: i64) -> Result<usize> {
 }
 
 /// Queues delivery jobs on the caller's transaction: in one statement when they are due
-/// now, one by one when the schedule delays them.
-pub(super) async fn enqueue_all(
-    conn: &mut PgConnection,
+/// now, one by one when the schedule delays them. On a `Tx`, the workers are woken after
+/// its commit.
+pub(super) async fn enqueue_all<W: Wakes>(
+    conn: &mut W,
     tasks: &[tasks::WebhookDeliver],
     due: DateTime<Utc>,
     now: DateTime<Utc>,

@@ -221,10 +221,12 @@ async fn latency(url: &str, pool: &PgPool, samples: usize) -> anyhow::Result<()>
     let runtime = Runtime::start(ctx_for(url, |_| {})?);
     // Let the runtime settle into its idle wait (LISTEN connected).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut conn = pool.acquire().await?;
+    // Enqueued as the API does: on a `Tx`, whose commit hands the wake-up to this
+    // process's sender (billing::wakeups).
+    let db = billing::db::Db::new(pool.clone());
     for i in 0..samples {
         // The key carries the commit time; the run records its own start (ran_at).
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut tx = db.begin().await?;
         let sent = chrono::Utc::now().timestamp_micros();
         let probe = Probe::new(format!("lat-{i}-{sent}"));
         billing::jobs::enqueue(&mut tx, &probe, chrono::Utc::now()).await?;
