@@ -26,8 +26,14 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::Notify;
 
-use crate::jobs::NOTIFY_CHANNEL;
-use crate::store::orders::CHANGES_CHANNEL;
+/// `pg_notify` channel of due jobs; the payload is the task type (workers `LISTEN`).
+/// Defined here, below the job queue and the order store that re-export it, so the
+/// sender depends on neither.
+pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
+
+/// `pg_notify` channel of order state changes; the payload is comma-separated order ids
+/// (`?wait` listens).
+pub const CHANGES_CHANNEL: &str = "pillivery_orders";
 
 /// Above this many distinct orders waiting to be announced, one "everything changed"
 /// notification replaces them (`?wait`ers re-read their order), so memory stays bounded

@@ -99,13 +99,12 @@ async fn jobs_the_wake_up_is_sent_after_the_commit_by_another_session() {
         writer,
         "the wake-up was sent from inside the enqueueing transaction"
     );
-    let sender: String = sqlx::query_scalar(
-        "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
-    )
-    .bind(n.process_id() as i32)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let sender: String =
+        sqlx::query_scalar("SELECT application_name FROM pg_stat_activity WHERE pid = $1")
+            .bind(n.process_id() as i32)
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!(sender, "pillivery-wakeups");
 
     // A job due later wakes nobody (the workers' timed sleep finds it).

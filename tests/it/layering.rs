@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "adapters",
         &[
-            "db", "kv", "pg", "jobs", "tasks", "outbox", "audit", "editor", "workers",
+            "db", "kv", "pg", "jobs", "tasks", "outbox", "audit", "editor", "workers", "wakeups",
         ],
     ),
     ("row stores", &["store", "users", "history", "search"]),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::db::Wakes;
 
-pub const NOTIFY_CHANNEL: &str = "pillivery_jobs";
+pub use crate::wakeups::NOTIFY_CHANNEL;
 
 /// Which work a worker claims first: urgent work ahead of everything else, which is
 /// claimed in due order (normal and bulk alike; the bulk level names work that is never

@@ -290,8 +290,8 @@ pub async fn insert_cycle_orders(
 
 // ---- order states and events ----------------------------------------------------------
 
-/// `pg_notify` channel of order state changes; the payload is the order id.
-pub const CHANGES_CHANNEL: &str = "pillivery_orders";
+pub use crate::wakeups::CHANGES_CHANNEL;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
