@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::helpers::{fixtures, spawn_app_with};
+use crate::helpers::{fixtures, spawn_app_with, TestApp};
 
 /// An outbox event `age_days` old with one delivery in `state` (and one attempt), or no
 /// delivery; queued for dispatch when `pending`. Its id.
@@ -70,18 +70,14 @@ async fn exists(db: &PgPool, sql: &str, id: i64) -> bool {
         .unwrap()
 }
 
-async fn count(db: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
-}
-
-#[tokio::test]
-async fn retention_prunes_history_past_its_days_and_keeps_what_is_awaited_and_money() {
+/// An API whose retention prunes 2 batches of 10 per table and run, its context, and a
+/// webhook endpoint for the events' deliveries.
+async fn pruning_app() -> (TestApp, billing::Ctx, i64) {
     let app = spawn_app_with(|s| {
         s.retention.batch_size = 10;
         s.retention.max_batches = 2;
     })
     .await;
-    let db = &app.db;
     let ctx = billing::Ctx::new(
         (*app.settings).clone(),
         Arc::new(billing::clock::SystemClock),
@@ -91,9 +87,20 @@ async fn retention_prunes_history_past_its_days_and_keeps_what_is_awaited_and_mo
         "INSERT INTO webhook_endpoints (url, event_types, secret)
          VALUES ('https://partner.example/hook', '{*}', 'whsec') RETURNING id",
     )
-    .fetch_one(db)
+    .fetch_one(&app.db)
     .await
     .unwrap();
+    (app, ctx, endpoint)
+}
+
+async fn count(db: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+#[tokio::test]
+async fn retention_prunes_history_past_its_days_and_keeps_what_is_awaited_and_money() {
+    let (app, ctx, endpoint) = pruning_app().await;
+    let db = &app.db;
 
     let old_delivered = event(db, endpoint, 40, Some("delivered"), false).await;
     let old_no_endpoint = event(db, endpoint, 40, None, false).await;
@@ -202,24 +209,8 @@ async fn retention_prunes_history_past_its_days_and_keeps_what_is_awaited_and_mo
 
 #[tokio::test]
 async fn retention_works_off_a_backlog_batch_by_batch_past_the_events_it_keeps() {
-    let app = spawn_app_with(|s| {
-        s.retention.batch_size = 10;
-        s.retention.max_batches = 2;
-    })
-    .await;
+    let (app, ctx, endpoint) = pruning_app().await;
     let db = &app.db;
-    let ctx = billing::Ctx::new(
-        (*app.settings).clone(),
-        Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap();
-    let endpoint: i64 = sqlx::query_scalar(
-        "INSERT INTO webhook_endpoints (url, event_types, secret)
-         VALUES ('https://partner.example/hook', '{*}', 'whsec') RETURNING id",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap();
     // 31 old events in id order, every eighth one still owed to a receiver (dead): a
     // batch walks past those and the next batch starts after the last one it deleted.
     let mut kept = Vec::new();

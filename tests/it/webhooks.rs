@@ -20,7 +20,8 @@ use crate::helpers::jobs::wait_until;
 use crate::helpers::stack::Stack;
 use crate::helpers::worker_proc::WorkerProcess;
 use crate::helpers::{
-    error_fields, expect_error, fixtures, free_port, spawn_app, spawn_app_with, worker_cli, TestApp,
+    closed_port, error_fields, expect_error, fixtures, spawn_app, spawn_app_with, worker_cli,
+    TestApp,
 };
 use billing::settings::Settings;
 
@@ -422,7 +423,7 @@ async fn webhook_dead_when_the_receiver_is_down_then_redelivered() {
     let s = Setup::start().await;
     let test_start = chrono::Utc::now();
     // nothing listens on the port yet: every attempt is a connection failure
-    let port = free_port();
+    let (port, reserved) = closed_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let endpoint = create_endpoint(&s.app, &s.admin, &url, &["*"]).await;
     let endpoint_id = endpoint["id"].as_i64().unwrap();
@@ -470,6 +471,7 @@ async fn webhook_dead_when_the_receiver_is_down_then_redelivered() {
     assert!(out.contains(&first.to_string()), "{out}");
 
     // the receiver comes up; one redelivered by id, the rest by "dead since"
+    drop(reserved);
     let receiver = Receiver::start(port, Vec::new(), Answer::Status(200)).await;
     let id = dead["id"].as_i64().unwrap();
     let resp = s

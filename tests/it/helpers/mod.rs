@@ -325,6 +325,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port nothing listens on, kept bound (without listening, and without
+/// `SO_REUSEADDR`) by the returned socket so that no other test's server can take it in
+/// the meantime: connections to it are refused until the socket is dropped. A port from
+/// [`free_port`] can be taken by a parallel test, which then answers in its place.
+pub fn closed_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (port, socket)
+}
+
 /// Path of a workspace binary built next to this test binary.
 pub fn bin_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

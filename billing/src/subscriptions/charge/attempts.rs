@@ -73,7 +73,8 @@ pub(crate) async fn record_attempts(
     let ids: Vec<i64> = charges.iter().map(|c| c.0 .0).collect();
     let cycles: Vec<i32> = charges.iter().map(|c| c.1).collect();
     // The lines' JSON is `PricedLine`'s serde shape: `load_attempt` reads it back.
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        AttemptRow,
         r#"WITH r AS (
              SELECT * FROM unnest($1::bigint[], $2::int[]) AS r(subscription_id, cycle)
            ), t AS (
@@ -93,7 +94,7 @@ pub(crate) async fn record_attempts(
                   t.amount, t.lines, $3
            FROM n JOIN t USING (subscription_id)
            WHERE t.amount > 0
-           RETURNING id, subscription_id, cycle, partner_order_id, amount, lines"#,
+           RETURNING id, subscription_id, cycle, partner_order_id, amount, lines, started_at"#,
         &ids,
         &cycles,
         now
@@ -101,18 +102,7 @@ pub(crate) async fn record_attempts(
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()
-        .map(|r| {
-            let a = AttemptRow {
-                id: r.id,
-                subscription_id: r.subscription_id,
-                cycle: r.cycle,
-                partner_order_id: r.partner_order_id,
-                amount: r.amount,
-                lines: r.lines,
-                started_at: now,
-            };
-            Ok((r.subscription_id, a.try_into()?))
-        })
+        .map(|a| Ok((a.subscription_id, a.try_into()?)))
         .collect()
 }
 

@@ -76,26 +76,32 @@ impl Batches {
 
 /// Starts `due` in a batch with the charges starting alongside it.
 pub(crate) async fn start(ctx: &Ctx, due: Due) -> Result<Started> {
-    let req = Req {
-        ctx: ctx.clone(),
-        body: due,
-    };
-    ctx.charges
-        .start
-        .call(req, |reqs| run(reqs, key_due, start_batch))
-        .await
-        .unwrap_or_else(|| Err(abandoned()))
+    batched(ctx, &ctx.charges.start, due, key_due, start_batch).await
 }
 
 /// Finishes an approved charge in a batch with the charges finishing alongside it.
 pub(crate) async fn finish(ctx: &Ctx, charged: Charged) -> Result<()> {
+    batched(ctx, &ctx.charges.finish, charged, key_charged, finish_batch).await
+}
+
+/// `body`'s answer from the batch of `coalescer` it joins.
+async fn batched<B, T>(
+    ctx: &Ctx,
+    coalescer: &Coalescer<Req<B>, Result<T>>,
+    body: B,
+    key: fn(&B) -> i64,
+    batch: BatchFn<B, T>,
+) -> Result<T>
+where
+    B: Send + Sync + 'static,
+    T: Send + 'static,
+{
     let req = Req {
         ctx: ctx.clone(),
-        body: charged,
+        body,
     };
-    ctx.charges
-        .finish
-        .call(req, |reqs| run(reqs, key_charged, finish_batch))
+    coalescer
+        .call(req, |reqs| run(reqs, key, batch))
         .await
         .unwrap_or_else(|| Err(abandoned()))
 }
