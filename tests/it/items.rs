@@ -350,6 +350,19 @@ async fn the_main_page_has_the_top_nine_by_sales_and_by_discount() {
 }
 
 /// Makes the test database refuse the app's connections (cached answers must not need it).
+/// Renames item `id` through the admin API; the item as answered.
+async fn rename(app: &TestApp, admin: &str, id: i64, title: &str) -> Value {
+    let resp = app
+        .request(Method::PATCH, &format!("/api/admin/items/{id}"))
+        .bearer_auth(admin)
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
 async fn cut_database(app: &TestApp, allow: bool) {
     let admin = sqlx::PgPool::connect(&crate::helpers::db::admin_url())
         .await
@@ -429,15 +442,7 @@ async fn cached_pages_are_served_without_postgres_and_item_writes_invalidate_the
 
     // Renaming the first item on the cached page shows at once.
     let top = first["items"][0]["id"].as_i64().unwrap();
-    let resp = app
-        .request(Method::PATCH, &format!("/api/admin/items/{top}"))
-        .bearer_auth(&admin.access)
-        .json(&json!({"title": "새 이름"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let patched: Value = resp.json().await.unwrap();
+    let patched = rename(&app, &admin.access, top, "새 이름").await;
     assert_eq!(patched["title"], "새 이름");
     assert_eq!(patched["id"], top);
     let after = list(&app, "category=EYE").await;
@@ -587,14 +592,7 @@ async fn the_snapshot_follows_item_writes_in_every_process_and_answers_without_p
     assert_eq!(list(&app, "keyword=루테인&size=8").await, before);
 
     // A write through one process shows at once in the other's snapshot.
-    let resp = app
-        .request(Method::PATCH, &format!("/api/admin/items/{top}"))
-        .bearer_auth(&admin.access)
-        .json(&json!({"title": "새 루테인 골드"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    rename(&app, &admin.access, top, "새 루테인 골드").await;
     let after = list(&other, "keyword=루테인&size=8").await;
     assert_eq!(after["items"][0]["title"], "새 루테인 골드");
     assert_eq!(after["total"], before["total"]);
