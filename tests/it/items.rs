@@ -655,11 +655,7 @@ async fn unique_views_count_once_per_ip_per_day_and_flushes_never_double_count()
     view(&app, b, "198.51.100.1").await;
     view(&app, b, "198.51.100.2").await;
 
-    let ctx = billing::Ctx::new(
-        (*app.settings).clone(),
-        std::sync::Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap();
+    let ctx = app.ctx();
     // A flusher reads the counts and dies before committing: nothing is added...
     let today = billing::items::store_day(&ctx);
     let read = billing::items::read_view_counts(&ctx, today).await.unwrap();
@@ -714,11 +710,7 @@ async fn sales_of(db: &PgPool, id: i64) -> i64 {
 #[tokio::test]
 async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_at_once() {
     let app = spawn_app().await;
-    let ctx = billing::Ctx::new(
-        (*app.settings).clone(),
-        std::sync::Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap();
+    let ctx = app.ctx();
     let fx = crate::helpers::fixtures::item;
     let (a, b) = (
         fx(&app.db, "루테인", 10_000, 0).await,
@@ -767,11 +759,7 @@ async fn a_paid_orders_sales_are_counted_once_and_folded_once_even_by_two_folds_
 #[tokio::test]
 async fn a_fold_works_off_a_burst_in_short_statements() {
     let app = spawn_app().await;
-    let ctx = billing::Ctx::new(
-        (*app.settings).clone(),
-        std::sync::Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap();
+    let ctx = app.ctx();
     seed_items(&app.db, 3).await;
     // A billing-day burst's deltas: 2.5 fold statements' worth over three items.
     let deltas = billing::items::FOLD_BATCH * 5 / 2;

@@ -2,8 +2,6 @@
 //! delivered outbox events with their deliveries and attempts, old failed jobs, old view
 //! counts and probe runs — and nothing anyone still waits on, nor any money record.
 
-use std::sync::Arc;
-
 use sqlx::PgPool;
 
 use crate::helpers::{fixtures, spawn_app_with, TestApp};
@@ -78,11 +76,7 @@ async fn pruning_app() -> (TestApp, billing::Ctx, i64) {
         s.retention.max_batches = 2;
     })
     .await;
-    let ctx = billing::Ctx::new(
-        (*app.settings).clone(),
-        Arc::new(billing::clock::SystemClock),
-    )
-    .unwrap();
+    let ctx = app.ctx();
     let endpoint: i64 = sqlx::query_scalar(
         "INSERT INTO webhook_endpoints (url, event_types, secret)
          VALUES ('https://partner.example/hook', '{*}', 'whsec') RETURNING id",

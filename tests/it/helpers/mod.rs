@@ -199,6 +199,16 @@ pub fn error_fields(body: &Value) -> Vec<String> {
 }
 
 impl TestApp {
+    /// A context of this app's settings (its database and Redis prefix) on the system
+    /// clock, for calling `billing` directly as a worker would.
+    pub fn ctx(&self) -> billing::Ctx {
+        billing::Ctx::new(
+            (*self.settings).clone(),
+            Arc::new(billing::clock::SystemClock),
+        )
+        .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
