@@ -181,7 +181,23 @@ async fn jobs_an_enqueue_wakes_an_idle_worker_well_before_the_polling_interval()
         },
     ));
     // Idle: the LISTEN is up and every pool sleeps its polling interval.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    {
+        let db = db.clone();
+        wait_until("the worker to LISTEN", Duration::from_secs(5), || {
+            let db = db.clone();
+            async move {
+                count(
+                    &db,
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND query ILIKE 'LISTEN%pillivery_jobs%'",
+                )
+                .await
+                    == 1
+            }
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut took = Vec::new();
     for i in 0..5 {
