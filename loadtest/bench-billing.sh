@@ -38,12 +38,19 @@
 # Goals (the issue): ≥ 1,000 charges/s at 0 ms; at LATENCY_MS, ≥ 0.8 × in-flight limit /
 # latency, the in-flight limit being WORKER_CONCURRENCY × workers.
 #
+# The workers' rate cap on KakaoPay calls (pg_guard.rate_per_sec) is PG_RATE (10,000) per
+# process: the simulator has no quota, and the default cap (1,000/s) equals the 0 ms goal
+# and is below the 200 ms one, so it would measure the quota rather than the engine.
+# PG_RATE=1000 measures the default configuration (its burst, pg_guard.rate_burst, is
+# the default's in both).
+#
 #   loadtest/bench-billing.sh            (SUBS=20000 LATENCY_MS=200 WORKER_CONCURRENCY=256
 #                                         POOL=20 DRAIN_TIMEOUT=600 PROFILE=dev|release)
 #   SUBS=2000 loadtest/bench-billing.sh  (a smoke test on the same data set)
 #   REUSE_DB=1 loadtest/bench-billing.sh (keep the generated database of an earlier run)
 #   RUNS="0:1 200:2" loadtest/bench-billing.sh (only some of the latency:workers runs)
 #   SSLMODE=disable loadtest/bench-billing.sh   (the workers' sslmode; default: libpq's prefer)
+#   PG_RATE=1000 loadtest/bench-billing.sh      (the workers' rate cap per process; default 10000)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -57,6 +64,7 @@ command -v jq >/dev/null || _pv_apt_install jq
 SUBS=${SUBS:-20000}
 LATENCY_MS=${LATENCY_MS:-200}
 WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-256}
+PG_RATE=${PG_RATE:-10000}
 POOL=${POOL:-20}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 POLL_SECONDS=${POLL_SECONDS:-0.5}
@@ -190,7 +198,7 @@ declare -A RATE DRAIN
 burst() {
     local latency=$1 workers=$2 w pid
     NAME="${latency}ms_${workers}w"
-    pv_log "run $NAME: $SUBS due subscriptions, pgsim latency ${latency} ms, $workers worker(s) × concurrency $WORKER_CONCURRENCY, pools $POOL ($PROFILE build)"
+    pv_log "run $NAME: $SUBS due subscriptions, pgsim latency ${latency} ms, $workers worker(s) × concurrency $WORKER_CONCURRENCY, pools $POOL, rate cap $PG_RATE/s ($PROFILE build)"
     fresh_run_db
 
     local secret=bench-billing-secret
@@ -213,6 +221,7 @@ burst() {
             PILLIVERY__KAKAOPAY__SECRET_KEY=$secret \
             PILLIVERY__WORKER__LISTEN="127.0.0.1:$((WORKER_PORT + w - 1))" \
             PILLIVERY__WORKER__CONCURRENCY=$WORKER_CONCURRENCY \
+            PILLIVERY__PG_GUARD__RATE_PER_SEC=$PG_RATE \
             PILLIVERY__DATABASE__MAX_CONNECTIONS=$POOL PILLIVERY__LOG__LEVEL=warn \
             "$BIN/pillivery-worker" run >"$LOG_DIR/bench-billing-worker$w.log" 2>&1 &
         PIDS+=($!)
@@ -440,5 +449,5 @@ goal1=$(awk -v f="$inflight1" -v l="$LATENCY_MS" 'BEGIN { printf "%.0f", 0.8 * f
 goal2=$(awk -v f="$inflight2" -v l="$LATENCY_MS" 'BEGIN { printf "%.0f", 0.8 * f / (l / 1000) }')
 ratio() { awk -v a="$1" -v g="$2" 'BEGIN { if (a == "NA") print "NA"; else printf "%.2f", a / g }'; }
 L=$LATENCY_MS
-echo "RESULT charges_per_sec_0ms_1w=$(val 0ms_1w) charges_per_sec_0ms_2w=$(val 0ms_2w) charges_per_sec_${L}ms_1w=$(val "${L}ms_1w") charges_per_sec_${L}ms_2w=$(val "${L}ms_2w") drain_s_0ms_1w=${DRAIN[0ms_1w]:-NA} drain_s_0ms_2w=${DRAIN[0ms_2w]:-NA} drain_s_${L}ms_1w=${DRAIN[${L}ms_1w]:-NA} drain_s_${L}ms_2w=${DRAIN[${L}ms_2w]:-NA} goal_0ms=$goal0 ratio_0ms_1w=$(ratio "$(val 0ms_1w)" $goal0) ratio_0ms_2w=$(ratio "$(val 0ms_2w)" $goal0) inflight_1w=$inflight1 inflight_2w=$inflight2 goal_${L}ms_1w=$goal1 goal_${L}ms_2w=$goal2 ratio_${L}ms_1w=$(ratio "$(val "${L}ms_1w")" "$goal1") ratio_${L}ms_2w=$(ratio "$(val "${L}ms_2w")" "$goal2") subs=$SUBS concurrency=$WORKER_CONCURRENCY pool=$POOL double_charges=$DOUBLES violations=$VIOLATIONS profile=$PROFILE"
+echo "RESULT charges_per_sec_0ms_1w=$(val 0ms_1w) charges_per_sec_0ms_2w=$(val 0ms_2w) charges_per_sec_${L}ms_1w=$(val "${L}ms_1w") charges_per_sec_${L}ms_2w=$(val "${L}ms_2w") drain_s_0ms_1w=${DRAIN[0ms_1w]:-NA} drain_s_0ms_2w=${DRAIN[0ms_2w]:-NA} drain_s_${L}ms_1w=${DRAIN[${L}ms_1w]:-NA} drain_s_${L}ms_2w=${DRAIN[${L}ms_2w]:-NA} goal_0ms=$goal0 ratio_0ms_1w=$(ratio "$(val 0ms_1w)" $goal0) ratio_0ms_2w=$(ratio "$(val 0ms_2w)" $goal0) inflight_1w=$inflight1 inflight_2w=$inflight2 goal_${L}ms_1w=$goal1 goal_${L}ms_2w=$goal2 ratio_${L}ms_1w=$(ratio "$(val "${L}ms_1w")" "$goal1") ratio_${L}ms_2w=$(ratio "$(val "${L}ms_2w")" "$goal2") subs=$SUBS concurrency=$WORKER_CONCURRENCY pool=$POOL pg_rate=$PG_RATE double_charges=$DOUBLES violations=$VIOLATIONS profile=$PROFILE"
 ((VIOLATIONS == 0)) || exit 1

@@ -1,4 +1,4 @@
-//! Coalescing concurrent calls into batches: requests that arrive while batches run wait
+//! Coalescing concurrent calls into batches: requests that arrive while a batch runs wait
 //! together and are served by the next batch, so a worker's hundreds of concurrent charges
 //! share a few transactions' statements instead of each paying for its own. Idle, a call
 //! runs at once as a batch of one: nothing waits for a batch to fill.
@@ -7,13 +7,19 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Batches requests of one kind; `max_batch` requests per batch, at most `concurrent`
-/// batches at a time.
+/// Batches requests of one kind; `max_batch` requests per batch. One batch runs at a
+/// time, and up to `concurrent` only while a full batch is waiting: a second batch
+/// started for the few requests that arrived meanwhile would split them into more,
+/// smaller transactions, each costing Postgres a plan and a commit, while the one running
+/// finishes soon enough to take them all (measured: loadtest/REPORT.md, issue 20).
 pub struct Coalescer<Req, Resp> {
     waiting: Mutex<VecDeque<Waiting<Req, Resp>>>,
     slots: Arc<Semaphore>,
+    concurrent: usize,
+    /// Signalled when a batch ends or a full batch is waiting: who waits may start one.
+    changed: Arc<Notify>,
     max_batch: usize,
 }
 
@@ -33,9 +39,12 @@ impl<Req, Resp> std::fmt::Debug for Coalescer<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
     pub fn new(max_batch: usize, concurrent: usize) -> Self {
+        let concurrent = concurrent.max(1);
         Self {
             waiting: Mutex::new(VecDeque::new()),
-            slots: Arc::new(Semaphore::new(concurrent.max(1))),
+            slots: Arc::new(Semaphore::new(concurrent)),
+            concurrent,
+            changed: Arc::new(Notify::new()),
             max_batch: max_batch.max(1),
         }
     }
@@ -44,8 +53,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A slot for the next batch, if one may start now: none is running, or a full
+    /// batch is waiting and a slot is free.
+    fn may_start(&self) -> Option<OwnedSemaphorePermit> {
+        let running = self.concurrent - self.slots.available_permits();
+        if running > 0 && self.queue().len() < self.max_batch {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     /// `req`'s answer from `run`, which gets a batch (oldest first) and answers each of its
-    /// requests in order. Whoever gets a free slot runs the next batch, its own request in
+    /// requests in order. Whoever may start the next batch runs it, its own request in
     /// it or not; the batch runs as its own task, so a caller dropped meanwhile (a job's
     /// timeout) cuts nobody else's answer short. `None` when `run` answered fewer
     /// requests than it was given, or panicked.
@@ -55,37 +74,60 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
         Fut: Future<Output = Vec<Resp>> + Send + 'static,
     {
         let (reply, mut answer) = oneshot::channel();
-        self.queue().push_back(Waiting { req, reply });
+        let full = {
+            let mut q = self.queue();
+            q.push_back(Waiting { req, reply });
+            q.len() >= self.max_batch
+        };
+        if full {
+            self.changed.notify_waiters();
+        }
         loop {
+            // Registered before looking, so a batch ending meanwhile is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match answer.try_recv() {
+                Ok(r) => return Some(r),
+                Err(oneshot::error::TryRecvError::Closed) => return None,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if let Some(permit) = self.may_start() {
+                let batch: Vec<Waiting<Req, Resp>> = {
+                    let mut q = self.queue();
+                    let n = q.len().min(self.max_batch);
+                    // A caller that gave up (dropped its answer) is not run for nobody.
+                    q.drain(..n).filter(|w| !w.reply.is_closed()).collect()
+                };
+                if batch.is_empty() {
+                    // Ours was taken by a batch running now: it answers.
+                    drop(permit);
+                    self.changed.notify_waiters();
+                    return answer.await.ok();
+                }
+                let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
+                    batch.into_iter().map(|w| (w.req, w.reply)).unzip();
+                let work = run(reqs);
+                let changed = self.changed.clone();
+                let task = tokio::spawn(async move {
+                    let answers = work.await;
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                    drop(permit);
+                    changed.notify_waiters();
+                });
+                // A panic in `run` dropped its replies: their callers get `None` (and the
+                // permit went with the task, so the next batch may start).
+                if task.await.is_err() {
+                    self.changed.notify_waiters();
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 r = &mut answer => return r.ok(),
-                permit = self.slots.clone().acquire_owned() => {
-                    let Ok(permit) = permit else { return answer.await.ok() };
-                    let batch: Vec<Waiting<Req, Resp>> = {
-                        let mut q = self.queue();
-                        let n = q.len().min(self.max_batch);
-                        // A caller that gave up (dropped its answer) is not run for nobody.
-                        q.drain(..n).filter(|w| !w.reply.is_closed()).collect()
-                    };
-                    if batch.is_empty() {
-                        // Ours was taken by a batch running now: it answers.
-                        drop(permit);
-                        return answer.await.ok();
-                    }
-                    let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
-                        batch.into_iter().map(|w| (w.req, w.reply)).unzip();
-                    let work = run(reqs);
-                    let task = tokio::spawn(async move {
-                        let answers = work.await;
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(answer);
-                        }
-                        drop(permit);
-                    });
-                    // A panic in `run` dropped its replies: their callers get `None`.
-                    let _ = task.await;
-                }
+                _ = changed => {}
             }
         }
     }
@@ -162,6 +204,57 @@ mod tests {
             n >= 4,
             "at most 16 per batch, so at least 4 batches, got {n}"
         );
+    }
+
+    /// Calls that arrive while a batch runs wait for it and go together in the next one;
+    /// a second batch runs beside the first only for a full batch.
+    #[tokio::test]
+    async fn a_second_batch_runs_at_once_only_when_a_full_batch_waits() {
+        let c = Arc::new(Coalescer::<u32, u32>::new(4, 2));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let call = |i: u32| {
+            let (c, sizes, gate) = (c.clone(), sizes.clone(), gate.clone());
+            tokio::spawn(async move {
+                c.call(i, move |reqs| {
+                    let (sizes, gate) = (sizes.clone(), gate.clone());
+                    async move {
+                        sizes.lock().unwrap().push(reqs.len());
+                        // Each batch holds its slot until the test lets one end.
+                        gate.acquire().await.unwrap().forget();
+                        reqs
+                    }
+                })
+                .await
+            })
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        let first = call(0);
+        settle().await;
+        let mut calls: Vec<_> = (1..4).map(call).collect();
+        settle().await;
+        // Three waiting, fewer than a batch: nothing runs beside the first.
+        assert_eq!(*sizes.lock().unwrap(), vec![1]);
+        calls.push(call(4));
+        settle().await;
+        // Four waiting, a full batch: it runs in the second slot.
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
+        calls.extend((5..7).map(call));
+        settle().await;
+        // One batch ends, one still runs: two waiting are fewer than a batch, so they
+        // wait for it rather than run beside it.
+        gate.add_permits(1);
+        settle().await;
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
+        gate.add_permits(1);
+        settle().await;
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 4, 2]);
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(0));
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), Some(i as u32 + 1));
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 4, 2]);
     }
 
     #[tokio::test]

@@ -283,7 +283,8 @@ pub struct SubscriptionsSettings {
     /// their orders) in one transaction. Charges running at once are batched; one
     /// running alone is a batch of one and waits for nothing.
     pub charge_batch_size: usize,
-    /// Batches of each kind a worker process runs at once (each holds one connection).
+    /// Most batches of each kind a worker process runs at once (each holds one
+    /// connection); beyond the first, only while a full batch is waiting.
     pub charge_batches: usize,
 }
 
@@ -378,9 +379,13 @@ pub struct PgGuardSettings {
     pub defer_jitter_ms: Duration,
     /// Most PG calls in flight at once per process (the bulkhead).
     pub max_concurrent: usize,
-    /// Most PG calls started per second per process (spread evenly: at most
-    /// `rate_burst` at once).
+    /// Most PG calls started per second per process, spread evenly once `rate_burst`
+    /// calls have gone at once: in any second at most `rate_per_sec + rate_burst` start.
     pub rate_per_sec: u32,
+    /// How many calls may start together. One batch of charges' worth (64) lets the
+    /// charges admitted together be started and finished in shared transactions; a
+    /// burst of 1 admits them a millisecond apart, one per transaction, which cost the
+    /// billing burst two thirds of its throughput (loadtest/REPORT.md, issue 20).
     pub rate_burst: u32,
     /// Longest a call waits for its bulkhead slot and rate permit (granted first come,
     /// first served, before anything is recorded); after that the work is deferred like
@@ -404,7 +409,7 @@ impl Default for PgGuardSettings {
             defer_jitter_ms: Duration::from_millis(5_000),
             max_concurrent: 256,
             rate_per_sec: 1_000,
-            rate_burst: 1,
+            rate_burst: 64,
             max_wait_ms: Duration::from_millis(30_000),
             misconfigured_hold_ms: Duration::from_millis(60_000),
         }
