@@ -76,12 +76,52 @@ impl Batches {
 
 /// Starts `due` in a batch with the charges starting alongside it.
 pub(crate) async fn start(ctx: &Ctx, due: Due) -> Result<Started> {
-    batched(ctx, &ctx.charges.start, due, key_due, start_batch).await
+    batched(ctx, &ctx.charges.start, due, Step::Start, start_batch).await
 }
 
 /// Finishes an approved charge in a batch with the charges finishing alongside it.
 pub(crate) async fn finish(ctx: &Ctx, charged: Charged) -> Result<()> {
-    batched(ctx, &ctx.charges.finish, charged, key_charged, finish_batch).await
+    batched(
+        ctx,
+        &ctx.charges.finish,
+        charged,
+        Step::Finish,
+        finish_batch,
+    )
+    .await
+}
+
+/// Which coalescer a batch belongs to: its subscription key and its metrics' label.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Start,
+    Finish,
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Step::Start => "start",
+            Step::Finish => "finish",
+        }
+    }
+}
+
+/// A request body's subscription, by step.
+trait Keyed {
+    fn key(&self) -> i64;
+}
+
+impl Keyed for Due {
+    fn key(&self) -> i64 {
+        self.id.0
+    }
+}
+
+impl Keyed for Charged {
+    fn key(&self) -> i64 {
+        self.attempt.subscription_id.0
+    }
 }
 
 /// `body`'s answer from the batch of `coalescer` it joins.
@@ -89,11 +129,11 @@ async fn batched<B, T>(
     ctx: &Ctx,
     coalescer: &Coalescer<Req<B>, Result<T>>,
     body: B,
-    key: fn(&B) -> i64,
+    step: Step,
     batch: BatchFn<B, T>,
 ) -> Result<T>
 where
-    B: Send + Sync + 'static,
+    B: Keyed + Send + Sync + 'static,
     T: Send + 'static,
 {
     let req = Req {
@@ -101,21 +141,13 @@ where
         body,
     };
     coalescer
-        .call(req, |reqs| run(reqs, key, batch))
+        .call(req, |reqs| run(reqs, step, batch))
         .await
         .unwrap_or_else(|| Err(abandoned()))
 }
 
 fn abandoned() -> Error {
     Error::Internal("the charge batch ended without an answer".into())
-}
-
-fn key_due(d: &Due) -> i64 {
-    d.id.0
-}
-
-fn key_charged(c: &Charged) -> i64 {
-    c.attempt.subscription_id.0
 }
 
 type BatchFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>>> + Send + 'a>>;
@@ -126,9 +158,9 @@ type BatchFn<B, T> = for<'a> fn(&'a Ctx, &'a [Db], &'a Policy, &'a [&'a B]) -> B
 /// Runs a coalesced batch: in rounds without a repeated subscription, each round one
 /// call of `batch`; a round that fails (and so rolled back) is retried one request at a
 /// time. Answers in the requests' order.
-async fn run<B, T>(reqs: Vec<Req<B>>, key: fn(&B) -> i64, batch: BatchFn<B, T>) -> Vec<Result<T>>
+async fn run<B, T>(reqs: Vec<Req<B>>, step: Step, batch: BatchFn<B, T>) -> Vec<Result<T>>
 where
-    B: Send + Sync + 'static,
+    B: Keyed + Send + Sync + 'static,
     T: Send + 'static,
 {
     let n = reqs.len();
@@ -144,10 +176,15 @@ where
         }
     };
     let indexed: Vec<(usize, &Req<B>)> = reqs.iter().enumerate().collect();
-    for round in rounds_by_key(indexed, |(_, r)| key(&r.body)) {
+    for round in rounds_by_key(indexed, |(_, r)| r.body.key()) {
         let dbs: Vec<Db> = round.iter().map(|(_, r)| r.ctx.db.clone()).collect();
         let bodies: Vec<&B> = round.iter().map(|(_, r)| &r.body).collect();
-        match batch(&ctx, &dbs, &policy, &bodies).await {
+        let began = std::time::Instant::now();
+        let outcome = batch(&ctx, &dbs, &policy, &bodies).await;
+        metrics::histogram!("charge_batch_size", "step" => step.label()).record(round.len() as f64);
+        metrics::histogram!("charge_batch_seconds", "step" => step.label())
+            .record(began.elapsed().as_secs_f64());
+        match outcome {
             Ok(outs) if outs.len() == round.len() => {
                 for ((i, _), out) in round.iter().zip(outs) {
                     answers[*i] = Some(Ok(out));
