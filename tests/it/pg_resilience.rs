@@ -358,11 +358,11 @@ async fn a_burst_of_1000_due_charges_never_exceeds_the_rate_cap_at_the_pg() {
         .worker_metric(r#"pg_permit_wait_seconds_count{permit="rate"}"#)
         .await;
     println!(
-        "rate cap: {SUBS} charges in {:.1} s at ≤ {CAP}/s (busiest second {max}); {waited} rate waits",
+        "rate cap: {SUBS} charges in {:.1} s at ≤ {CAP}/s, burst {BURST} (busiest second {max}); {waited} rate waits",
         elapsed.as_secs_f64()
     );
     println!(
-        "RESULT name=rate_cap charges={SUBS} cap_per_sec={CAP} busiest_second={max} seconds={:.1}",
+        "RESULT name=rate_cap charges={SUBS} cap_per_sec={CAP} burst={BURST} busiest_second={max} seconds={:.1}",
         elapsed.as_secs_f64()
     );
     crate::helpers::db::assert_no_session_left_in_transaction(&s.db).await;
