@@ -220,7 +220,8 @@ mod tests {
                     let (sizes, gate) = (sizes.clone(), gate.clone());
                     async move {
                         sizes.lock().unwrap().push(reqs.len());
-                        // Each batch holds its slot until the test lets one end.
+                        // Each batch holds its slot until the test lets one end (the
+                        // semaphore is fair: the oldest batch ends first).
                         gate.acquire().await.unwrap().forget();
                         reqs
                     }
@@ -228,33 +229,46 @@ mod tests {
                 .await
             })
         };
-        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        let batches = || sizes.lock().unwrap().clone();
         let first = call(0);
-        settle().await;
+        until(|| batches().len() == 1).await;
         let mut calls: Vec<_> = (1..4).map(call).collect();
-        settle().await;
+        until(|| c.queue().len() == 3).await;
         // Three waiting, fewer than a batch: nothing runs beside the first.
-        assert_eq!(*sizes.lock().unwrap(), vec![1]);
+        assert_eq!(batches(), vec![1]);
         calls.push(call(4));
-        settle().await;
+        until(|| batches().len() == 2).await;
         // Four waiting, a full batch: it runs in the second slot.
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
+        assert_eq!(batches(), vec![1, 4]);
         calls.extend((5..7).map(call));
-        settle().await;
-        // One batch ends, one still runs: two waiting are fewer than a batch, so they
-        // wait for it rather than run beside it.
-        gate.add_permits(1);
-        settle().await;
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
-        gate.add_permits(1);
-        settle().await;
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 4, 2]);
+        until(|| c.queue().len() == 2).await;
+        // The first batch ends, the full one still runs: two waiting are fewer than a
+        // batch, so they wait for it rather than run beside it.
         gate.add_permits(1);
         assert_eq!(first.await.unwrap(), Some(0));
+        assert_eq!(batches(), vec![1, 4]);
+        assert_eq!(c.queue().len(), 2);
+        gate.add_permits(1);
+        until(|| batches().len() == 3).await;
+        assert_eq!(batches(), vec![1, 4, 2]);
+        gate.add_permits(1);
         for (i, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap(), Some(i as u32 + 1));
         }
-        assert_eq!(*sizes.lock().unwrap(), vec![1, 4, 2]);
+        assert_eq!(batches(), vec![1, 4, 2]);
+    }
+
+    /// Waits (up to 5 s) until `cond` holds.
+    async fn until(cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
