@@ -76,64 +76,49 @@ impl Batches {
 
 /// Starts `due` in a batch with the charges starting alongside it.
 pub(crate) async fn start(ctx: &Ctx, due: Due) -> Result<Started> {
-    batched(ctx, &ctx.charges.start, due, Step::Start, start_batch).await
+    batched(ctx, &ctx.charges.start, due, START, start_batch).await
 }
 
 /// Finishes an approved charge in a batch with the charges finishing alongside it.
 pub(crate) async fn finish(ctx: &Ctx, charged: Charged) -> Result<()> {
-    batched(
-        ctx,
-        &ctx.charges.finish,
-        charged,
-        Step::Finish,
-        finish_batch,
-    )
-    .await
+    batched(ctx, &ctx.charges.finish, charged, FINISH, finish_batch).await
 }
 
-/// Which coalescer a batch belongs to: its subscription key and its metrics' label.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    Start,
-    Finish,
+/// What a batch does: its requests' subscription, and its metrics' label.
+struct Step<B> {
+    key: fn(&B) -> i64,
+    label: &'static str,
 }
 
-impl Step {
-    fn label(self) -> &'static str {
-        match self {
-            Step::Start => "start",
-            Step::Finish => "finish",
-        }
+// Copied whatever `B` is (derive would ask `B: Copy`).
+impl<B> Clone for Step<B> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// A request body's subscription, by step.
-trait Keyed {
-    fn key(&self) -> i64;
-}
+impl<B> Copy for Step<B> {}
 
-impl Keyed for Due {
-    fn key(&self) -> i64 {
-        self.id.0
-    }
-}
+const START: Step<Due> = Step {
+    key: |d| d.id.0,
+    label: "start",
+};
 
-impl Keyed for Charged {
-    fn key(&self) -> i64 {
-        self.attempt.subscription_id.0
-    }
-}
+const FINISH: Step<Charged> = Step {
+    key: |c| c.attempt.subscription_id.0,
+    label: "finish",
+};
 
 /// `body`'s answer from the batch of `coalescer` it joins.
 async fn batched<B, T>(
     ctx: &Ctx,
     coalescer: &Coalescer<Req<B>, Result<T>>,
     body: B,
-    step: Step,
+    step: Step<B>,
     batch: BatchFn<B, T>,
 ) -> Result<T>
 where
-    B: Keyed + Send + Sync + 'static,
+    B: Send + Sync + 'static,
     T: Send + 'static,
 {
     let req = Req {
@@ -158,9 +143,9 @@ type BatchFn<B, T> = for<'a> fn(&'a Ctx, &'a [Db], &'a Policy, &'a [&'a B]) -> B
 /// Runs a coalesced batch: in rounds without a repeated subscription, each round one
 /// call of `batch`; a round that fails (and so rolled back) is retried one request at a
 /// time. Answers in the requests' order.
-async fn run<B, T>(reqs: Vec<Req<B>>, step: Step, batch: BatchFn<B, T>) -> Vec<Result<T>>
+async fn run<B, T>(reqs: Vec<Req<B>>, step: Step<B>, batch: BatchFn<B, T>) -> Vec<Result<T>>
 where
-    B: Keyed + Send + Sync + 'static,
+    B: Send + Sync + 'static,
     T: Send + 'static,
 {
     let n = reqs.len();
@@ -176,13 +161,13 @@ where
         }
     };
     let indexed: Vec<(usize, &Req<B>)> = reqs.iter().enumerate().collect();
-    for round in rounds_by_key(indexed, |(_, r)| r.body.key()) {
+    for round in rounds_by_key(indexed, |(_, r)| (step.key)(&r.body)) {
         let dbs: Vec<Db> = round.iter().map(|(_, r)| r.ctx.db.clone()).collect();
         let bodies: Vec<&B> = round.iter().map(|(_, r)| &r.body).collect();
         let began = std::time::Instant::now();
         let outcome = batch(&ctx, &dbs, &policy, &bodies).await;
-        metrics::histogram!("charge_batch_size", "step" => step.label()).record(round.len() as f64);
-        metrics::histogram!("charge_batch_seconds", "step" => step.label())
+        metrics::histogram!("charge_batch_size", "step" => step.label).record(round.len() as f64);
+        metrics::histogram!("charge_batch_seconds", "step" => step.label)
             .record(began.elapsed().as_secs_f64());
         match outcome {
             Ok(outs) if outs.len() == round.len() => {
