@@ -108,20 +108,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
                 let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
                     batch.into_iter().map(|w| (w.req, w.reply)).unzip();
                 let work = run(reqs);
-                let changed = self.changed.clone();
+                let running = Running {
+                    permit: Some(permit),
+                    changed: self.changed.clone(),
+                };
                 let task = tokio::spawn(async move {
+                    let _running = running;
                     let answers = work.await;
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(answer);
                     }
-                    drop(permit);
-                    changed.notify_waiters();
                 });
-                // A panic in `run` dropped its replies: their callers get `None` (and the
-                // permit went with the task, so the next batch may start).
-                if task.await.is_err() {
-                    self.changed.notify_waiters();
-                }
+                // A panic in `run` dropped its replies: their callers get `None`.
+                let _ = task.await;
                 continue;
             }
             tokio::select! {
@@ -130,6 +129,23 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
                 _ = changed => {}
             }
         }
+    }
+}
+
+/// A running batch's slot. Dropped when the batch ends, however it ends (a panic in
+/// `run` included, with its caller gone): the slot frees and the waiting callers look
+/// again, so none sleeps with nothing running.
+struct Running {
+    permit: Option<OwnedSemaphorePermit>,
+    changed: Arc<Notify>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The slot first: a caller woken before it is free would find it taken and sleep
+        // through the only wake-up.
+        drop(self.permit.take());
+        self.changed.notify_waiters();
     }
 }
 
@@ -256,6 +272,41 @@ mod tests {
             assert_eq!(call.await.unwrap(), Some(i as u32 + 1));
         }
         assert_eq!(batches(), vec![1, 4, 2]);
+    }
+
+    /// A batch that panics after its caller gave up still frees its slot for the
+    /// callers waiting behind it.
+    #[tokio::test]
+    async fn a_batch_that_panics_without_its_caller_lets_the_next_one_run() {
+        let c = Arc::new(Coalescer::<u32, u32>::new(4, 1));
+        let gate = Arc::new(Semaphore::new(0));
+        let call = |i: u32| {
+            let (c, gate) = (c.clone(), gate.clone());
+            tokio::spawn(async move {
+                c.call(i, move |reqs| {
+                    let gate = gate.clone();
+                    async move {
+                        if reqs.contains(&0) {
+                            gate.acquire().await.unwrap().forget();
+                            panic!("the batch fails");
+                        }
+                        reqs
+                    }
+                })
+                .await
+            })
+        };
+        let first = call(0);
+        until(|| c.slots.available_permits() == 0).await;
+        let second = call(1);
+        until(|| c.queue().len() == 1).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        gate.add_permits(1);
+        let answer = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the waiting call was served");
+        assert_eq!(answer.unwrap(), Some(1));
     }
 
     /// Waits (up to 5 s) until `cond` holds.
